@@ -1,0 +1,211 @@
+"""Datasets the built-in recipes train on, and helpers that turn any split into tensors.
+
+    from harness.data import digits28, fashion_mnist, cifar10, synthetic
+    data = digits28()                      # offline, ~1 s: sklearn's digits at 1x28x28
+    data = fashion_mnist(root, download)   # torchvision FashionMNIST, 54k/6k/10k
+    data = cifar10(root, download)         # torchvision CIFAR-10, 40k/10k/10k
+
+Every loader returns `harness.Data` with float32 inputs in [0, 1] and int64 targets.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.recipe import Data, RecipeError
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CIFAR_CLASSES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+class DataSettings:
+    """Where dataset files live and whether the loaders may download them.
+
+    The pytest plugin and the CLI set these from `--data-root` / `--download`; the
+    environment variables HARNESS_DATA_ROOT and HARNESS_DOWNLOAD=1 do the same.
+    """
+    def __init__(self):
+        self.root: Optional[Path] = None
+        self.download: Optional[bool] = None
+
+    def resolved_root(self) -> Path:
+        if self.root is not None:
+            return Path(self.root).expanduser()
+        if os.environ.get("HARNESS_DATA_ROOT"):
+            return Path(os.environ["HARNESS_DATA_ROOT"]).expanduser()
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(cache) / "recipe-harness" / "data"
+
+    def resolved_download(self) -> bool:
+        if self.download is not None:
+            return self.download
+        return os.environ.get("HARNESS_DOWNLOAD", "") == "1"
+
+
+settings = DataSettings()
+
+
+# --- split helpers --------------------------------------------------------------------------
+
+def is_tensor_split(split) -> bool:
+    return isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)
+
+
+def split_len(split) -> int:
+    return len(split[0]) if is_tensor_split(split) else len(split)
+
+
+def as_tensors(split, limit: Optional[int] = None):
+    """Return `(inputs, targets)` tensors for a split, reading a Dataset sample by sample if needed."""
+    if is_tensor_split(split):
+        x, y = split
+        return (x[:limit], y[:limit]) if limit is not None else (x, y)
+    n = len(split) if limit is None else min(limit, len(split))
+    xs, ys = zip(*(split[i] for i in range(n)))
+    return torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys)
+
+
+def subset(split, n: int, seed: int = 0):
+    """A seeded random subset of `n` samples (the blog's 'train on a subset' step)."""
+    total = split_len(split)
+    n = min(int(n), total)
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+    if is_tensor_split(split):
+        return split[0][idx], split[1][idx]
+    return torch.utils.data.Subset(split, idx.tolist())
+
+
+# --- the embedded default ---------------------------------------------------------------------
+
+_DIGITS_CACHE: dict = {}
+
+
+def digits28(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> Data:
+    """scikit-learn's bundled digits (1,797 8x8 images, 10 classes) resized to 1x28x28 in [0, 1].
+
+    Split train/val/test (about 70/15/15 %) stratified, with a fixed seed, so every run of
+    every test sees the same splits.
+    """
+    key = (seed, val_fraction, test_fraction)
+    if key not in _DIGITS_CACHE:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8)
+        x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+        y = torch.from_numpy(digits.target.astype(np.int64))
+        idx = np.arange(len(y))
+        rest, test = train_test_split(idx, test_size=test_fraction, stratify=y.numpy(), random_state=seed)
+        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
+                                      stratify=y.numpy()[rest], random_state=seed)
+        _DIGITS_CACHE[key] = tuple((x[i].contiguous(), y[i].contiguous()) for i in (train, val, test))
+    train, val, test = _DIGITS_CACHE[key]
+    return Data(train=train, val=val, test=test, class_names=tuple(str(i) for i in range(10)))
+
+
+# --- torchvision datasets ---------------------------------------------------------------------
+
+def fashion_mnist(root=None, download=None, val_size: int = 6000) -> Data:
+    """FashionMNIST as in the seed notebook: first 54,000 train, last 6,000 val, 10,000 test."""
+    from torchvision import datasets
+
+    root, download = _where(root, download)
+    try:
+        train = datasets.FashionMNIST(root, train=True, download=download)
+        test = datasets.FashionMNIST(root, train=False, download=download)
+    except RuntimeError as e:
+        if "not found" in str(e).lower():
+            raise RecipeError(_missing("FashionMNIST", root, root / "FashionMNIST" / "raw",
+                                       "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                                       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")) from e
+        raise RecipeError(f"FashionMNIST under {root}: {e}") from e
+    except (ValueError, IndexError) as e:
+        raise RecipeError(f"FashionMNIST under {root} looks corrupted ({e}); delete {root / 'FashionMNIST'} "
+                          "and download it again with --download") from e
+    x = train.data.float().div_(255.0).unsqueeze(1)  # (N, 1, 28, 28)
+    y = train.targets.long()
+    n_train = len(y) - val_size
+    x_test = test.data.float().div_(255.0).unsqueeze(1)
+    return Data(train=(x[:n_train], y[:n_train]), val=(x[n_train:], y[n_train:]),
+                test=(x_test, test.targets.long()), class_names=FASHION_CLASSES)
+
+
+def cifar10(root=None, download=None, val_size: int = 10000, verify: bool = True) -> Data:
+    """CIFAR-10 as in the blog: first 40,000 train, last 10,000 val, plus the 10,000 test images.
+
+    Inputs are (N, 3, 32, 32) floats in [0, 1]. `verify=False` skips torchvision's MD5 check of
+    the batch files (for files you made yourself).
+    """
+    from torchvision import datasets
+
+    root, download = _where(root, download)
+    cls = datasets.CIFAR10 if verify else _unverified_cifar10()
+    try:
+        train = cls(root, train=True, download=download)
+        test = cls(root, train=False, download=download)
+    except RuntimeError as e:
+        where = root / "cifar-10-batches-py"
+        if where.is_dir() and all((where / f).is_file() for f, _ in datasets.CIFAR10.train_list):
+            raise RecipeError(f"CIFAR-10 under {where} failed its checksum (a file is corrupted or not the "
+                              "original); delete the folder and run again with --download") from e
+        raise RecipeError(_missing("CIFAR-10", root, where, "data_batch_1..5, test_batch, batches.meta")) from e
+    except Exception as e:
+        raise RecipeError(f"CIFAR-10 under {root} could not be read ({type(e).__name__}: {e}); delete "
+                          f"{root / 'cifar-10-batches-py'} and download it again with --download") from e
+    x = torch.from_numpy(train.data).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, 32, 32)
+    y = torch.as_tensor(train.targets, dtype=torch.long)
+    n_train = len(y) - val_size
+    x_test = torch.from_numpy(test.data).permute(0, 3, 1, 2).float().div_(255.0)
+    return Data(train=(x[:n_train].contiguous(), y[:n_train]), val=(x[n_train:].contiguous(), y[n_train:]),
+                test=(x_test, torch.as_tensor(test.targets, dtype=torch.long)), class_names=CIFAR_CLASSES)
+
+
+def _unverified_cifar10():
+    from torchvision import datasets
+
+    class UnverifiedCIFAR10(datasets.CIFAR10):
+        def _check_integrity(self) -> bool:  # existence only, no MD5
+            base = Path(self.root) / self.base_folder
+            return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+    return UnverifiedCIFAR10
+
+
+def _where(root, download):
+    root = Path(root).expanduser() if root is not None else settings.resolved_root()
+    download = settings.resolved_download() if download is None else download
+    return root, download
+
+
+def _missing(name, root, folder, files) -> str:
+    return (f"{name} is not under {folder} ({files}) and downloading is off; "
+            f"run with --download (or HARNESS_DOWNLOAD=1) on a machine with internet, "
+            f"or copy the files there and pass --data-root {root}")
+
+
+# --- synthetic data for fast tests ------------------------------------------------------------
+
+def synthetic(n_train: int = 512, n_val: int = 128, n_test: int = 128, shape=(1, 28, 28),
+              num_classes: int = 10, seed: int = 0, noise: float = 0.5) -> Data:
+    """Learnable synthetic classification data of any input shape.
+
+    Each class has a random prototype in [0, 1]; a sample is its prototype plus Gaussian noise,
+    clipped to [0, 1]. Classes are balanced; splits never share a sample.
+    """
+    g = torch.Generator().manual_seed(seed)
+    prototypes = torch.rand((num_classes, *shape), generator=g)
+
+    def make(n):
+        y = torch.arange(n) % num_classes
+        y = y[torch.randperm(n, generator=g)]
+        x = (prototypes[y] + noise * torch.randn((n, *shape), generator=g)).clamp_(0.0, 1.0)
+        return x, y
+
+    return Data(train=make(n_train), val=make(n_val), test=make(n_test) if n_test else None,
+                class_names=tuple(str(i) for i in range(num_classes)))

@@ -1,0 +1,69 @@
+"""Optimizer and learning-rate schedule factories, in the shapes `fit` takes.
+
+    from harness.schedules import sgd, adam, step_lr, cosine, warmup
+    fit(model, data, optimizer=sgd(momentum=0.9, weight_decay=5e-4), scheduler=step_lr(20, 0.1))
+
+Optimizer factories are (params, lr) -> Optimizer; schedule factories are
+(optimizer, epochs) -> scheduler, stepped once per epoch.
+"""
+from __future__ import annotations
+
+import torch
+
+from harness.recipe import RecipeError
+
+
+def sgd(momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+    """Plain SGD by default; momentum, Nesterov and weight decay as options."""
+    def make(params, lr):
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    return make
+
+
+def adam(weight_decay: float = 0.0, betas=(0.9, 0.999)):
+    """Adam (the blog's choice, lr 1e-3)."""
+    def make(params, lr):
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    return make
+
+
+def step_lr(step_size: int, gamma: float = 0.1):
+    """Multiply the lr by `gamma` every `step_size` epochs (the blog's StepLR(20, 0.1))."""
+    return lambda opt, epochs: torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=gamma)
+
+
+def cosine(min_lr: float = 0.0):
+    """Cosine decay from the lr to `min_lr` over the run's epochs."""
+    return lambda opt, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1), eta_min=min_lr)
+
+
+def warmup(epochs: int, start_factor: float = 0.1):
+    """Linear warmup from `start_factor` x lr to lr over the first `epochs` epochs, then constant."""
+    return lambda opt, total: torch.optim.lr_scheduler.LinearLR(opt, start_factor=start_factor,
+                                                                end_factor=1.0, total_iters=epochs)
+
+
+def parse_optimizer(name: str, momentum: float = 0.0, weight_decay: float = 0.0):
+    """'sgd' or 'adam' -> a factory; used by the CLI."""
+    if name == "sgd":
+        return sgd(momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return adam(weight_decay=weight_decay)
+    raise RecipeError(f"--optimizer {name!r}: unknown; use sgd or adam")
+
+
+def parse_scheduler(text):
+    """'step:20:0.1', 'cosine', 'warmup:3' or None -> a schedule factory; used by the CLI."""
+    if not text or text == "none":
+        return None
+    kind, *args = text.split(":")
+    try:
+        if kind == "step":
+            return step_lr(int(args[0]), float(args[1]) if len(args) > 1 else 0.1)
+        if kind == "cosine":
+            return cosine(float(args[0]) if args else 0.0)
+        if kind == "warmup":
+            return warmup(int(args[0]) if args else 5)
+    except (ValueError, IndexError) as e:
+        raise RecipeError(f"--scheduler {text!r}: bad arguments ({e}); e.g. step:20:0.1, cosine, warmup:3") from e
+    raise RecipeError(f"--scheduler {text!r}: unknown; use step:STEP[:GAMMA], cosine[:MIN_LR] or warmup:EPOCHS")

@@ -1,0 +1,183 @@
+"""The pytest plugin: every option, ini key, marker and fixture of the suites, in one place.
+
+Registered through the `pytest11` entry point, so in any project where recipe-harness is
+installed:
+
+    pytest --pyargs suites -m sanity --recipe path/to/file.py:RECIPE
+    pytest --pyargs suites -m recipe --recipe mypkg.recipes:RECIPE --device cuda
+
+Settings flow one way: built-in defaults < ini keys < command line. Per-test seeds derive
+from `--seed` and the test's id, so outcomes do not depend on test order or on xdist.
+"""
+from __future__ import annotations
+
+import math
+import os
+import zlib
+
+import pytest
+import torch
+
+from harness import data as harness_data
+from harness.fit import resolve_device
+from harness.recipe import RecipeError, load_recipe
+
+MARKERS = {
+    "sanity": "seconds-fast checks that model, data and training step are wired right (always on)",
+    "recipe": "training-dynamics claims: lr ranking, divergence, batch size, subset (minutes)",
+    "bench": "pytest-benchmark timings per batch size (opt-in, serial: -m bench -p no:xdist)",
+}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("recipe-harness", "recipe-harness: test a training recipe")
+    group.addoption("--recipe", default=None,
+                    help="recipe to test: a built-in name (digits28, fashion_mlp, cifar_mlp), "
+                         "path/to/file.py[:NAME] or package.module[:NAME]; NAME defaults to RECIPE")
+    group.addoption("--device", default=None, help="cpu, cuda or auto (default: ini 'harness_device' or cpu)")
+    group.addoption("--seed", default=None, help="base seed; each test derives its own from it (default 0)")
+    group.addoption("--data-root", default=None, help="folder holding FashionMNIST / CIFAR-10 files")
+    group.addoption("--download", action="store_true", default=None, help="allow dataset downloads")
+    group.addoption("--suppress", action="append", default=[], metavar="CHECK",
+                    help="silence a check by name (repeatable), e.g. --suppress batch_independence")
+    group.addoption("--diverge-lr", default=None, help="learning rate that must diverge (default 1.0)")
+    parser.addini("harness_recipe", "default for --recipe")
+    parser.addini("harness_device", "default for --device")
+    parser.addini("harness_seed", "default for --seed")
+    parser.addini("harness_data_root", "default for --data-root")
+
+
+def _setting(config, option, ini, default=None):
+    value = config.getoption(option)
+    if value is None:
+        value = config.getini(ini) or None
+    return default if value is None else value
+
+
+def parse_seed(text) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"--seed {text!r}: must be an integer, e.g. --seed 0") from None
+
+
+def parse_lr(text, flag) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise pytest.UsageError(f"{flag} {text!r}: must be a positive number, e.g. {flag} 1.0")
+    return value
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    _limit_threads_under_xdist()
+    root = _setting(config, "data_root", "harness_data_root")
+    if root:
+        harness_data.settings.root = root
+    if config.getoption("download"):
+        harness_data.settings.download = True
+    spec = _setting(config, "recipe", "harness_recipe")
+    try:
+        recipe = load_recipe(spec)
+        device = resolve_device(_setting(config, "device", "harness_device", "cpu"))
+    except RecipeError as e:
+        raise pytest.UsageError(str(e)) from None
+    suppress = set(recipe.suppress) | set(config.getoption("suppress"))
+    config.stash[_KEY] = {
+        "recipe": recipe, "device": device, "seed": parse_seed(_setting(config, "seed", "harness_seed", 0)),
+        "suppress": suppress, "diverge_lr": parse_lr(config.getoption("diverge_lr") or 1.0, "--diverge-lr"),
+    }
+
+
+_KEY = pytest.StashKey[dict]()
+
+
+def _limit_threads_under_xdist():
+    """Under pytest-xdist give each worker cores // workers torch threads (uncapped workers crawl)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
+def pytest_report_header(config):
+    s = config.stash.get(_KEY, None)
+    if not s:
+        return None
+    parts = [f"recipe: {s['recipe'].name}"]
+    if s["device"].type != "cpu":
+        parts.append(f"device: {s['device']}")
+    if s["seed"] != 0:
+        parts.append(f"seed: {s['seed']}")
+    if s["suppress"]:
+        parts.append(f"suppressed: {', '.join(sorted(s['suppress']))}")
+    return "recipe-harness: " + ", ".join(parts)
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def harness_settings(pytestconfig) -> dict:
+    return pytestconfig.stash[_KEY]
+
+
+@pytest.fixture(scope="session")
+def recipe(harness_settings):
+    """The recipe under test (`--recipe`, default digits28)."""
+    return harness_settings["recipe"]
+
+
+@pytest.fixture(scope="session")
+def device(harness_settings) -> torch.device:
+    return harness_settings["device"]
+
+
+@pytest.fixture(scope="session")
+def recipe_data(recipe):
+    """The recipe's data, loaded once per session (a loading error fails with one line)."""
+    try:
+        return recipe.load_data()
+    except RecipeError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture
+def seed(request, harness_settings) -> int:
+    """A per-test seed: stable for a test id and --seed, independent of order and workers."""
+    return test_seed(harness_settings["seed"], request.node.nodeid)
+
+
+def test_seed(base: int, nodeid: str) -> int:
+    return (zlib.crc32(nodeid.encode()) + 1_000_003 * base) % (2**31)
+
+
+test_seed.__test__ = False  # not a test
+
+
+@pytest.fixture
+def verify(harness_settings, seed, request):
+    """verify(result): fail with the check's message, or skip when the check is suppressed."""
+    def _verify(result):
+        __tracebackhide__ = True
+        if result.check in harness_settings["suppress"]:
+            pytest.skip(f"{result.check} suppressed (--suppress or Recipe.suppress)")
+        if not result.passed:
+            pytest.fail(f"{result.message()}\n  re-run: {rerun_command(request, harness_settings)}",
+                        pytrace=False)
+        return result
+    return _verify
+
+
+def rerun_command(request, settings) -> str:
+    recipe = request.config.getoption("recipe") or request.config.getini("harness_recipe")
+    parts = ["pytest", f"'{request.node.nodeid}'"]
+    if recipe:
+        parts.append(f"--recipe {recipe}")
+    if settings["seed"]:
+        parts.append(f"--seed {settings['seed']}")
+    if settings["device"].type != "cpu":
+        parts.append(f"--device {settings['device'].type}")
+    return " ".join(parts)

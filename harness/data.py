@@ -89,25 +89,44 @@ _DIGITS_CACHE: dict = {}
 def digits28(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> Data:
     """scikit-learn's bundled digits (1,797 8x8 images, 10 classes) resized to 1x28x28 in [0, 1].
 
-    Split train/val/test (about 70/15/15 %) stratified, with a fixed seed, so every run of
-    every test sees the same splits.
+    Split train/val/test (about 70/15/15 %) stratified by class with a fixed seed, so every
+    run of every test sees the same splits. Reads the CSV that ships inside scikit-learn
+    directly (importing sklearn.datasets alone costs about a second).
     """
     key = (seed, val_fraction, test_fraction)
     if key not in _DIGITS_CACHE:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        digits = load_digits()
-        x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8)
+        raw = _bundled_digits()  # (1797, 65): 64 pixels in 0..16, then the label
+        x = torch.from_numpy(raw[:, :64].astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
         x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
-        y = torch.from_numpy(digits.target.astype(np.int64))
-        idx = np.arange(len(y))
-        rest, test = train_test_split(idx, test_size=test_fraction, stratify=y.numpy(), random_state=seed)
-        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
-                                      stratify=y.numpy()[rest], random_state=seed)
-        _DIGITS_CACHE[key] = tuple((x[i].contiguous(), y[i].contiguous()) for i in (train, val, test))
+        y = torch.from_numpy(raw[:, 64].astype(np.int64))
+        parts = _stratified_split(y.numpy(), (1 - val_fraction - test_fraction, val_fraction), seed)
+        _DIGITS_CACHE[key] = tuple((x[i].contiguous(), y[i].contiguous()) for i in parts)
     train, val, test = _DIGITS_CACHE[key]
     return Data(train=train, val=val, test=test, class_names=tuple(str(i) for i in range(10)))
+
+
+def _bundled_digits() -> np.ndarray:
+    import importlib.util
+
+    folder = Path(importlib.util.find_spec("sklearn").submodule_search_locations[0])
+    path = folder / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():  # a future layout: fall back to the public loader
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        return np.column_stack([d.data, d.target])
+    return np.loadtxt(path, delimiter=",")
+
+
+def _stratified_split(labels: np.ndarray, fractions, seed: int):
+    """Index arrays for len(fractions) + 1 parts, each class divided in the same proportions."""
+    rng = np.random.default_rng(seed)
+    parts = [[] for _ in range(len(fractions) + 1)]
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        cuts = np.round(np.cumsum(fractions) * len(idx)).astype(int)
+        for part, chunk in zip(parts, np.split(idx, cuts)):
+            part.append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
 
 
 # --- torchvision datasets ---------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""The training-step check: does the recipe's `train_step` update parameters as a reference step would?
+
+    from checks.step import check_train_step
+    result = check_train_step(model, [batch_a, batch_b], recipe)
+
+A spy on the optimizer (a step pre-hook) records the gradient each `optimizer.step()` sees;
+the reference gradient of the same batch at the same parameters is computed on a copy. A
+correct step that clips or scales gradients keeps their direction; a step that never clears
+gradients sees g1 + g2 at its second step, and a step that runs before backward sees no
+gradient (or the previous batch's).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from checks.result import CheckResult, failed, passed
+from harness.fit import default_step
+
+
+def _flat(grads: dict, names) -> torch.Tensor:
+    parts = [grads[n].flatten().double() if grads.get(n) is not None else None for n in names]
+    like = next((p for p in parts if p is not None), None)
+    if like is None:
+        return None
+    return torch.cat([p if p is not None else torch.zeros(0, dtype=like.dtype, device=like.device) for p in parts])
+
+
+def _cos(a, b) -> float:
+    if a is None or b is None or a.numel() != b.numel():
+        return float("nan")
+    denom = float(a.norm() * b.norm())
+    return float(a @ b) / denom if denom > 0 else 0.0
+
+
+def _reference_grads(model, x, y, loss_fn, seed):
+    torch.manual_seed(seed)
+    model.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).backward()
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def check_train_step(model, batches, recipe, seed: int = 0) -> CheckResult:
+    """Run the recipe's train_step on two batches; compare each step's gradient with the reference."""
+    check = "train_step"
+    model = copy.deepcopy(model).train()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = recipe.optimizer(model.parameters(), recipe.lr)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    seen = []  # one dict name -> grad per optimizer.step() call
+
+    def spy(opt, args, kwargs):
+        seen.append({by_id[id(p)]: (p.grad.detach().clone() if p.grad is not None else None)
+                     for g in opt.param_groups for p in g["params"] if id(p) in by_id})
+
+    handle = optimizer.register_step_pre_hook(spy)
+    step = recipe.train_step or default_step
+    recorded, reference, calls = [], [], []
+    try:
+        for k, (x, y) in enumerate(batches):
+            snapshot = copy.deepcopy(model)
+            n_before = len(seen)
+            torch.manual_seed(seed + k)
+            step(model, x, y, optimizer, recipe.loss)
+            calls.append(len(seen) - n_before)
+            recorded.append(seen[-1] if len(seen) > n_before else {})
+            reference.append(_reference_grads(snapshot, x, y, recipe.loss, seed + k))
+    except Exception as e:
+        return failed(check, "train_step_crashed", f"train_step raised {type(e).__name__}: {e}",
+                      "a step that runs on a batch", "training cannot run",
+                      ["call the step by hand on one batch and read the traceback"])
+    finally:
+        handle.remove()
+    if any(c == 0 for c in calls):
+        return failed(check, "optimizer_step_skipped", f"optimizer.step() calls per batch: {calls}",
+                      "one optimizer.step() per batch", "batches without a step are computed and thrown away",
+                      ["call optimizer.step() on every batch (check early returns and conditions)",
+                       "gradient accumulation over several batches is deliberate? suppress this check"],
+                      calls=calls)
+    r = [_flat(rec, names) for rec in recorded]
+    g = [_flat(ref, names) for ref in reference]
+    if r[0] is None or not bool(r[0].any()):
+        return failed(check, "optimizer_steps_before_backward",
+                      "the first optimizer.step() saw no gradient at all",
+                      "the step sees the gradient of the current batch",
+                      "stepping before backward applies each batch's gradient one step late (or never)",
+                      ["order the step as zero_grad(); out = model(x); loss = loss_fn(out, y); loss.backward(); optimizer.step()",
+                       "zero_grad() between backward() and step() erases the gradient"])
+    c_now, c_prev = _cos(r[1], g[1]), _cos(r[1], g[0])
+    c_sum = _cos(r[1], g[0] + g[1]) if g[0] is not None and g[1] is not None else float("nan")
+    numbers = (f"cosine of the gradient seen at step 2 with: this batch's {c_now:.3f}, "
+               f"the previous batch's {c_prev:.3f}, their sum {c_sum:.3f}; step 1 vs its batch {_cos(r[0], g[0]):.3f}")
+    if c_prev > c_now + 0.05 and c_prev > c_sum:
+        return failed(check, "optimizer_steps_before_backward", numbers,
+                      "the step sees the gradient of the current batch",
+                      "each update uses the previous batch's gradient: training lags and can oscillate",
+                      ["call loss.backward() before optimizer.step()"])
+    if c_sum > c_now + 0.05:
+        return failed(check, "gradients_accumulate_across_steps", numbers,
+                      "each step sees only its own batch's gradient (cosine with it near 1)",
+                      "gradients that are never cleared add up: every step repeats all earlier ones and "
+                      "the effective lr grows with the step count",
+                      ["call optimizer.zero_grad() (or model.zero_grad()) at the start of every step",
+                       "if you accumulate on purpose, step and clear every N batches, and suppress this check"])
+    if not c_now > 0.5 or not _cos(r[0], g[0]) > 0.5:
+        return failed(check, "step_gradient_differs", numbers,
+                      "the step's gradient points the way the reference gradient does (cosine > 0.5)",
+                      "the step optimises something other than the recipe's loss on this batch",
+                      ["the step uses a different loss, targets or inputs than it is given",
+                       "the model is in eval mode or under no_grad during the step"])
+    return passed(check, numbers, cos_now=c_now, cos_sum=c_sum)

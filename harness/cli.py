@@ -1,0 +1,317 @@
+"""The `harness` command (also `python -m harness`): the study from the command line.
+
+    harness sweep lr --values 1e-4,1e-3,1e-2,1e-1,1 --batch-size 128 --epochs 15
+    harness sweep batch-size --values 8,32,128,512,2048 --lr 0.01
+    harness search --trials 5 --lr 1e-3,1e-2,1e-1 --batch-size 16,32,64,128,256
+    harness train --lr 0.1 --patience 3 --scheduler step:5:0.1
+    harness eda
+    harness lr-find
+
+Every command takes --recipe (default digits28), --out DIR, --device, --seed and --seeds K
+(repeat each configuration with K seeds, report mean ± std). Runs are saved one by one under
+OUT/runs/, so an interrupted sweep resumes when the same command is run again. A bad argument
+is one line naming the flag, with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+from harness.recipe import RecipeError
+
+LR_VALUES = "1e-4,1e-3,1e-2,1e-1,1"
+BATCH_VALUES = "8,32,128,512,2048"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: `harness: error: --lr: '-1' is not a positive number`."""
+
+    def error(self, message):
+        message = re.sub(r"^argument ([^:]+): ", lambda m: m.group(1).split("/")[-1] + ": ", message)
+        self.exit(2, f"harness: error: {message}\n")
+
+
+# --- converters at the boundary -------------------------------------------------------------------
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return value
+
+
+def list_of(convert):
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{text!r} is empty; give comma-separated values like 1e-3,1e-2")
+        values = [convert(t) for t in items]
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"{text!r} repeats a value")
+        return values
+    parse.__name__ = f"list of {convert.__name__}"
+    return parse
+
+
+def subset_size(text: str):
+    """An int count (>= 1) or a fraction in (0, 1]."""
+    if "." in text or "e" in text.lower():
+        value = positive_float(text)
+        if value > 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: a fraction must be in (0, 1]; a count is a whole number")
+        return value
+    return positive_int(text)
+
+
+# --- the parser -----------------------------------------------------------------------------------
+
+def build_parser() -> Parser:
+    common = Parser(add_help=False)
+    g = common.add_argument_group("common")
+    g.add_argument("--recipe", default=None, help="built-in name, path/to/file.py[:NAME] or module:NAME (default digits28)")
+    g.add_argument("--out", default=None, help="results folder (default results/<command>)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    g.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    g.add_argument("--data-root", default=None, help="folder with FashionMNIST / CIFAR-10 files")
+    g.add_argument("--download", action="store_true", default=None, help="allow dataset downloads")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+
+    training = Parser(add_help=False)
+    t = training.add_argument_group("training")
+    t.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (default: the recipe's)")
+    t.add_argument("--seeds", type=positive_int, default=1, help="repeat each configuration with K seeds (mean ± std)")
+    t.add_argument("--optimizer", choices=("sgd", "adam"), default=None, help="default: the recipe's")
+    t.add_argument("--momentum", type=non_negative_float, default=None)
+    t.add_argument("--weight-decay", type=non_negative_float, default=None)
+    t.add_argument("--scheduler", default=None, help="step:STEP[:GAMMA], cosine[:MIN_LR] or warmup:EPOCHS")
+    t.add_argument("--patience", type=positive_int, default=None, help="early stopping on val accuracy")
+    t.add_argument("--subset", type=subset_size, default=None, help="train on N samples or a fraction")
+    t.add_argument("--jobs", type=positive_int, default=None, help="parallel runs (when the harness supports it)")
+    t.add_argument("--vectorize", action="store_true", default=None, help="vectorised lr training (when supported)")
+    t.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+
+    parser = Parser(prog="harness", description="Sweeps, search, training and EDA for a training recipe.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sweep", parents=[common, training], help="sweep the lr or the batch size")
+    p.add_argument("kind", choices=("lr", "batch-size"))
+    p.add_argument("--values", default=None,
+                   help=f"comma-separated values (default lr: {LR_VALUES}; batch-size: {BATCH_VALUES})")
+    p.add_argument("--lr", type=positive_float, default=None, help="fixed lr of a batch-size sweep")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="fixed batch size of an lr sweep")
+
+    p = sub.add_parser("search", parents=[common, training], help="the blog's random search")
+    p.add_argument("--trials", type=positive_int, default=5)
+    p.add_argument("--lr", type=list_of(positive_float), default=list_of(positive_float)(LR_VALUES))
+    p.add_argument("--batch-size", type=list_of(positive_int), default=[16, 32, 64, 128, 256])
+
+    p = sub.add_parser("train", parents=[common, training], help="one run, its history and curves")
+    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+
+    sub.add_parser("eda", parents=[common], help="class counts, channel statistics, sample images")
+
+    p = sub.add_parser("lr-find", parents=[common], help="the lr range test and its curve")
+    p.add_argument("--lr-min", type=positive_float, default=1e-7)
+    p.add_argument("--lr-max", type=positive_float, default=10.0)
+    p.add_argument("--steps", type=positive_int, default=100)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default=None)
+    return parser
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sweep":
+        convert = positive_float if args.kind == "lr" else positive_int
+        try:
+            args.values = list_of(convert)(args.values or (LR_VALUES if args.kind == "lr" else BATCH_VALUES))
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"--values: {e}")
+    if getattr(args, "lr_min", None) and args.lr_min >= args.lr_max:
+        parser.error(f"--lr-min {args.lr_min:g}: must be below --lr-max {args.lr_max:g}")
+    try:
+        return COMMANDS[args.command](args)
+    except RecipeError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "_out", None)
+        print(f"\nharness: interrupted; finished runs are saved under {out}/runs. "
+              "Run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+def _setup(args):
+    """Threads, data settings, the recipe, its data and the output folder."""
+    import torch
+
+    from harness import data as harness_data
+    from harness.fit import resolve_device
+    from harness.recipe import load_recipe
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.data_root:
+        harness_data.settings.root = args.data_root
+    if args.download:
+        harness_data.settings.download = True
+    recipe = load_recipe(args.recipe)
+    device = resolve_device(args.device)
+    suffix = f"-{args.kind}" if args.command == "sweep" else ""
+    args._out = Path(args.out or f"results/{args.command}{suffix}")
+    return recipe, recipe.load_data(), device
+
+
+def _options(args) -> tuple:
+    """The non-default fit options, as Config.options (sorted pairs; absent options keep keys stable)."""
+    from harness.schedules import parse_scheduler
+
+    opts = {}
+    if args.optimizer or args.momentum is not None or args.weight_decay is not None:
+        opts["optimizer"] = args.optimizer or "sgd"
+        if args.momentum is not None:
+            opts["momentum"] = args.momentum
+        if args.weight_decay is not None:
+            opts["weight_decay"] = args.weight_decay
+    if args.scheduler:
+        parse_scheduler(args.scheduler)  # validate now, with the flag's one-line message
+        opts["scheduler"] = args.scheduler
+    if args.patience is not None:
+        opts["patience"] = args.patience
+    if args.subset is not None:
+        opts["subset"] = args.subset
+    return tuple(sorted(opts.items()))
+
+
+def _study(args, recipe, data, device, configs, vary, title) -> int:
+    from harness import study
+
+    results = study.run_study(None, configs, args._out, device=device, recipe=recipe, data=data,
+                              jobs=args.jobs, vectorize=args.vectorize, progress=not args.quiet)
+    rows = study.summarize(results)
+    paths = study.write_outputs(args._out, results, rows, vary, title=title, figures=not args.no_figures)
+    print(f"{title} ({len(results)} runs, sorted by Accuracy)")
+    print(study.format_table(rows))
+    print(f"wrote {paths['table.csv']}, {paths['results.json']} and {len(paths) - 3} figures under {args._out}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from harness.study import sweep_configs
+
+    recipe, data, device = _setup(args)
+    epochs = args.epochs or recipe.epochs
+    lr, batch = args.lr or recipe.lr, args.batch_size or recipe.batch_size
+    configs = sweep_configs(args.kind, args.values, lr=lr, batch_size=batch, epochs=epochs,
+                            seeds=range(args.seed, args.seed + args.seeds), options=_options(args))
+    if args.kind == "lr":
+        title = f"{recipe.name}: lr sweep, batch {batch}, {epochs} epochs"
+    else:
+        title = f"{recipe.name}: batch-size sweep, lr {lr:g}, {epochs} epochs"
+    vary = ("learning_rate",) if args.kind == "lr" else ("batch_size",)
+    return _study(args, recipe, data, device, configs, vary, title)
+
+
+def cmd_search(args) -> int:
+    from harness.study import search_configs
+
+    recipe, data, device = _setup(args)
+    epochs = args.epochs or recipe.epochs
+    configs = search_configs(args.trials, args.lr, args.batch_size, epochs=epochs, rng_seed=args.seed,
+                             seeds=range(args.seed, args.seed + args.seeds), options=_options(args))
+    title = f"{recipe.name}: random search, {args.trials} trials, {epochs} epochs"
+    return _study(args, recipe, data, device, configs, ("learning_rate", "batch_size"), title)
+
+
+def cmd_train(args) -> int:
+    from harness.io import atomic_write_json
+    from harness.runs import Config
+
+    recipe, data, device = _setup(args)
+    configs = [Config(lr=args.lr or recipe.lr, batch_size=args.batch_size or recipe.batch_size,
+                      epochs=args.epochs or recipe.epochs, seed=s, options=_options(args))
+               for s in range(args.seed, args.seed + args.seeds)]
+    title = f"{recipe.name}: train lr {configs[0].lr:g}, batch {configs[0].batch_size}"
+    code = _study(args, recipe, data, device, configs, ("learning_rate", "batch_size"), title)
+    from harness.study import load_done
+    done = load_done(args._out)
+    histories = [done[c.key()]["history"] for c in configs]
+    atomic_write_json(args._out / "history.json", histories[0] if len(histories) == 1 else histories)
+    h = histories[0]
+    print(f"epochs run {len(h['train_loss'])}, best epoch {h['best_epoch']}, stopped early {h['stopped_early']}, "
+          f"diverged {h['diverged']}; history in {args._out / 'history.json'}")
+    return code
+
+
+def cmd_eda(args) -> int:
+    from harness.eda import format_summary, summarize_data, write_eda
+
+    recipe, data, _ = _setup(args)
+    summary = summarize_data(data, recipe.num_classes)
+    print(f"{recipe.name}")
+    print(format_summary(summary))
+    paths = write_eda(args._out, data, summary)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    import torch
+
+    from harness import figures
+    from harness.io import atomic_write_json
+    from harness.lr_find import lr_find
+    from harness.schedules import parse_optimizer
+
+    recipe, data, device = _setup(args)
+    torch.manual_seed(args.seed)
+    optimizer = parse_optimizer(args.optimizer) if args.optimizer else recipe.optimizer
+    result = lr_find(recipe.build_model(), data, loss=recipe.loss, optimizer=optimizer,
+                     batch_size=args.batch_size or recipe.batch_size, train_step=recipe.train_step,
+                     lr_min=args.lr_min, lr_max=args.lr_max, steps=args.steps, device=device, seed=args.seed)
+    diverge = f"{result.diverge_lr:.3g}" if result.diverge_lr else f"not within {args.lr_max:g}"
+    suggested = f"{result.suggested_lr:.3g}" if result.suggested_lr else "none (too few steps)"
+    print(f"{recipe.name}: lr range test, {len(result.lrs)} steps from {args.lr_min:g}")
+    print(f"suggested lr {suggested}; diverges at {diverge}; recipe lr {recipe.lr:g}")
+    atomic_write_json(args._out / "lr_find.json", {**result.to_dict(), "recipe_lr": recipe.lr})
+    figures.lr_find_curve(result.to_dict(), args._out / "figures" / "lr_find.png", recipe_lr=recipe.lr)
+    print(f"wrote {args._out / 'lr_find.json'}, {args._out / 'figures' / 'lr_find.png'}")
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "search": cmd_search, "train": cmd_train, "eda": cmd_eda, "lr-find": cmd_lr_find}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

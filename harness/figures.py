@@ -1,0 +1,126 @@
+"""The study's PNG figures, drawn with matplotlib's object API (no pyplot, no global backend).
+
+    from harness import figures
+    figures.curves(history_dict, "lr=0.1", "out/figures/curves_lr0.1.png")   # train/val loss and accuracy
+    figures.overlay({"lr=0.1": h1, "lr=1": h2}, "lr sweep", "out/figures/overlay.png")
+    figures.bars(labels, rows, "lr sweep", "out/figures/bars.png")          # accuracy, F1, train time
+
+Histories are `History.to_dict()` dicts. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import io
+import math
+
+from matplotlib.figure import Figure
+
+from harness.io import atomic_write_bytes
+
+
+def _save(fig: Figure, path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _epochs(values: list) -> list:
+    return list(range(1, len(values) + 1))
+
+
+def curves(history: dict, title: str, path) -> None:
+    """Two panels: train/val loss and train/val accuracy per epoch (the notebook's plot_train_val)."""
+    fig = Figure(figsize=(10, 3.8))
+    for ax, key, name in ((fig.add_subplot(121), "loss", "Loss"), (fig.add_subplot(122), "acc", "Accuracy")):
+        for split in ("train", "val"):
+            values = history[f"{split}_{key}"]
+            if any(isinstance(v, float) and math.isfinite(v) for v in values):
+                ax.plot(_epochs(values), values, marker=".", label=split)
+        ax.set(title=f"{title} - {name}", xlabel="epoch", ylabel=name.lower())
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    if history.get("diverged"):
+        fig.suptitle(f"diverged: {history.get('diverged_reason', '')}", fontsize=9, color="tab:red", y=1.03)
+    _save(fig, path)
+
+
+def overlay(histories: dict, title: str, path) -> None:
+    """Val loss and val accuracy per epoch, one line per run, overlaid (log scale for the loss)."""
+    fig = Figure(figsize=(11, 4))
+    loss_ax, acc_ax = fig.add_subplot(121), fig.add_subplot(122)
+    for name, h in histories.items():
+        loss_ax.plot(_epochs(h["val_loss"]), h["val_loss"], marker=".", label=name)
+        acc_ax.plot(_epochs(h["val_acc"]), h["val_acc"], marker=".", label=name)
+    loss_ax.set(title="val loss per epoch", xlabel="epoch", ylabel="val loss", yscale="log")
+    acc_ax.set(title="val accuracy per epoch", xlabel="epoch", ylabel="val accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, y=1.02)
+    _save(fig, path)
+
+
+def bars(labels: list, rows: list, title: str, path) -> None:
+    """Three panels of bars, one bar per configuration: Accuracy, F1 macro, train time (± std over seeds)."""
+    fig = Figure(figsize=(14, 4))
+    for i, (metric, color) in enumerate((("Accuracy", "tab:blue"), ("F1_macro", "tab:green"),
+                                         ("Train_time_s", "tab:red")), start=1):
+        ax = fig.add_subplot(1, 3, i)
+        values = [r[metric] for r in rows]
+        errors = [r.get(f"{metric}_std", 0.0) for r in rows]
+        ax.bar(range(len(values)), values, yerr=errors if any(errors) else None, color=color, capsize=3)
+        ax.set_xticks(range(len(values)), labels, rotation=30 if len(labels) > 5 else 0, fontsize=8)
+        ax.set(title=f"{metric} per configuration", ylabel=metric)
+        for x, v in enumerate(values):
+            ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, y=1.03)
+    _save(fig, path)
+
+
+def lr_find_curve(result: dict, path, recipe_lr=None) -> None:
+    """The range test: raw and smoothed loss against lr (log x), with the suggestion and divergence marked."""
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot(111)
+    ax.plot(result["lrs"], result["losses"], alpha=0.3, label="loss")
+    ax.plot(result["lrs"], result["smoothed"], label="smoothed loss")
+    for lr, name, color in ((result.get("suggested_lr"), "suggested", "tab:green"),
+                            (result.get("diverge_lr"), "diverges", "tab:red"), (recipe_lr, "recipe", "k")):
+        if lr:
+            ax.axvline(lr, color=color, linestyle="--", label=f"{name} {lr:.3g}")
+    finite = [s for s in result["smoothed"] if math.isfinite(s)]
+    if finite:
+        ax.set_ylim(0, min(max(finite), 4 * min(finite)) * 1.1)
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="lr range test")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def class_counts(names: list, counts: list, path, title: str = "samples per class (train)") -> None:
+    fig = Figure(figsize=(max(6, 0.6 * len(names)), 3.8))
+    ax = fig.add_subplot(111)
+    ax.bar(range(len(counts)), counts, color="tab:purple")
+    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 10 or max(map(len, names)) > 4 else 0,
+                  ha="right" if len(names) > 10 or max(map(len, names)) > 4 else "center")
+    ax.set(title=title, ylabel="samples")
+    _save(fig, path)
+
+
+def image_grid(images, titles: list, path, cols: int = 5, title: str = "samples") -> None:
+    """images: (N, C, H, W) floats; one channel is shown in grey, three as RGB."""
+    n = len(images)
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(2 * cols, 2.2 * rows))
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        img = images[i]
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray")
+        else:
+            ax.imshow(img[:3].transpose(1, 2, 0).clip(0, 1))
+        ax.set_title(titles[i], fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title)
+    _save(fig, path)

@@ -24,6 +24,10 @@ LR_TOLERANCE = 0.05                       # val accuracy the recipe's lr may tra
 SUBSET_TOLERANCE = 0.05                   # val accuracy the subset's winner may trail the full set's by
 LOW_LR_RATIO = 0.5                        # the low lr may gain at most this share of the recipe's gain
 INPUT_MARGIN = 0.10                       # real inputs must beat zeroed inputs by this much val accuracy
+DIVERGE_FACTOR = 1.05                     # in the too-high-lr run, a loss over 1.05 x ln(C) counts as diverged:
+                                          # at lr 1.0 the loss often bounces around chance without ever
+                                          # learning, which fit's default rules (4x chance, or collapse
+                                          # after learning) miss in ~1 run in 6
 
 
 def score(history) -> float:

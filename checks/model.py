@@ -163,10 +163,12 @@ def check_registered_submodules(model) -> CheckResult:
     """Layers kept in plain Python lists/dicts are invisible to .parameters(), .to() and the optimizer."""
     hidden = []
     for mod_name, module in model.named_modules():
+        if type(module).__module__.startswith("torch."):
+            continue  # torch's own layers keep private lists (nn.LSTM._flat_weights) on purpose
         for attr, value in vars(module).items():
-            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
-            if attr.startswith("_") and isinstance(value, dict):
+            if attr.startswith("_"):
                 continue  # nn.Module's own registries (_modules, _parameters, _buffers, ...)
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
             for item in items:
                 if isinstance(item, nn.Module) or (isinstance(item, torch.Tensor) and item.requires_grad):
                     hidden.append(f"{mod_name + '.' if mod_name else ''}{attr}")

@@ -34,8 +34,9 @@ def check_overfit(model, batch, recipe, max_steps: int = 500, lr: float = 3e-3,
     """Train on one fixed batch until every sample is right and loss <= target_ratio x start."""
     x, y = batch
     n = len(y)
-    check = "overfit_sample" if n == 1 else "overfit_batch"
-    symptom = "cannot_overfit_sample" if n == 1 else "cannot_overfit_batch"
+    one = bool((x == x[:1]).all()) if n <= 2 else False  # one sample, perhaps repeated for BatchNorm
+    check = "overfit_sample" if one else "overfit_batch"
+    symptom = "cannot_overfit_sample" if one else "cannot_overfit_batch"
     step = recipe.train_step or default_step
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start, _ = _eval(model, x, y, recipe.loss)

@@ -131,7 +131,7 @@ def _stratified_split(labels: np.ndarray, fractions, seed: int):
 
 # --- torchvision datasets ---------------------------------------------------------------------
 
-def fashion_mnist(root=None, download=None, val_size: int = 6000) -> Data:
+def fashion_mnist(root=None, download=None, val_fraction: float = 0.1) -> Data:
     """FashionMNIST as in the seed notebook: first 54,000 train, last 6,000 val, 10,000 test."""
     from torchvision import datasets
 
@@ -150,18 +150,20 @@ def fashion_mnist(root=None, download=None, val_size: int = 6000) -> Data:
                           "and download it again with --download") from e
     x = train.data.float().div_(255.0).unsqueeze(1)  # (N, 1, 28, 28)
     y = train.targets.long()
-    n_train = len(y) - val_size
+    n_train = len(y) - int(round(val_fraction * len(y)))
     x_test = test.data.float().div_(255.0).unsqueeze(1)
     return Data(train=(x[:n_train], y[:n_train]), val=(x[n_train:], y[n_train:]),
                 test=(x_test, test.targets.long()), class_names=FASHION_CLASSES)
 
 
-def cifar10(root=None, download=None, val_size: int = 10000, verify: bool = True) -> Data:
+def cifar10(root=None, download=None, val_fraction: float = 0.2, verify: bool = None) -> Data:
     """CIFAR-10 as in the blog: first 40,000 train, last 10,000 val, plus the 10,000 test images.
 
-    Inputs are (N, 3, 32, 32) floats in [0, 1]. `verify=False` skips torchvision's MD5 check of
-    the batch files (for files you made yourself).
+    Inputs are (N, 3, 32, 32) floats in [0, 1]. `verify=False` (or HARNESS_VERIFY_CHECKSUMS=0)
+    skips torchvision's MD5 check of the batch files, for files you made yourself.
     """
+    if verify is None:
+        verify = os.environ.get("HARNESS_VERIFY_CHECKSUMS", "1") != "0"
     from torchvision import datasets
 
     root, download = _where(root, download)
@@ -180,7 +182,7 @@ def cifar10(root=None, download=None, val_size: int = 10000, verify: bool = True
                           f"{root / 'cifar-10-batches-py'} and download it again with --download") from e
     x = torch.from_numpy(train.data).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, 32, 32)
     y = torch.as_tensor(train.targets, dtype=torch.long)
-    n_train = len(y) - val_size
+    n_train = len(y) - int(round(val_fraction * len(y)))
     x_test = torch.from_numpy(test.data).permute(0, 3, 1, 2).float().div_(255.0)
     return Data(train=(x[:n_train].contiguous(), y[:n_train]), val=(x[n_train:].contiguous(), y[n_train:]),
                 test=(x_test, torch.as_tensor(test.targets, dtype=torch.long)), class_names=CIFAR_CLASSES)
@@ -193,6 +195,12 @@ def _unverified_cifar10():
         def _check_integrity(self) -> bool:  # existence only, no MD5
             base = Path(self.root) / self.base_folder
             return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            import pickle
+            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
     return UnverifiedCIFAR10
 
 

@@ -141,7 +141,8 @@ def recipe_data(recipe):
     try:
         return recipe.load_data()
     except RecipeError as e:
-        pytest.fail(str(e), pytrace=False)
+        message = str(e)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture

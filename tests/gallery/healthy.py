@@ -1,0 +1,25 @@
+"""Healthy recipes beyond the built-ins: the sanity and recipe suites must raise no false alarm.
+
+    pytest --pyargs suites -m sanity --recipe tests/gallery/healthy.py:SMALL_CNN
+"""
+from functools import partial
+
+from harness import Recipe
+from harness.data import digits28
+from harness.models import fashion_mlp, frozen_first_layer, mlp, row_lstm, small_cnn
+from harness.schedules import adam
+
+SMALL_CNN = Recipe(model=small_cnn, data=digits28, num_classes=10, lr=0.1, batch_size=64,
+                   epochs=10, name="small_cnn")
+
+BN_DROPOUT_MLP_ADAM = Recipe(model=partial(mlp, 784, (256, 128), 10, batchnorm=True, dropout=0.2),
+                             data=digits28, num_classes=10, optimizer=adam(), lr=1e-3,
+                             batch_size=64, epochs=15, name="bn_dropout_mlp_adam")
+
+LSTM = Recipe(model=row_lstm, data=digits28, num_classes=10, optimizer=adam(), lr=3e-3,
+              batch_size=64, epochs=15, name="row_lstm")
+
+FROZEN_FIRST_LAYER = Recipe(model=lambda: frozen_first_layer(fashion_mlp()), data=digits28,
+                            num_classes=10, lr=0.1, batch_size=128, epochs=15, name="frozen_first_layer")
+
+HEALTHY = ["SMALL_CNN", "BN_DROPOUT_MLP_ADAM", "LSTM", "FROZEN_FIRST_LAYER"]

@@ -1,0 +1,57 @@
+"""The bug gallery and the healthy zoo, run through `pytest -m sanity --recipe` as a user would.
+
+Each planted bug must fail the sanity suite and name its symptom; each healthy recipe must
+pass with no false alarm. HARNESS_GALLERY_SEEDS sets how many seeds the healthy recipes are
+tried with (default 2 here; the robustness script runs 10 and more).
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.fakedata import write_cifar10, write_fashion_mnist
+from tests.gallery import bugs, healthy
+
+GALLERY = Path(__file__).parent / "gallery"
+SEEDS = range(int(os.environ.get("HARNESS_GALLERY_SEEDS", "2")))
+
+
+def run_sanity(pytester, recipe, *args):
+    return pytester.runpytest("--pyargs", "suites", "-m", "sanity", "--recipe", recipe,
+                              "-p", "no:cacheprovider", "-p", "no:randomly", *args)
+
+
+@pytest.mark.parametrize("name", sorted(bugs.CAUGHT_BY))
+def test_planted_bug_is_caught(pytester, name):
+    result = run_sanity(pytester, f"{GALLERY / 'bugs.py'}:{name}")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1, result.stdout.str()[-3000:]
+    assert f"[{bugs.CAUGHT_BY[name]}]" in result.stdout.str(), result.stdout.str()[-3000:]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", healthy.HEALTHY)
+def test_healthy_recipe_passes(pytester, name, seed):
+    result = run_sanity(pytester, f"{GALLERY / 'healthy.py'}:{name}", "--seed", str(seed))
+    result.assert_outcomes(passed=18)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_default_recipe_passes(pytester, seed):
+    result = run_sanity(pytester, "digits28", "--seed", str(seed))
+    result.assert_outcomes(passed=18)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fashion_mlp_passes_on_files_in_the_real_format(pytester, tmp_path, seed):
+    write_fashion_mnist(tmp_path)
+    result = run_sanity(pytester, "fashion_mlp", "--data-root", str(tmp_path), "--seed", str(seed))
+    result.assert_outcomes(passed=18)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_cifar_mlp_passes_on_files_in_the_real_format(pytester, tmp_path, monkeypatch, seed):
+    write_cifar10(tmp_path)
+    monkeypatch.setenv("HARNESS_VERIFY_CHECKSUMS", "0")  # our files are not the published ones
+    result = run_sanity(pytester, "cifar_mlp", "--data-root", str(tmp_path), "--seed", str(seed))
+    result.assert_outcomes(passed=18)

@@ -1,0 +1,117 @@
+"""The fit loop: counted steps, divergence, early stopping, subsets, Datasets, evaluation."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from harness import Data, History, RecipeError, evaluate, fit, train
+from harness.data import synthetic
+from harness.models import fashion_mlp, mlp
+from harness.schedules import adam, sgd, step_lr
+
+
+def small_data(n=200, seed=0):
+    return synthetic(n_train=n, n_val=64, n_test=64, shape=(1, 8, 8), num_classes=4, seed=seed)
+
+
+def small_model():
+    torch.manual_seed(0)
+    return mlp(64, (32,), 4)
+
+
+def test_history_records_every_epoch():
+    h = fit(small_model(), small_data(), lr=0.1, batch_size=32, epochs=3)
+    assert h.epochs_run == 3 and len(h.val_acc) == len(h.lr) == len(h.seconds) == 3
+    assert h.steps == [math.ceil(200 / 32)] * 3
+    assert h.train_loss[-1] < h.train_loss[0]
+    assert History.from_dict(h.to_dict()) == h
+
+
+def test_drop_last_gives_floor_steps():
+    h = fit(small_model(), small_data(), lr=0.1, batch_size=32, epochs=1, drop_last=True)
+    assert h.steps == [200 // 32]
+
+
+def test_steps_are_counted_not_computed():
+    calls = []
+
+    def every_other_step(model, x, y, optimizer, loss_fn):
+        calls.append(1)
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if len(calls) % 2:
+            optimizer.step()
+        return loss
+
+    h = fit(small_model(), small_data(), lr=0.1, batch_size=20, epochs=1, train_step=every_other_step)
+    assert h.steps == [5] and len(calls) == 10
+    assert math.isnan(h.train_acc[0])  # a step returning only the loss gives no train accuracy
+
+
+def test_nan_loss_stops_at_once():
+    d = small_data()
+    x = d.train[0].clone()
+    x[:] = float("nan")
+    h = fit(small_model(), Data(train=(x, d.train[1]), val=d.val), lr=0.1, batch_size=2, epochs=5)
+    assert h.diverged and h.epochs_run == 1 and "nan" in h.diverged_reason
+
+
+def test_huge_lr_diverges_and_stops_early():
+    h = fit(small_model(), small_data(), lr=1e4, batch_size=16, epochs=10, num_classes=4)
+    assert h.diverged and h.epochs_run < 10
+
+
+def test_early_stopping_restores_the_best_weights():
+    d = small_data()
+    model = small_model()
+    h = fit(model, d, optimizer=adam(), lr=0.05, batch_size=16, epochs=30, patience=2)
+    assert h.stopped_early and h.best_epoch < h.epochs_run
+    from harness.fit import evaluate_loss_acc
+    _, acc = evaluate_loss_acc(model, d.val)
+    assert acc == pytest.approx(h.val_acc[h.best_epoch - 1])
+
+
+def test_step_lr_changes_lr_at_the_right_epochs():
+    h = fit(small_model(), small_data(), lr=0.1, batch_size=64, epochs=5, scheduler=step_lr(2, 0.1))
+    assert h.lr == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+
+
+def test_subset_trains_on_fewer_samples():
+    h = fit(small_model(), small_data(), lr=0.1, batch_size=10, epochs=1, subset=0.25)
+    assert h.steps == [5]
+
+
+def test_dataset_split_falls_back_to_a_dataloader():
+    d = small_data()
+    ds = torch.utils.data.TensorDataset(*d.train)
+    h_ds = fit(small_model(), Data(train=ds, val=d.val), lr=0.1, batch_size=32, epochs=2, seed=3)
+    assert h_ds.steps == [7, 7] and h_ds.train_loss[-1] < h_ds.train_loss[0]
+
+
+def test_same_seed_same_history_bit_for_bit():
+    d = small_data()
+    a = fit(small_model(), d, lr=0.1, batch_size=16, epochs=2, seed=5)
+    b = fit(small_model(), d, lr=0.1, batch_size=16, epochs=2, seed=5)
+    assert a.train_loss == b.train_loss and a.val_acc == b.val_acc
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"lr": -1.0}, "lr must be a positive"), ({"lr": 0.0}, "lr must be a positive"),
+    ({"lr": float("nan")}, "lr must be a positive"), ({"batch_size": 0}, "batch_size must be"),
+    ({"epochs": 0}, "epochs must be"), ({"device": "cuda:0" if not torch.cuda.is_available() else "nope"}, "--device"),
+])
+def test_bad_hyperparameters_are_one_line(kwargs, fragment):
+    with pytest.raises(RecipeError, match=fragment):
+        fit(small_model(), small_data(), **{"lr": 0.1, "batch_size": 8, "epochs": 1, **kwargs})
+
+
+def test_train_uses_the_recipe_and_evaluate_reports_macro_metrics():
+    from harness import Recipe
+    recipe = Recipe(model=lambda: mlp(64, (32,), 4), data=small_data, num_classes=4, lr=0.2,
+                    batch_size=16, epochs=5, optimizer=sgd(momentum=0.9))
+    run = train(recipe, seed=1)
+    metrics = evaluate(run.model, small_data().test)
+    assert metrics["accuracy"] > 0.5
+    assert set(metrics) == {"accuracy", "precision_macro", "recall_macro", "f1_macro", "infer_seconds"}

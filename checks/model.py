@@ -127,7 +127,14 @@ def check_gradients(model, batch, loss_fn) -> CheckResult:
     out, error = _forward(model, x)
     if error:
         return passed("gradients", f"forward failed (see output_shape): {error}")
-    loss_fn(out, y).backward()
+    try:
+        loss_fn(out, y).backward()
+    except Exception as e:  # the user's loss or targets: report, never crash the suite
+        model.zero_grad(set_to_none=True)
+        return failed("gradients", "loss_crashed", f"loss(outputs {tuple(out.shape)}, targets {tuple(y.shape)})"
+                      f".backward() raised {type(e).__name__}: {e}", "a scalar loss with a gradient",
+                      "training cannot start", ["check the labels (see labels) and the output width (see output_shape)",
+                                                "check target dtype (int64 class indices)"])
     none, zero, nonfinite = [], [], []
     for name, p in _trainable(model):
         if p.grad is None:

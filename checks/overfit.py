@@ -39,10 +39,11 @@ def check_overfit(model, batch, recipe, max_steps: int = 500, lr: float = 3e-3,
     symptom = "cannot_overfit_sample" if one else "cannot_overfit_batch"
     step = recipe.train_step or default_step
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    start, _ = _eval(model, x, y, recipe.loss)
-    loss, correct, steps = start, 0, 0
+    loss, correct, steps = math.nan, 0, 0
     model.train()
     try:
+        start, _ = _eval(model, x, y, recipe.loss)
+        loss = start
         while steps < max_steps:
             for _ in range(CHECK_EVERY):
                 step(model, x, y, optimizer, recipe.loss)
@@ -52,7 +53,9 @@ def check_overfit(model, batch, recipe, max_steps: int = 500, lr: float = 3e-3,
                 break
     except Exception as e:
         return failed(check, "train_step_crashed", f"training on one batch raised {type(e).__name__}: {e}",
-                      "a step that runs", "training cannot run", ["run the step by hand on one batch"])
+                      "a step that runs", "training cannot run",
+                      ["check the labels (see labels) and the output width (see output_shape)",
+                       "run the step by hand on one batch"])
     seen = f"after {steps} Adam steps (lr {lr:g}) on {n} sample(s): loss {start:.4g} -> {loss:.4g}, {correct}/{n} correct"
     if math.isfinite(loss) and correct == n and loss <= target_ratio * start:
         return passed(check, seen, steps=steps, loss=loss)

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -90,8 +91,13 @@ class Recipe:
                               "expected a torch.nn.Module; return the model, not its class or output")
         return model
 
-    def load_data(self) -> Data:
-        """Call the data factory and make sure it gave `Data`."""
+    def load_data(self, validate: bool = True) -> Data:
+        """Call the data factory and make sure it gave `Data`.
+
+        With `validate` (the default) data no training can use is a one-line RecipeError
+        (`check_data`), and a batch size larger than the training split is a one-line warning.
+        The sanity suite loads with `validate=False` and reports each problem as its own check.
+        """
         try:
             data = self.data()
         except RecipeError:
@@ -101,6 +107,9 @@ class Recipe:
         if not isinstance(data, Data):
             raise RecipeError(f"recipe {self.name!r}: data factory returned {type(data).__name__}, "
                               "expected harness.Data(train=..., val=..., test=...)")
+        if validate:
+            check_data(data, self.num_classes, where=f"recipe {self.name!r}")
+            warn_batch_size(self.batch_size, _split_len(data.train), where=f"recipe {self.name!r}")
         return data
 
 
@@ -113,6 +122,69 @@ def check_hparams(lr=None, batch_size=None, epochs=None, where="fit"):
         raise RecipeError(f"{where}: batch_size must be an integer >= 1, got {batch_size!r}; try batch_size=128")
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
         raise RecipeError(f"{where}: epochs must be an integer >= 1, got {epochs!r}; try epochs=15")
+
+
+class HarnessWarning(UserWarning):
+    """Something that works but is probably not what was meant; the message is one line."""
+
+
+def warn_batch_size(batch_size, n_train: int, where="fit") -> Optional[str]:
+    """Warn, once per (where, sizes), when the batch size exceeds the training split.
+
+    Training still works (every epoch is one full-batch step, as in the default batch-size
+    sweep's 2048 on digits28's 1,258 samples), so this is a warning, not an error.
+    """
+    if not isinstance(batch_size, int) or not n_train or batch_size <= n_train:
+        return None
+    message = (f"{where}: batch_size {batch_size} is larger than the {n_train}-sample training split, "
+               f"so every epoch is one full-batch step; use batch_size <= {n_train} unless that is intended")
+    warnings.warn(HarnessWarning(message), stacklevel=3)
+    return message
+
+
+def check_data(data: Data, num_classes: Optional[int] = None, where="data") -> None:
+    """Raise RecipeError (one line naming the split and the fix) for data no training can use.
+
+    Tensor splits are checked in full: inputs and targets of the same length, a non-empty
+    training split, finite float inputs, integer labels in [0, num_classes). A `Dataset`
+    split is only checked for length (reading it is the loader's business).
+    """
+    if data.train is None or _split_len(data.train) == 0:
+        raise RecipeError(f"{where}: the train split is empty; return Data(train=(x, y), ...) with at least one sample")
+    for name in ("train", "val", "test"):
+        split = getattr(data, name)
+        if split is None:
+            continue
+        if not _is_pair(split):
+            if len(split) == 0 and name == "val":
+                raise RecipeError(f"{where}: the val split is empty; give it samples or pass val=None")
+            continue
+        x, y = split
+        if len(x) != len(y):
+            raise RecipeError(f"{where}: {name} has {len(x)} inputs but {len(y)} targets; "
+                              "slice inputs and targets with the same indices")
+        if len(y) == 0:
+            if name == "val":
+                raise RecipeError(f"{where}: the val split is empty; give it samples or pass val=None")
+            continue
+        if x.is_floating_point() or x.is_complex():
+            bad = int((~torch.isfinite(x)).sum())
+            if bad:
+                raise RecipeError(f"{where}: {name} inputs hold {bad} NaN/Inf values; drop or impute those "
+                                  "samples (pytest -m sanity, check inputs_finite, shows where)")
+        if num_classes and not y.is_floating_point() and y.dtype != torch.bool:
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or hi >= num_classes:
+                raise RecipeError(f"{where}: {name} labels run from {lo} to {hi}, outside [0, {num_classes}); "
+                                  f"labels numbered from 1 need -1, or num_classes={num_classes} is wrong")
+
+
+def _is_pair(split) -> bool:
+    return isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)
+
+
+def _split_len(split) -> int:
+    return len(split[0]) if _is_pair(split) else len(split)
 
 
 # --- finding a recipe from a --recipe spec -----------------------------------------------------

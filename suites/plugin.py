@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import zlib
 
 import pytest
@@ -20,7 +21,7 @@ import torch
 
 from harness import data as harness_data
 from harness.fit import resolve_device
-from harness.recipe import RecipeError, load_recipe
+from harness.recipe import RecipeError, load_recipe, warn_batch_size
 
 MARKERS = {
     "sanity": "seconds-fast checks that model, data and training step are wired right (always on)",
@@ -139,10 +140,12 @@ def device(harness_settings) -> torch.device:
 def recipe_data(recipe):
     """The recipe's data, loaded once per session (a loading error fails with one line)."""
     try:
-        return recipe.load_data()
+        data = recipe.load_data(validate=False)  # the sanity checks report bad data one check at a time
     except RecipeError as e:
-        message = str(e)
-    pytest.fail(message, pytrace=False)
+        pytest.fail(str(e), pytrace=False)
+    if data.train is not None and harness_data.split_len(data.train) < recipe.batch_size:
+        warn_batch_size(recipe.batch_size, harness_data.split_len(data.train), where=f"recipe {recipe.name!r}")
+    return data
 
 
 @pytest.fixture
@@ -166,19 +169,27 @@ def verify(harness_settings, seed, request):
         if result.check in harness_settings["suppress"]:
             pytest.skip(f"{result.check} suppressed (--suppress or Recipe.suppress)")
         if not result.passed:
-            pytest.fail(f"{result.message()}\n  re-run: {rerun_command(request, harness_settings)}",
-                        pytrace=False)
+            pytest.fail(f"{result.message()}\n  seed: {seed} (this test's seed, from --seed "
+                        f"{harness_settings['seed']} and the test id)\n"
+                        f"  re-run: {rerun_command(request, harness_settings)}", pytrace=False)
         return result
     return _verify
 
 
 def rerun_command(request, settings) -> str:
-    recipe = request.config.getoption("recipe") or request.config.getini("harness_recipe")
-    parts = ["pytest", f"'{request.node.nodeid}'"]
+    """The command that re-runs this one test with the same recipe, seed and settings."""
+    config = request.config
+    recipe = config.getoption("recipe") or config.getini("harness_recipe")
+    parts = ["pytest", shlex.quote(request.node.nodeid)]
     if recipe:
-        parts.append(f"--recipe {recipe}")
-    if settings["seed"]:
-        parts.append(f"--seed {settings['seed']}")
+        parts.append(f"--recipe {shlex.quote(recipe)}")
+    parts.append(f"--seed {settings['seed']}")  # always: the failure is reproducible only with it
     if settings["device"].type != "cpu":
         parts.append(f"--device {settings['device'].type}")
+    root = _setting(config, "data_root", "harness_data_root")
+    if root:
+        parts.append(f"--data-root {shlex.quote(str(root))}")
+    if config.getoption("diverge_lr"):
+        parts.append(f"--diverge-lr {config.getoption('diverge_lr')}")
+    parts += [f"--suppress {name}" for name in config.getoption("suppress")]
     return " ".join(parts)

@@ -44,13 +44,23 @@ def _fmt(d: dict) -> str:
 # --- helpers the suite uses to build runs -------------------------------------------------------
 
 def low_lr(recipe_lr: float) -> float:
-    """The 'too low' lr: 1e-4, or the recipe's lr / 100 when that is lower (Adam at 1e-3 -> 1e-5)."""
-    return min(1e-4, recipe_lr / 100)
+    """The 'too low' lr: 1e-4, or the recipe's lr / 1000 when that is lower (Adam at 1e-3 -> 1e-6)."""
+    return min(1e-4, recipe_lr / 1000)
+
+
+def high_lr(recipe_lr: float, given: Optional[float] = None) -> float:
+    """The 'too high' lr: --diverge-lr when given, else 1.0, or 10x the recipe's lr when that is higher."""
+    return given if given is not None else max(1.0, 10 * recipe_lr)
 
 
 def subset_size(n: int) -> int:
     """The blog's subset: a quarter of the training set, at most 5,000 samples."""
     return max(1, min(5000, n // 4))
+
+
+def subset_epochs(epochs: int, n: int, k: int, batch_size: int) -> int:
+    """Epochs on a k-sample subset that take as many optimizer steps as `epochs` on all n samples."""
+    return max(1, round(epochs * expected_steps(n, batch_size) / expected_steps(k, batch_size)))
 
 
 def zeroed(data: Data) -> Data:
@@ -77,7 +87,9 @@ def check_diverges(history, lr: float, epochs: int, num_classes: int) -> CheckRe
                       f"fit flags a non-finite loss or one at or above chance (ln {num_classes} = {chance:.3f}) "
                       "as diverged and stops early",
                       "a diverged run that keeps training wastes its budget and hides the failure in a sweep",
-                      ["fit's divergence detection was bypassed: is the loss returned by train_step the real loss?",
+                      ["the loss never left chance at all: the model may learn nothing at any lr "
+                       "(see model_ignores_inputs, low_lr_learns_as_much)",
+                       "fit's divergence detection was bypassed: is the loss returned by train_step the real loss?",
                        "a custom train_step that catches errors or clamps the loss hides divergence"],
                       lr=lr, train_loss=list(history.train_loss))
     return failed(check, "lr_does_not_diverge", seen,
@@ -150,7 +162,7 @@ def check_steps_per_epoch(history, n: int, batch_size: int, drop_last: bool = Fa
                   ["the custom train_step skips optimizer.step() on some batches (an early return, a condition)",
                    "gradient accumulation is deliberate? suppress this check",
                    "train_step calls optimizer.step() more than once per batch"],
-                  steps=list(history.steps), expected=want)
+                  steps=list(history.steps), want=want)
 
 
 def check_small_batch_lower_loss(small, large, small_batch: int, large_batch: int, lr: float) -> CheckResult:
@@ -202,15 +214,15 @@ def check_subset_ranking(subset_runs: dict, full_runs: dict, subset_n: int, full
     full = {lr: score(h) for lr, h in sorted(full_runs.items())}
     sub_best, full_best = max(sub, key=sub.get), max(full, key=full.get)
     seen = (f"val accuracy by lr on {subset_n} samples: {_fmt(sub)} (winner {sub_best:g}); "
-            f"on all {full_n}: {_fmt(full)} (winner {full_best:g})")
+            f"on all {full_n}: {_fmt(full)} (winner {full_best:g}); both at equal optimizer steps")
     if full[sub_best] >= full[full_best] - tolerance:
         return passed(check, seen, subset_winner=sub_best, full_winner=full_best)
     return failed(check, "subset_ranking_differs", seen,
                   f"the subset's winner within {tolerance:.2f} val accuracy of the full set's winner",
                   "the blog tunes on a subset to save time; that only works if the ranking carries over",
                   ["the subset is too small for the model: tune on more data",
-                   "fewer samples mean fewer steps per epoch: compare at equal steps, or raise the epochs",
-                   "the subset is not representative (class balance?)"],
+                   "the subset is not representative (class balance?)",
+                   "the winners are close: tune between them on the full set"],
                   subset=sub, full=full)
 
 
@@ -219,7 +231,8 @@ def check_early_stopping(history, restored_val_acc: float, n_val: int) -> CheckR
     check = "early_stopping"
     best = history.val_acc[history.best_epoch - 1] if history.best_epoch else math.nan
     seen = (f"best epoch {history.best_epoch} of {history.epochs_run} (val acc {best:.4f}), "
-            f"stopped early={history.stopped_early}; the returned model scores {restored_val_acc:.4f}")
+            f"stopped early={history.stopped_early}, diverged={history.diverged}; "
+            f"the returned model scores {restored_val_acc:.4f}")
     if abs(restored_val_acc - best) <= 0.5 / max(n_val, 1):
         return passed(check, seen, best=best, restored=restored_val_acc)
     return failed(check, "early_stopping_not_restoring", seen,
@@ -242,7 +255,7 @@ def check_step_lr(history, lr: float, step_size: int, gamma: float) -> CheckResu
                   "a schedule that fires at the wrong time trains at the wrong lr for whole epochs",
                   ["the optimizer factory ignores its lr argument (the first epoch shows it)",
                    "the scheduler is stepped per batch instead of per epoch, or twice per epoch"],
-                  lrs=list(history.lr), expected=want)
+                  lrs=list(history.lr), want=want)
 
 
 def check_uses_inputs(real, zero, margin: float = INPUT_MARGIN) -> CheckResult:

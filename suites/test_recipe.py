@@ -25,9 +25,10 @@ def run(recipe, data, seed, device, **overrides):
     return train(recipe, data=data, seed=seed, device=device, **overrides).history
 
 
-def test_too_high_lr_diverges(recipe, recipe_data, harness_settings, device, seed, verify):
-    lr = harness_settings["diverge_lr"]
-    history = run(recipe, recipe_data, seed, device, lr=lr)
+def test_too_high_lr_diverges(recipe, recipe_data, harness_settings, pytestconfig, device, seed, verify):
+    given = harness_settings["diverge_lr"] if pytestconfig.getoption("diverge_lr") else None
+    lr = dyn.high_lr(recipe.lr, given)  # 1.0, or 10x the recipe's lr when that is higher
+    history = run(recipe, recipe_data, seed, device, lr=lr, diverge_factor=dyn.DIVERGE_FACTOR)
     verify(dyn.check_diverges(history, lr, recipe.epochs, recipe.num_classes))
 
 
@@ -64,8 +65,9 @@ def test_lr_range_test_default_below_divergence(recipe, recipe_data, device, see
 
 def test_subset_winner_wins_on_full_set(recipe, recipe_data, device, seed, verify):
     n = split_len(recipe_data.train)
-    lrs, k = [recipe.lr * f for f in (0.01, 0.1, 1.0, 10.0)], dyn.subset_size(n)
-    on_subset = {lr: run(recipe, recipe_data, seed, device, lr=lr, subset=k) for lr in lrs}
+    lrs, k = [recipe.lr * f for f in (0.1, 1.0, 10.0)], dyn.subset_size(n)
+    epochs = dyn.subset_epochs(recipe.epochs, n, k, recipe.batch_size)  # as many steps as on the full set
+    on_subset = {lr: run(recipe, recipe_data, seed, device, lr=lr, subset=k, epochs=epochs) for lr in lrs}
     on_full = {lr: run(recipe, recipe_data, seed, device, lr=lr) for lr in lrs}
     verify(dyn.check_subset_ranking(on_subset, on_full, k, n))
 

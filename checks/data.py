@@ -11,14 +11,35 @@ import numpy as np
 import torch
 
 from checks.result import CheckResult, failed, passed
-from harness.data import as_tensors, split_len
+from harness.data import as_tensors, is_tensor_split, split_len
 
 SPLITS = ("train", "val", "test")
 SCAN_LIMIT = 20_000  # samples read from a Dataset split (tensor splits are read whole)
 
 
-def _splits(data):
+def _present(data):
     return [(name, getattr(data, name)) for name in SPLITS if getattr(data, name) is not None]
+
+
+def _splits(data):
+    """The splits the other checks can read: non-empty, inputs and targets of one length
+    (check_split_shapes reports the rest, so one broken split is not reported ten times)."""
+    return [(name, split) for name, split in _present(data) if _usable(split)]
+
+
+def _usable(split) -> bool:
+    if split is None:
+        return False
+    if is_tensor_split(split):
+        return len(split[0]) == len(split[1]) > 0
+    return len(split) > 0
+
+
+def _skip_unusable(check, *splits):
+    """A passing result that defers to split_shapes when a split this check needs is unusable."""
+    if all(_usable(s) for s in splits):
+        return None
+    return passed(check, "a split is empty or misaligned (see split_shapes)")
 
 
 def _tensors(split):
@@ -31,7 +52,7 @@ def check_split_shapes(data) -> CheckResult:
     check, problems, shapes = "split_shapes", [], {}
     if data.val is None:
         problems.append(("split_empty", "val split is None"))
-    for name, split in _splits(data):
+    for name, split in _present(data):
         if isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split):
             x, y = split
             if len(x) != len(y):
@@ -80,6 +101,8 @@ def check_inputs_finite(data) -> CheckResult:
 
 def check_input_range(data, input_range=None) -> CheckResult:
     """Inputs look normalised: 99% of |x| below 10 (or inside the recipe's `input_range`)."""
+    if skip := _skip_unusable("input_range", data.train):
+        return skip
     x, _ = _tensors(data.train)
     if not x.is_floating_point():
         return passed("input_range", "inputs are not floating point (see split_shapes)")
@@ -116,6 +139,8 @@ def check_labels(data, num_classes: int) -> CheckResult:
         _, y = _tensors(split)
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             out_of_range[name] = (int(y.min()), int(y.max()))
+    if not out_of_range and (skip := _skip_unusable("labels", data.train)):
+        return skip
     if out_of_range:
         seen = "; ".join(f"{k}: labels from {lo} to {hi}" for k, (lo, hi) in out_of_range.items())
         return failed("labels", "labels_out_of_range", seen, f"labels in [0, {num_classes})",
@@ -135,6 +160,8 @@ def check_labels(data, num_classes: int) -> CheckResult:
 
 def check_class_balance(data, num_classes: int, max_ratio: float = 10.0) -> CheckResult:
     """Reports per-class counts; fails when the largest class outnumbers the smallest by > max_ratio."""
+    if skip := _skip_unusable("class_balance", data.train):
+        return skip
     _, y = _tensors(data.train)
     counts = torch.bincount(y.clamp(0, num_classes - 1), minlength=num_classes).tolist()
     present = [c for c in counts if c]
@@ -187,6 +214,8 @@ def check_labels_predictable(data, num_classes: int, max_samples: int = 4000) ->
     """
     if data.val is None:
         return passed("labels_predictable", "no val split to test on")
+    if skip := _skip_unusable("labels_predictable", data.train, data.val):
+        return skip
     x, y = _tensors(data.train)
     xv, yv = _tensors(data.val)
     if not x.is_floating_point():

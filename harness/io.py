@@ -12,23 +12,42 @@ from pathlib import Path
 
 import torch
 
+from harness.recipe import RecipeError
+
+
+class OutputError(RecipeError):
+    """An output file cannot be written (folder not writable, a file in the way, disk full)."""
+
 
 def _atomic(path, write):
+    """Write to a temporary file beside `path`, fsync, then rename over it: readers see the old
+    file or the new one, never half of one. A failure leaves the old file untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _unwritable(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise _unwritable(path, e) from None
         raise
+
+
+def _unwritable(path: Path, error: OSError) -> OutputError:
+    what = error.strerror or type(error).__name__
+    where = f" ({error.filename})" if error.filename and str(error.filename) != str(path) else ""
+    return OutputError(f"cannot write {path}: {what}{where}; choose an output folder you can write (--out DIR)")
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

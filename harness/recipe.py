@@ -128,7 +128,7 @@ class HarnessWarning(UserWarning):
     """Something that works but is probably not what was meant; the message is one line."""
 
 
-def warn_batch_size(batch_size, n_train: int, where="fit") -> Optional[str]:
+def warn_batch_size(batch_size, n_train: int, where="fit", stacklevel: int = 3) -> Optional[str]:
     """Warn, once per (where, sizes), when the batch size exceeds the training split.
 
     Training still works (every epoch is one full-batch step, as in the default batch-size
@@ -138,7 +138,7 @@ def warn_batch_size(batch_size, n_train: int, where="fit") -> Optional[str]:
         return None
     message = (f"{where}: batch_size {batch_size} is larger than the {n_train}-sample training split, "
                f"so every epoch is one full-batch step; use batch_size <= {n_train} unless that is intended")
-    warnings.warn(HarnessWarning(message), stacklevel=3)
+    warnings.warn(HarnessWarning(message), stacklevel=stacklevel)
     return message
 
 

@@ -144,7 +144,7 @@ def recipe_data(recipe):
     except RecipeError as e:
         pytest.fail(str(e), pytrace=False)
     if data.train is not None and harness_data.split_len(data.train) < recipe.batch_size:
-        warn_batch_size(recipe.batch_size, harness_data.split_len(data.train), where=f"recipe {recipe.name!r}")
+        warn_batch_size(recipe.batch_size, harness_data.split_len(data.train), where=f"recipe {recipe.name!r}", stacklevel=2)
     return data
 
 

@@ -144,10 +144,9 @@ def fashion_mnist(root=None, download=None, val_fraction: float = 0.1) -> Data:
             raise RecipeError(_missing("FashionMNIST", root, root / "FashionMNIST" / "raw",
                                        "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                                        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")) from e
-        raise RecipeError(f"FashionMNIST under {root}: {e}") from e
-    except (ValueError, IndexError) as e:
-        raise RecipeError(f"FashionMNIST under {root} looks corrupted ({e}); delete {root / 'FashionMNIST'} "
-                          "and download it again with --download") from e
+        raise RecipeError(_corrupted("FashionMNIST", root / "FashionMNIST", e)) from e
+    except (ValueError, IndexError, OSError, EOFError) as e:  # a truncated or foreign idx file
+        raise RecipeError(_corrupted("FashionMNIST", root / "FashionMNIST", e)) from e
     x = train.data.float().div_(255.0).unsqueeze(1)  # (N, 1, 28, 28)
     y = train.targets.long()
     n_train = len(y) - int(round(val_fraction * len(y)))
@@ -208,6 +207,11 @@ def _where(root, download):
     root = Path(root).expanduser() if root is not None else settings.resolved_root()
     download = settings.resolved_download() if download is None else download
     return root, download
+
+
+def _corrupted(name, folder, error) -> str:
+    return (f"{name} under {folder} looks corrupted or truncated ({type(error).__name__}: {error}); "
+            f"delete {folder} and download it again with --download")
 
 
 def _missing(name, root, folder, files) -> str:

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from harness import runtime
 from harness.data import is_tensor_split, split_len, subset as take_subset
 from harness.recipe import Data, Recipe, RecipeError, check_hparams, sgd
 
@@ -114,9 +115,14 @@ def batches(split, batch_size: int, *, shuffle: bool, generator: torch.Generator
 
 
 def _train_epoch(model, split, step, optimizer, loss_fn, batch_size, generator, drop_last, device):
-    """One pass over the training split. Returns (loss_sum, correct, samples, diverged) on the host."""
+    """One pass over the training split. Returns (mean loss, accuracy) read once on the host.
+
+    Per step the loop only records the detached loss and the count of correct predictions
+    (three small ops); they are summed every DIVERGE_CHECK_EVERY steps, when the running
+    loss is also checked for a non-finite value, and once at the end of the epoch.
+    """
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    losses, sizes, hits = [], [], []           # per step: 0-d loss, batch size, 0-d correct count
     seen, has_outputs = 0, True
     for i, (xb, yb) in enumerate(batches(split, batch_size, shuffle=True, generator=generator,
                                          drop_last=drop_last, device=device), start=1):
@@ -126,16 +132,29 @@ def _train_epoch(model, split, step, optimizer, loss_fn, batch_size, generator, 
             if loss is None:
                 raise RecipeError("train_step returned None; it must return the loss tensor (or (loss, outputs))")
             loss = torch.as_tensor(float(loss), device=device)
-        loss_sum += loss.detach() * len(yb)
+        losses.append(loss.detach())
+        sizes.append(len(yb))
         if outputs is not None:
-            correct += (outputs.detach().argmax(1) == yb).sum()
+            hits.append((outputs.detach().argmax(1) == yb).sum())
         else:
             has_outputs = False
         seen += len(yb)
-        if i % DIVERGE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
-            break  # stop at once; the caller sees the non-finite loss
-    loss_sum, correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+        if i % DIVERGE_CHECK_EVERY == 0:
+            loss_sum += _weighted_sum(losses, sizes, loss_sum)
+            losses, sizes = [], []
+            if not torch.isfinite(loss_sum):
+                break  # stop at once; the caller sees the non-finite loss
+    if losses:
+        loss_sum += _weighted_sum(losses, sizes, loss_sum)
+    correct = torch.stack(hits).sum().to(loss_sum.dtype) if hits else torch.zeros_like(loss_sum)
+    loss_sum, correct = torch.stack([loss_sum, correct]).tolist()
     return loss_sum / max(seen, 1), (correct / max(seen, 1) if has_outputs else math.nan)
+
+
+def _weighted_sum(losses: list, sizes: list, like: torch.Tensor) -> torch.Tensor:
+    """sum(loss * batch size) over the listed steps, in `like`'s dtype and device."""
+    weights = torch.tensor(sizes, dtype=like.dtype).to(like.device, non_blocking=True)
+    return torch.stack(losses).to(like.dtype) @ weights
 
 
 @torch.no_grad()
@@ -193,6 +212,7 @@ def fit(model: torch.nn.Module, data: Data, *, loss: Callable = F.cross_entropy,
         train_split = take_subset(train_split, n, seed=seed)
     train_split, val_split = to_device(train_split, device), to_device(data.val, device)
     model.to(device)
+    threads_before = _use_threads(model, train_split, batch_size, loss, device, epochs)
     opt = optimizer(model.parameters(), lr)
     sched = scheduler(opt, epochs) if scheduler is not None else None
     step = train_step or default_step
@@ -243,9 +263,19 @@ def fit(model: torch.nn.Module, data: Data, *, loss: Callable = F.cross_entropy,
             hist.stopped_early = True
             break
     hook.remove()
+    torch.set_num_threads(threads_before)
     if best_state is not None:
         model.load_state_dict(best_state)
     return hist
+
+
+def _use_threads(model, split, batch_size, loss, device, epochs) -> int:
+    """Set torch's thread count for this run (see harness.runtime); return the previous one."""
+    before = torch.get_num_threads()
+    n = runtime.threads_for(model, split, batch_size, loss, device, samples=epochs * split_len(split))
+    if n != before:
+        torch.set_num_threads(n)
+    return before
 
 
 def _divergence(train_loss: list, factor: float, num_classes: Optional[int]) -> str:

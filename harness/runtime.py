@@ -1,0 +1,122 @@
+"""How many CPU threads torch uses for a training run: measured once, overridable.
+
+    from harness import runtime
+    n = runtime.threads_for(model, train_split, batch_size, loss)   # fit() calls this
+    HARNESS_THREADS=1 harness sweep ...                             # pin it (bit-reproducible runs)
+
+On a few cores a small batch often trains faster on one thread than on all of them (the
+per-op thread hand-off costs more than the arithmetic it shares), and when other processes
+already load the cores, extra threads only wait on each other. So for CPU runs long enough
+to matter, `threads_for` times a few forward/backward passes of a copy of the model at one
+thread and at the cap, and keeps the faster; the answer is cached per model shape and batch
+size for the life of the process. The cap is the cores this process may use, divided by the
+pytest-xdist workers sharing them. HARNESS_THREADS (or `set_threads_override`) skips the
+measurement. The thread count changes float rounding (about 1e-7 in the weights after a few
+epochs), so pin it when runs must match bit for bit.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import Optional
+
+import torch
+
+MEASURE_MIN_SAMPLES = 100_000  # samples per run below which measuring would cost more than it saves
+_override: Optional[int] = None
+_cache: dict = {}
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def thread_cap() -> int:
+    """cores // pytest-xdist workers (at least 1); the most threads a run should use."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    return max(1, cores() // max(1, workers))
+
+
+def set_threads_override(n: Optional[int]) -> None:
+    """Use exactly `n` threads in every following fit (None: measure again)."""
+    global _override
+    _override = parse_threads(n) if n is not None else None
+
+
+def parse_threads(value) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ValueError(f"HARNESS_THREADS / threads must be an integer >= 1, got {value!r}; e.g. HARNESS_THREADS=1")
+    return n
+
+
+def override() -> Optional[int]:
+    """The pinned thread count, from `set_threads_override` or HARNESS_THREADS, else None."""
+    if _override is not None:
+        return _override
+    env = os.environ.get("HARNESS_THREADS")
+    return parse_threads(env) if env else None
+
+
+def threads_for(model: torch.nn.Module, split, batch_size: int, loss_fn, device=None,
+                samples: Optional[int] = None) -> int:
+    """The thread count to train `model` on `split` with; see the module docstring.
+
+    `samples` is how many samples the run will process (epochs x split length); short runs
+    keep the current setting rather than pay for a measurement.
+    """
+    pinned = override()
+    if pinned is not None:
+        return pinned
+    cap, current = thread_cap(), torch.get_num_threads()
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type != "cpu" or not (isinstance(split, (tuple, list)) and len(split) == 2):
+        return min(current, cap)
+    if cap == 1 or (samples is not None and samples < MEASURE_MIN_SAMPLES):
+        return min(current, cap)
+    key = (type(model).__name__, tuple(tuple(p.shape) for p in model.parameters()),
+           tuple(split[0].shape[1:]), min(batch_size, len(split[0])), cap)
+    if key not in _cache:
+        try:
+            _cache[key] = _measure(model, split, batch_size, loss_fn, (1, cap))
+        except Exception:  # a model that cannot be copied or probed keeps the current setting
+            _cache[key] = min(current, cap)
+    return _cache[key]
+
+
+def _measure(model, split, batch_size, loss_fn, candidates, rounds: int = 3) -> int:
+    """Time forward+backward of a copy of `model` on one batch at each thread count; the fastest wins."""
+    x, y = split[0][:batch_size], split[1][:batch_size]
+    probe = copy.deepcopy(model).train()
+    before = torch.get_num_threads()
+    best = {n: float("inf") for n in candidates}
+    try:
+        with torch.random.fork_rng(devices=[]):  # dropout in the probe must not move the run's RNG
+            for _ in range(rounds):  # alternate, so a burst of load elsewhere hits every candidate
+                for n in candidates:
+                    torch.set_num_threads(n)
+                    best[n] = min(best[n], _time_steps(probe, x, y, loss_fn))
+    finally:
+        torch.set_num_threads(before)
+    return min(candidates, key=lambda n: (best[n], n))
+
+
+def _time_steps(model, x, y, loss_fn, budget: float = 0.03) -> float:
+    """Seconds per forward+backward, from at least two steps and about `budget` seconds."""
+    def step():
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+    step()  # warm-up
+    t0, n = time.perf_counter(), 0
+    while n < 2 or time.perf_counter() - t0 < budget:
+        step()
+        n += 1
+    return (time.perf_counter() - t0) / n

@@ -35,11 +35,11 @@ def curves(history: dict, title: str, path) -> None:
             values = history[f"{split}_{key}"]
             if any(isinstance(v, float) and math.isfinite(v) for v in values):
                 ax.plot(_epochs(values), values, marker=".", label=split)
-        ax.set(title=f"{title} - {name}", xlabel="epoch", ylabel=name.lower())
+        ax.set(title=name, xlabel="epoch", ylabel=name.lower())
         ax.grid(True, alpha=0.3)
         ax.legend()
-    if history.get("diverged"):
-        fig.suptitle(f"diverged: {history.get('diverged_reason', '')}", fontsize=9, color="tab:red", y=1.03)
+    reason = f"\ndiverged: {history.get('diverged_reason', '')}" if history.get("diverged") else ""
+    fig.suptitle(title + reason, fontsize=10, y=1.04 if reason else 1.0)
     _save(fig, path)
 
 
@@ -69,7 +69,7 @@ def bars(labels: list, rows: list, title: str, path) -> None:
         values = [r[metric] for r in rows]
         errors = [r.get(f"{metric}_std", 0.0) for r in rows]
         ax.bar(range(len(values)), values, yerr=errors if any(errors) else None, color=color, capsize=3)
-        ax.set_xticks(range(len(values)), labels, rotation=30 if len(labels) > 5 else 0, fontsize=8)
+        ax.set_xticks(range(len(values)), labels, rotation=30 if len(labels) > 3 else 0, fontsize=8)
         ax.set(title=f"{metric} per configuration", ylabel=metric)
         for x, v in enumerate(values):
             ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=8)

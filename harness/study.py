@@ -174,11 +174,13 @@ def format_table(rows: list, columns: Sequence[str] = COLUMNS) -> str:
     """An aligned text table; a metric with a `_std` column prints as 'mean ± std'."""
     def cell(row, col):
         v = row.get(col, "")
+        if col == "diverged" and "seeds" in row:
+            return f"{v}/{row['seeds']}"  # seeds that diverged
         if isinstance(v, bool):
             return str(v)
         if isinstance(v, float) and col not in ("learning_rate",):
-            text = f"{v:.4f}" if col in METRICS else f"{v:.4g}"
-            return text + (f" ± {row[col + '_std']:.4f}" if col + "_std" in row else "")
+            text, std = (f"{v:.4f}", ".4f") if col in METRICS else (f"{v:.4g}", ".3g")
+            return text + (f" ± {row[col + '_std']:{std}}" if col + "_std" in row else "")
         if isinstance(v, float):
             return f"{v:g}"
         return str(v)

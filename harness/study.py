@@ -100,6 +100,9 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
         extra["jobs"] = jobs
     if vectorize is not None and "vectorize" in params:
         extra["vectorize"] = vectorize
+    unsupported = [f for f, v in (("--jobs", jobs), ("--vectorize", vectorize)) if v and f[2:] not in params]
+    if unsupported:
+        bar.note(f"{', '.join(unsupported)}: not supported by this harness's execute(); running runs one by one")
     try:
         if todo:
             execute(spec, todo, on_result=save, device=device, recipe=recipe, data=data, **extra)

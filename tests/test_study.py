@@ -134,3 +134,17 @@ def test_eda_on_rgb_images(tmp_path):
     s = summarize_data(d)
     assert len(s["channels"]) == 3 and s["resolution"] == "32x32"
     assert is_png(write_eda(tmp_path, d, s)["samples.png"])
+
+
+def test_jobs_and_vectorize_reach_execute_when_it_takes_them(tmp_path, data, monkeypatch):
+    seen = {}
+
+    def execute(spec, configs, on_result, device="cpu", recipe=None, data=None, jobs=1, vectorize=False):
+        seen.update(jobs=jobs, vectorize=vectorize)
+        for c in configs:
+            on_result(c, {**fake_result(c.lr, c.seed, 0.5), "key": c.key()})
+
+    monkeypatch.setattr(study, "execute", execute)
+    configs = study.sweep_configs("lr", [0.01, 0.1], lr=0.1, batch_size=32, epochs=2)
+    study.run_study(None, configs, tmp_path, recipe=TINY, data=data, jobs=2, vectorize=True, progress=False)
+    assert seen == {"jobs": 2, "vectorize": True}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -69,6 +71,13 @@ def save_weights(model: torch.nn.Module, path) -> None:
 
 
 def load_weights(model: torch.nn.Module, path, device="cpu") -> torch.nn.Module:
-    state = torch.load(path, map_location=device, weights_only=True)
+    """Load a state_dict written by `save_weights`; a file holding anything but tensors is refused."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))  # what the file would have run
+        what = f"it holds {found.group(1)}, not just tensors" if found else "it holds more than tensors"
+        raise RecipeError(f"{path} is not a weights-only checkpoint ({what}); save it with "
+                          "harness.io.save_weights(model, path), or torch.save(model.state_dict(), path)") from None
     model.load_state_dict(state)
     return model

@@ -90,7 +90,8 @@ def pytest_configure(config):
     suppress = set(recipe.suppress) | set(config.getoption("suppress"))
     config.stash[_KEY] = {
         "recipe": recipe, "device": device, "seed": parse_seed(_setting(config, "seed", "harness_seed", 0)),
-        "suppress": suppress, "diverge_lr": parse_lr(config.getoption("diverge_lr") or 1.0, "--diverge-lr"),
+        "suppress": suppress, "diverge_lr": (parse_lr(config.getoption("diverge_lr"), "--diverge-lr")
+                       if config.getoption("diverge_lr") is not None else None),  # None: the suite picks
     }
 
 

@@ -25,9 +25,8 @@ def run(recipe, data, seed, device, **overrides):
     return train(recipe, data=data, seed=seed, device=device, **overrides).history
 
 
-def test_too_high_lr_diverges(recipe, recipe_data, harness_settings, pytestconfig, device, seed, verify):
-    given = harness_settings["diverge_lr"] if pytestconfig.getoption("diverge_lr") else None
-    lr = dyn.high_lr(recipe.lr, given)  # 1.0, or 10x the recipe's lr when that is higher
+def test_too_high_lr_diverges(recipe, recipe_data, harness_settings, device, seed, verify):
+    lr = dyn.high_lr(recipe.lr, harness_settings["diverge_lr"])  # --diverge-lr, else 1.0 or 10x the recipe's lr
     history = run(recipe, recipe_data, seed, device, lr=lr, diverge_factor=dyn.DIVERGE_FACTOR)
     verify(dyn.check_diverges(history, lr, recipe.epochs, recipe.num_classes))
 

@@ -19,7 +19,9 @@ BN_DROPOUT_MLP_ADAM = Recipe(model=partial(mlp, 784, (256, 128), 10, batchnorm=T
 LSTM = Recipe(model=row_lstm, data=digits28, num_classes=10, optimizer=adam(), lr=3e-3,
               batch_size=64, epochs=15, name="row_lstm")
 
+# With its first layer frozen at random features the MLP wants a larger lr: at 0.1 the recipe
+# suite rightly reports that 1.0 beats it (recipe_lr_not_best); 0.5 is this recipe's tuned lr.
 FROZEN_FIRST_LAYER = Recipe(model=lambda: frozen_first_layer(fashion_mlp()), data=digits28,
-                            num_classes=10, lr=0.1, batch_size=128, epochs=15, name="frozen_first_layer")
+                            num_classes=10, lr=0.5, batch_size=128, epochs=15, name="frozen_first_layer")
 
 HEALTHY = ["SMALL_CNN", "BN_DROPOUT_MLP_ADAM", "LSTM", "FROZEN_FIRST_LAYER"]

@@ -55,3 +55,8 @@ def test_cifar_mlp_passes_on_files_in_the_real_format(pytester, tmp_path, monkey
     monkeypatch.setenv("HARNESS_VERIFY_CHECKSUMS", "0")  # our files are not the published ones
     result = run_sanity(pytester, "cifar_mlp", "--data-root", str(tmp_path), "--seed", str(seed))
     result.assert_outcomes(passed=18)
+
+
+def test_worked_example_in_the_readme_passes(pytester):
+    result = run_sanity(pytester, str(Path(__file__).parents[1] / "examples" / "my_recipe.py") + ":RECIPE")
+    result.assert_outcomes(passed=18)

@@ -5,18 +5,23 @@
 
 `run_config` trains one configuration and returns the notebook's table row plus the run's
 history; `execute` runs a list of them and hands each result to `on_result` as it finishes
-(so a caller can write it to disk at once and resume later).
+(so a caller can write it to disk at once and resume later). `execute(..., jobs=2)` runs
+them in worker processes with capped threads (harness.parallel); `vectorize="on"` trains
+an lr-only sweep as one stacked model (harness.vectorized). It prints the choice made:
+
+    running 5 configs: 2 worker processes x 1 thread, vectorize off
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Optional
 
 from harness.data import split_len
 from harness.fit import evaluate, resolve_device, train
-from harness.recipe import Data, Recipe, load_recipe
+from harness.recipe import Data, Recipe, RecipeError, load_recipe
 from harness.schedules import parse_optimizer, parse_scheduler
 
 
@@ -68,11 +73,101 @@ def run_config(recipe: Recipe, data: Data, config: Config, device="cpu") -> dict
     return {"key": config.key(), "config": asdict(config), "row": row, "history": h.to_dict()}
 
 
+VECTORIZE_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class Plan:
+    """How `execute` will run a list of configs: `tasks` are single configs or lr-only groups."""
+    tasks: list
+    jobs: int
+    threads: int                 # torch threads per worker (0: fit chooses, see harness.runtime)
+    vectorized: bool
+    notes: list
+
+    def describe(self, n_configs: int) -> str:
+        how = (f"{self.jobs} worker processes x {self.threads} thread{'s' * (self.threads != 1)}"
+               if self.jobs > 1 else "sequentially in this process")
+        vec = (f"vectorize on ({len(self.tasks)} stacked model{'s' * (len(self.tasks) != 1)})"
+               if self.vectorized else "vectorize off")
+        notes = "".join(f"; {n}" for n in self.notes)
+        return f"running {n_configs} configs: {how}, {vec}{notes}"
+
+
+def plan(spec: Optional[str], recipe: Recipe, data: Optional[Data], configs: list, jobs: int = 1,
+         vectorize: str = "off", device="cpu") -> Plan:
+    """Decide processes, threads and vectorisation for `configs`; every fallback gets a note."""
+    from harness import runtime
+    from harness.data import is_tensor_split
+    from harness.vectorized import why_not
+
+    vectorize = {True: "on", False: "off", None: "off"}.get(vectorize, vectorize)
+    if vectorize not in VECTORIZE_MODES:
+        raise RecipeError(f"--vectorize {vectorize!r}: use auto, on or off")
+    if not isinstance(jobs, int) or isinstance(jobs, bool):
+        raise RecipeError(f"--jobs {jobs!r}: must be an integer (0 = one per core)")
+    notes, device = [], resolve_device(device)
+    tasks, vectorized = list(configs), False
+    if vectorize != "off" and len(configs) > 1:
+        reason = why_not(recipe, configs)
+        if not reason and vectorize == "auto" and device.type != "cuda":
+            reason = ("auto on CPU: stacked copies were slower than separate runs here "
+                      "(their weights outgrow the cache); worker processes are the CPU speed-up")
+        if reason:
+            notes.append(f"not vectorized: {reason}")
+        else:
+            tasks, vectorized = [list(configs)], True
+    jobs = runtime.cores() if jobs <= 0 else jobs
+    if jobs > 1 and not spec:
+        notes.append("sequential: --jobs needs a recipe spec (built-in name or file.py:NAME) that workers can load")
+        jobs = 1
+    shipped_ok = data is None or all(s is None or is_tensor_split(s) for s in (data.train, data.val, data.test))
+    if jobs > 1 and not shipped_ok:
+        notes.append("sequential: the data given is not held as tensors, so workers cannot share it")
+        jobs = 1
+    if vectorized and jobs > 1:  # split the stacked model so that every worker gets a share
+        group = tasks[0]
+        parts = min(jobs, len(group))
+        tasks = [group[i::parts] for i in range(parts)]
+    jobs = min(jobs, len(tasks)) if tasks else 1
+    threads = max(1, runtime.thread_cap() // jobs) if jobs > 1 else 0
+    return Plan(tasks=tasks, jobs=jobs, threads=threads, vectorized=vectorized, notes=notes)
+
+
 def execute(spec: Optional[str], configs: Iterable[Config], on_result: Callable[[Config, dict], None],
-            device="cpu", recipe: Optional[Recipe] = None, data: Optional[Data] = None) -> None:
-    """Run `configs` one after another, calling `on_result(config, result)` as each finishes."""
+            device="cpu", recipe: Optional[Recipe] = None, data: Optional[Data] = None,
+            jobs: int = 1, vectorize: str = "off") -> Plan:
+    """Run `configs`, calling `on_result(config, result)` as each finishes (in any order when jobs > 1).
+
+    jobs: worker processes (0: one per core), each limited to cores // jobs torch threads;
+    needs `spec` so workers can load the recipe. vectorize: 'on' trains configs that differ
+    only in lr as one stacked model (harness.vectorized), 'auto' does so on CUDA only, 'off'
+    never. The choice, and the reason for any fallback, is printed to stderr and returned.
+    """
+    configs = list(configs)
     recipe = recipe or load_recipe(spec)
-    data = data or recipe.load_data()
     device = resolve_device(device)
-    for config in configs:
-        on_result(config, run_config(recipe, data, config, device))
+    chosen = plan(spec, recipe, data, configs, jobs, vectorize, device)
+    print(chosen.describe(len(configs)), file=sys.stderr, flush=True)
+    if chosen.jobs > 1:
+        from harness.parallel import run_parallel
+        for task, result in run_parallel(spec, chosen.tasks, jobs=chosen.jobs, threads=chosen.threads,
+                                         device=str(device), data=data, vectorized=chosen.vectorized):
+            _deliver(task, result, on_result)
+        return chosen
+    data = data or recipe.load_data()
+    for task in chosen.tasks:
+        if chosen.vectorized:
+            from harness.vectorized import run_configs
+            _deliver(task, run_configs(recipe, data, task, device), on_result)
+        else:
+            on_result(task, run_config(recipe, data, task, device))
+    return chosen
+
+
+def _deliver(task, result, on_result) -> None:
+    if isinstance(task, list):
+        for config, one in zip(task, result):
+            on_result(config, one)
+    else:
+        on_result(task, result)

@@ -1,0 +1,232 @@
+"""A learning-rate sweep trained as one model: K copies with the same initial weights, on the
+same batches, each with its own learning rate.
+
+    from harness.vectorized import why_not, run_configs
+    reason = why_not(recipe, configs)           # "" when the configs can be trained together
+    results = run_configs(recipe, data, configs, device)   # one run_config-shaped result each
+
+Each copy's parameters are a slice of a stacked tensor (K, *shape); `torch.func.vmap` over
+`functional_call` runs the K forward passes as batched ops and one backward gives every
+copy its own gradient (the copies share no weights, so the summed loss separates). The
+update is torch.optim.SGD's, with a per-copy lr. Each copy's History and table row equal
+those of a separate `run_config` with the same seed within float rounding (about 1e-6 after
+a few epochs; tests hold it to 1e-5): same initial weights (the model is built once under
+torch.manual_seed(seed)), same shuffling (the same seeded generator), same per-epoch
+evaluation, divergence detection and step counts. A copy that diverges is frozen at the
+step where its separate run would have stopped.
+
+It applies when the configs differ only in lr, use plain SGD (momentum, dampening, weight
+decay and Nesterov are fine) and no scheduler or early stopping, the recipe has no custom
+train_step, and the model has no buffers (BatchNorm) and no dropout. `why_not` says which
+condition fails. Epoch seconds are the joint epoch's wall time divided by K (each copy's share).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, replace
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from harness.data import split_len, subset as take_subset
+from harness.fit import (DIVERGE_CHECK_EVERY, EVAL_BATCH, History, _divergence, _score, batches,
+                         evaluate, to_device)
+from harness.recipe import Data, Recipe
+
+
+def why_not(recipe: Recipe, configs: list) -> str:
+    """Why `configs` cannot be trained as one stacked model ("" when they can)."""
+    configs = list(configs)
+    if len(configs) < 2:
+        return "fewer than 2 configs"
+    if len({replace(c, lr=0.0) for c in configs}) > 1:
+        return "the configs differ in more than the learning rate"
+    opts = dict(configs[0].options)
+    if opts.get("scheduler") not in (None, "", "none"):
+        return "a learning-rate schedule is set"
+    if opts.get("patience") is not None:
+        return "early stopping (patience) is set"
+    if recipe.train_step is not None:
+        return "the recipe has a custom train_step"
+    sgd = _sgd_settings(recipe, configs[0])
+    if isinstance(sgd, str):
+        return sgd
+    torch.manual_seed(configs[0].seed)
+    model = recipe.build_model()
+    if any(True for _ in model.buffers()):
+        return "the model has buffers (e.g. BatchNorm running statistics)"
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+        return "the model uses dropout (each copy would draw different masks)"
+    if not all(p.requires_grad for p in model.parameters()):
+        return "the model has frozen parameters"
+    return ""
+
+
+def _sgd_settings(recipe: Recipe, config):
+    """torch.optim.SGD's settings for this config's optimizer, or the reason it is not plain SGD."""
+    factory = config.fit_overrides().get("optimizer", recipe.optimizer)
+    probe = factory([nn.Parameter(torch.zeros(1))], 0.1)
+    if type(probe) is not torch.optim.SGD:
+        return f"the optimizer is {type(probe).__name__}, not SGD"
+    d = probe.defaults
+    if d.get("maximize") or d.get("differentiable"):
+        return "SGD with maximize/differentiable is not supported"
+    return {k: d.get(k, 0.0) for k in ("momentum", "dampening", "weight_decay", "nesterov")}
+
+
+def run_configs(recipe: Recipe, data: Data, configs: list, device="cpu") -> list:
+    """Train `configs` (same except lr) as one stacked model; return a run_config-shaped result for each."""
+    if len(configs) == 1:  # a share of a split sweep can be a single config
+        from harness.runs import run_config
+        return [run_config(recipe, data, configs[0], device)]
+    reason = why_not(recipe, configs)
+    if reason:
+        raise ValueError(f"cannot vectorize these configs: {reason}")
+    cfg = configs[0]
+    settings = cfg.fit_overrides()
+    device = torch.device(device)
+    lrs = torch.tensor([c.lr for c in configs], dtype=torch.float32, device=device)
+    torch.manual_seed(cfg.seed)
+    model = recipe.build_model().to(device)
+    histories, params = fit_stacked(
+        model, data, lrs, _sgd_settings(recipe, cfg), loss=recipe.loss, batch_size=settings["batch_size"],
+        epochs=settings["epochs"], subset=settings.get("subset"), seed=cfg.seed, device=device,
+        num_classes=recipe.num_classes)
+    split = data.test if data.test is not None else data.val
+    results = []
+    for k, (config, hist) in enumerate(zip(configs, histories)):
+        model.load_state_dict({name: p[k] for name, p in params.items()})
+        metrics = evaluate(model, split, device=device)
+        row = {
+            "learning_rate": config.lr, "batch_size": config.batch_size, "seed": config.seed,
+            "Accuracy": metrics["accuracy"], "Precision_macro": metrics["precision_macro"],
+            "Recall_macro": metrics["recall_macro"], "F1_macro": metrics["f1_macro"],
+            "Train_time_s": hist.train_seconds, "Infer_time_s": metrics["infer_seconds"],
+            "steps": hist.total_steps, "steps_per_epoch": hist.steps[0] if hist.steps else 0,
+            "epochs_run": hist.epochs_run, "diverged": hist.diverged,
+            "train_samples": split_len(data.train),
+        }
+        results.append({"key": config.key(), "config": asdict(config), "row": row, "history": hist.to_dict()})
+    return results
+
+
+def fit_stacked(model: nn.Module, data: Data, lrs: torch.Tensor, sgd: dict, *, loss, batch_size: int,
+                epochs: int, subset=None, seed: int = 0, device="cpu",
+                num_classes: Optional[int] = None, diverge_factor: float = 4.0):
+    """Train len(lrs) copies of `model` (its current weights) as `fit` would train each; return
+    (histories, stacked params {name: (K, *shape)})."""
+    K = len(lrs)
+    train_split = data.train
+    if subset is not None:
+        n = subset if isinstance(subset, int) else int(round(subset * split_len(train_split)))
+        train_split = take_subset(train_split, n, seed=seed)
+    train_split, val_split = to_device(train_split, device), to_device(data.val, device)
+    params, _ = stack_module_state([model] * K)  # (K, *shape) leaves, each copy the same weights
+    buffers = {}
+    forward = vmap(lambda p, x: functional_call(model, (p, buffers), (x,)), in_dims=(0, None))
+    per_copy_loss = vmap(loss, in_dims=(0, None))
+    momentum = {name: None for name in params}
+    generator = torch.Generator().manual_seed(seed)
+    active = torch.ones(K, dtype=torch.bool, device=device)
+    hists = [History() for _ in range(K)]
+    best = [None] * K                                         # best val_acc so far, per copy
+    for epoch in range(1, epochs + 1):
+        live = [k for k in range(K) if not hists[k].diverged]
+        if not live:
+            break
+        t0 = time.perf_counter()
+        loss_sum, correct, seen, steps = _train_epoch(forward, per_copy_loss, params, momentum, lrs, sgd,
+                                                      active, train_split, batch_size, generator, device)
+        seconds = (time.perf_counter() - t0) / len(live)
+        val_loss, val_acc = _evaluate(forward, loss, params, val_split, device)
+        for k in live:
+            h = hists[k]
+            h.lr.append(float(lrs[k]))
+            h.seconds.append(seconds)
+            h.steps.append(int(steps[k]))
+            h.train_loss.append(float(loss_sum[k]) / max(int(seen[k]), 1))
+            h.train_acc.append(float(correct[k]) / max(int(seen[k]), 1))
+            finite = math.isfinite(h.train_loss[-1])
+            h.val_loss.append(float(val_loss[k]) if finite else math.nan)
+            h.val_acc.append(float(val_acc[k]) if finite else math.nan)
+            reason = _divergence(h.train_loss, diverge_factor, num_classes)
+            if reason:
+                h.diverged, h.diverged_reason = True, reason
+                active[k] = False
+                continue
+            score = _score(h, "val_acc")
+            if best[k] is None or score > best[k]:
+                best[k], h.best_epoch = score, epoch
+    return hists, {name: p.detach() for name, p in params.items()}
+
+
+def _train_epoch(forward, per_copy_loss, params, momentum, lrs, sgd, active, split, batch_size,
+                 generator, device):
+    """One joint pass; a copy whose running loss turns non-finite stops (frozen) at that check."""
+    K = len(lrs)
+    loss_sum = torch.zeros(K, device=device)
+    correct = torch.zeros(K, device=device)
+    seen = torch.zeros(K, dtype=torch.long, device=device)
+    steps = torch.zeros(K, dtype=torch.long, device=device)
+    running = active.clone()                                  # copies still stepping this epoch
+    step_lr = torch.where(running, lrs, torch.zeros_like(lrs))
+    for i, (xb, yb) in enumerate(batches(split, batch_size, shuffle=True, generator=generator,
+                                         device=device), start=1):
+        out = forward(params, xb)                             # (K, B, C)
+        losses = per_copy_loss(out, yb)                       # (K,)
+        grads = torch.autograd.grad(losses.sum(), list(params.values()))
+        with torch.no_grad():
+            _sgd_update(params, grads, momentum, step_lr, running, sgd)
+            loss_sum += torch.where(running, losses.detach() * len(yb), 0.0)
+            correct += torch.where(running, (out.argmax(2) == yb).sum(1).to(correct.dtype), 0.0)
+            seen += running * len(yb)
+            steps += running
+        if i % DIVERGE_CHECK_EVERY == 0:
+            stopped = running & ~torch.isfinite(loss_sum)
+            if stopped.any():                                 # as fit: stop at once, keep the non-finite loss
+                running &= ~stopped
+                step_lr = torch.where(running, lrs, torch.zeros_like(lrs))
+                if not running.any():
+                    break
+    return loss_sum.tolist(), correct.tolist(), seen.tolist(), steps.tolist()
+
+
+def _sgd_update(params, grads, momentum, lr, running, sgd):
+    """torch.optim.SGD's update with a per-copy lr; copies not running are left untouched."""
+    all_running = bool(running.all())
+    for (name, p), g in zip(params.items(), grads):
+        mask = running.view(-1, *([1] * (p.dim() - 1)))
+        if sgd["weight_decay"]:
+            g = g.add(p, alpha=sgd["weight_decay"])
+        if sgd["momentum"]:
+            buf = momentum[name]
+            if buf is None:
+                buf = momentum[name] = g.clone()
+            else:
+                buf.copy_(torch.where(mask, buf * sgd["momentum"] + (1 - sgd["dampening"]) * g, buf))
+            g = g.add(buf, alpha=sgd["momentum"]) if sgd["nesterov"] else buf
+        if all_running:
+            p.addcmul_(g, lr.view(mask.shape), value=-1.0)       # p -= lr_k * g, without a temporary
+        else:
+            p.sub_(torch.where(mask, g * lr.view(mask.shape), 0.0))  # a stopped copy's NaN grads stay out
+
+
+@torch.no_grad()
+def _evaluate(forward, loss, params, split, device):
+    """Per-copy mean loss and accuracy on a split, batched as evaluate_loss_acc does."""
+    if split is None:
+        return [math.nan] * len(next(iter(params.values()))), [math.nan] * len(next(iter(params.values())))
+    K = len(next(iter(params.values())))
+    per_copy_loss = vmap(loss, in_dims=(0, None))
+    loss_sum = torch.zeros(K, device=device)
+    correct = torch.zeros(K, device=device)
+    n = 0
+    for xb, yb in batches(split, EVAL_BATCH, shuffle=False, generator=None, device=device):
+        out = forward(params, xb)
+        loss_sum += per_copy_loss(out, yb).float() * len(yb)
+        correct += (out.argmax(2) == yb).sum(1)
+        n += len(yb)
+    return (loss_sum / max(n, 1)).tolist(), (correct / max(n, 1)).tolist()

@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-MEASURE_MIN_SAMPLES = 100_000  # samples per run below which measuring would cost more than it saves
+MEASURE_MIN_SAMPLES = 20_000  # samples per run below which measuring would cost more than it saves
 _override: Optional[int] = None
 _cache: dict = {}
 

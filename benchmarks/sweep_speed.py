@@ -1,0 +1,82 @@
+"""Five learning rates: sequential runs against worker processes and a stacked model, side by side.
+
+    .venv/bin/python benchmarks/sweep_speed.py                          # batch 8, 32, 128
+    SWEEP_SAMPLES=20000 .venv/bin/python benchmarks/sweep_speed.py --batch-sizes 32 --rounds 1
+
+For each batch size it runs the same 5-lr sweep (the seed notebook's MLP, plain SGD, one epoch
+on FashionMNIST-shaped synthetic data) through `harness.runs.execute` four ways, interleaved
+round by round, and prints wall seconds and the speed-up over sequential:
+
+- sequential:   jobs=1, vectorize off (each run's thread count chosen by fit, up to all cores)
+- processes:    jobs=2 (cores // 2 threads each)
+- stacked:      jobs=1, vectorize on (one model of 5 copies, all cores)
+- both:         jobs=2, vectorize on (two stacked models of 3 and 2 copies, one per worker)
+
+Workers load this file's RECIPE (its data size comes from SWEEP_SAMPLES, default 54,000).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import sys
+import time
+from contextlib import redirect_stderr
+from pathlib import Path
+
+import torch
+
+from harness.data import synthetic
+from harness.models import fashion_mlp
+from harness.recipe import Recipe
+
+SAMPLES = int(os.environ.get("SWEEP_SAMPLES", 54_000))
+LRS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+SPEC = f"{Path(__file__).resolve()}:RECIPE"
+
+
+def sweep_data():
+    return synthetic(n_train=SAMPLES, n_val=1_000, n_test=1_000, shape=(1, 28, 28))
+
+
+RECIPE = Recipe(model=fashion_mlp, data=sweep_data, num_classes=10, lr=0.01, name="sweep-speed")
+WAYS = {"sequential": dict(jobs=1, vectorize="off"), "processes": dict(jobs=2, vectorize="off"),
+        "stacked": dict(jobs=1, vectorize="on"), "both": dict(jobs=2, vectorize="on")}
+
+
+def main(argv=None) -> int:
+    from harness.runs import Config, execute
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-sizes", default="8,32,128")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--ways", default=",".join(WAYS))
+    args = p.parse_args(argv)
+    ways = args.ways.split(",")
+    data = sweep_data()
+    best = {}
+    for r in range(args.rounds):
+        for bs in (int(b) for b in args.batch_sizes.split(",")):
+            configs = [Config(lr=lr, batch_size=bs, epochs=1) for lr in LRS]
+            for way in ways:
+                torch.set_num_threads(os.cpu_count() or 1)
+                t0 = time.perf_counter()
+                with redirect_stderr(io.StringIO()) as said:
+                    execute(SPEC, configs, on_result=lambda c, res: None, data=data, **WAYS[way])
+                seconds = time.perf_counter() - t0
+                best[way, bs] = min(best.get((way, bs), math.inf), seconds)
+                print(f"  round {r + 1} batch {bs:4d} {way:10s} {seconds:7.2f} s  [{said.getvalue().strip()}]",
+                      file=sys.stderr, flush=True)
+    print(f"\n5 learning rates, 1 epoch of {SAMPLES} samples each; wall seconds "
+          f"(fastest of {args.rounds} interleaved rounds) and speed-up over sequential\n")
+    print("| batch | " + " | ".join(ways) + " |")
+    print("|---:|" + "---:|" * len(ways))
+    for bs in (int(b) for b in args.batch_sizes.split(",")):
+        base = best["sequential", bs] if "sequential" in ways else math.nan
+        print(f"| {bs} | " + " | ".join(f"{best[w, bs]:.1f} s ({base / best[w, bs]:.2f}x)" for w in ways) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

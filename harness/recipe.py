@@ -142,12 +142,13 @@ def warn_batch_size(batch_size, n_train: int, where="fit", stacklevel: int = 3) 
     return message
 
 
-def check_data(data: Data, num_classes: Optional[int] = None, where="data") -> None:
+def check_data(data: Data, num_classes: Optional[int] = None, where="data", finite: bool = True) -> None:
     """Raise RecipeError (one line naming the split and the fix) for data no training can use.
 
     Tensor splits are checked in full: inputs and targets of the same length, a non-empty
     training split, finite float inputs, integer labels in [0, num_classes). A `Dataset`
-    split is only checked for length (reading it is the loader's business).
+    split is only checked for length (reading it is the loader's business). `finite=False`
+    skips the NaN/Inf scan (for callers that treat a NaN loss as divergence, like `fit`).
     """
     if data.train is None or _split_len(data.train) == 0:
         raise RecipeError(f"{where}: the train split is empty; return Data(train=(x, y), ...) with at least one sample")
@@ -167,7 +168,7 @@ def check_data(data: Data, num_classes: Optional[int] = None, where="data") -> N
             if name == "val":
                 raise RecipeError(f"{where}: the val split is empty; give it samples or pass val=None")
             continue
-        if x.is_floating_point() or x.is_complex():
+        if finite and (x.is_floating_point() or x.is_complex()):
             bad = int((~torch.isfinite(x)).sum())
             if bad:
                 raise RecipeError(f"{where}: {name} inputs hold {bad} NaN/Inf values; drop or impute those "

@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/sweep_speed.py                          # batch 8, 32, 128
     SWEEP_SAMPLES=20000 .venv/bin/python benchmarks/sweep_speed.py --batch-sizes 32 --rounds 1
 
-For each batch size it runs the same 5-lr sweep (the seed notebook's MLP, plain SGD, one epoch
+For each batch size it runs the same 5-lr sweep (the seed notebook's MLP, plain SGD, --epochs epochs
 on FashionMNIST-shaped synthetic data) through `harness.runs.execute` four ways, interleaved
-round by round, and prints wall seconds and the speed-up over sequential:
+round by round, and prints wall seconds (process start-up included) and the speed-up over
+sequential:
 
 - sequential:   jobs=1, vectorize off (each run's thread count chosen by fit, up to all cores)
 - processes:    jobs=2 (cores // 2 threads each)
@@ -51,14 +52,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", default="8,32,128")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--ways", default=",".join(WAYS))
+    p.add_argument("--ways", default="sequential,processes,stacked", help=f"any of {','.join(WAYS)}")
+    p.add_argument("--epochs", type=int, default=2)
     args = p.parse_args(argv)
     ways = args.ways.split(",")
     data = sweep_data()
     best = {}
     for r in range(args.rounds):
         for bs in (int(b) for b in args.batch_sizes.split(",")):
-            configs = [Config(lr=lr, batch_size=bs, epochs=1) for lr in LRS]
+            configs = [Config(lr=lr, batch_size=bs, epochs=args.epochs) for lr in LRS]
             for way in ways:
                 torch.set_num_threads(os.cpu_count() or 1)
                 t0 = time.perf_counter()
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
                 best[way, bs] = min(best.get((way, bs), math.inf), seconds)
                 print(f"  round {r + 1} batch {bs:4d} {way:10s} {seconds:7.2f} s  [{said.getvalue().strip()}]",
                       file=sys.stderr, flush=True)
-    print(f"\n5 learning rates, 1 epoch of {SAMPLES} samples each; wall seconds "
+    print(f"\n5 learning rates, {args.epochs} epoch(s) of {SAMPLES} samples each; wall seconds "
           f"(fastest of {args.rounds} interleaved rounds) and speed-up over sequential\n")
     print("| batch | " + " | ".join(ways) + " |")
     print("|---:|" + "---:|" * len(ways))

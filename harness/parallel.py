@@ -4,10 +4,11 @@
     for config, result in run_parallel("digits28", configs, jobs=2, threads=1):
         ...                                   # results arrive as they finish, in any order
 
-Workers are started with the "spawn" method (no torch state is forked) and an initializer
-that sets torch.set_num_threads(threads) before any work, so jobs x threads never exceeds
-the cores: two processes of two threads each on two cores run about 9x slower at batch 8
-than two of one thread each. A worker re-loads the recipe from its spec string (a built-in
+Workers are forked from a "forkserver" that imported torch once but never ran an op (so no
+thread pool is forked; "spawn" where there is no forkserver, e.g. Windows). An initializer
+sets torch.set_num_threads(threads) and pins fit's thread choice to it, so jobs x threads
+never exceeds the cores: two processes of two threads each on two cores run about 9x slower
+at batch 8 than two of one thread each. A worker re-loads the recipe from its spec string (a built-in
 name or file.py:NAME), loads its data once, and reuses both for every config it runs;
 tensor data passed in by the caller is sent to the workers instead of re-loaded.
 """
@@ -25,9 +26,11 @@ _worker: dict = {}  # per worker process: recipe, data, device
 
 
 def _init_worker(spec: str, data: Optional[Data], device: str, threads: int, data_settings: tuple) -> None:
+    from harness import data as data_module, runtime
+
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    from harness import data as data_module
+    runtime.set_threads_override(threads)  # fit must not measure its way past the worker's share
     from harness.recipe import load_recipe
 
     data_module.settings.root, data_module.settings.download = data_settings
@@ -54,7 +57,7 @@ def run_parallel(spec: str, tasks: list, *, jobs: int, threads: int, device="cpu
     Configs trained together (its result is then a list of results)."""
     from harness import data as data_module
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _context()
     settings = (data_module.settings.root, data_module.settings.download)
     shipped = data if data is not None and _is_tensor_data(data) else None
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
@@ -68,6 +71,16 @@ def run_parallel(spec: str, tasks: list, *, jobs: int, threads: int, device="cpu
                 yield task, future.result()
     finally:  # on an error (or a caller that stops early) drop the queued configs
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _context():
+    """forkserver where there is one (its server imports torch once; each worker is then a fast
+    fork of a process that never ran a torch op), else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["harness.runs", "harness.vectorized", "sklearn.metrics"])
+    return ctx
 
 
 def _is_tensor_data(data: Data) -> bool:

@@ -88,11 +88,10 @@ def run_configs(recipe: Recipe, data: Data, configs: list, device="cpu") -> list
     cfg = configs[0]
     settings = cfg.fit_overrides()
     device = torch.device(device)
-    lrs = torch.tensor([c.lr for c in configs], dtype=torch.float32, device=device)
     torch.manual_seed(cfg.seed)
     model = recipe.build_model().to(device)
     histories, params = fit_stacked(
-        model, data, lrs, _sgd_settings(recipe, cfg), loss=recipe.loss, batch_size=settings["batch_size"],
+        model, data, [c.lr for c in configs], _sgd_settings(recipe, cfg), loss=recipe.loss, batch_size=settings["batch_size"],
         epochs=settings["epochs"], subset=settings.get("subset"), seed=cfg.seed, device=device,
         num_classes=recipe.num_classes)
     split = data.test if data.test is not None else data.val
@@ -113,12 +112,13 @@ def run_configs(recipe: Recipe, data: Data, configs: list, device="cpu") -> list
     return results
 
 
-def fit_stacked(model: nn.Module, data: Data, lrs: torch.Tensor, sgd: dict, *, loss, batch_size: int,
+def fit_stacked(model: nn.Module, data: Data, lr_values: list, sgd: dict, *, loss, batch_size: int,
                 epochs: int, subset=None, seed: int = 0, device="cpu",
                 num_classes: Optional[int] = None, diverge_factor: float = 4.0):
-    """Train len(lrs) copies of `model` (its current weights) as `fit` would train each; return
+    """Train len(lr_values) copies of `model` (its current weights) as `fit` would train each; return
     (histories, stacked params {name: (K, *shape)})."""
-    K = len(lrs)
+    K = len(lr_values)
+    lrs = torch.tensor(lr_values, dtype=torch.float32, device=device)
     train_split = data.train
     if subset is not None:
         n = subset if isinstance(subset, int) else int(round(subset * split_len(train_split)))
@@ -144,7 +144,7 @@ def fit_stacked(model: nn.Module, data: Data, lrs: torch.Tensor, sgd: dict, *, l
         val_loss, val_acc = _evaluate(forward, loss, params, val_split, device)
         for k in live:
             h = hists[k]
-            h.lr.append(float(lrs[k]))
+            h.lr.append(lr_values[k])
             h.seconds.append(seconds)
             h.steps.append(int(steps[k]))
             h.train_loss.append(float(loss_sum[k]) / max(int(seen[k]), 1))

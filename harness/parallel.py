@@ -38,23 +38,23 @@ def _init_worker(spec: str, data: Optional[Data], device: str, threads: int, dat
     _worker.update(recipe=recipe, data=data, device=device)
 
 
-def _run_one(config, vectorized_group: bool):
+def _run_one(config):
     """Run one config (or a list of lr-only configs as one stacked model) in a worker."""
     from harness.runs import run_config
 
     if _worker["data"] is None:
         _worker["data"] = _worker["recipe"].load_data()
     recipe, data, device = _worker["recipe"], _worker["data"], _worker["device"]
-    if vectorized_group:
+    if isinstance(config, list):
         from harness.vectorized import run_configs
         return run_configs(recipe, data, config, device)
     return run_config(recipe, data, config, device)
 
 
 def run_parallel(spec: str, tasks: list, *, jobs: int, threads: int, device="cpu",
-                 data: Optional[Data] = None, vectorized: bool = False) -> Iterator[tuple]:
-    """Yield (task, result) as each finishes. A task is a Config, or with `vectorized` a list of
-    Configs trained together (its result is then a list of results)."""
+                 data: Optional[Data] = None) -> Iterator[tuple]:
+    """Yield (task, result) as each finishes. A task is a Config, or a list of Configs that
+    differ only in lr, trained together as one stacked model (its result is then a list)."""
     from harness import data as data_module
 
     ctx = _context()
@@ -63,7 +63,7 @@ def run_parallel(spec: str, tasks: list, *, jobs: int, threads: int, device="cpu
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                                initargs=(spec, shipped, str(device), threads, settings))
     try:
-        pending = {pool.submit(_run_one, task, vectorized): task for task in tasks}
+        pending = {pool.submit(_run_one, task): task for task in tasks}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable, Optional
 
 from harness.data import split_len
@@ -88,8 +88,8 @@ class Plan:
     def describe(self, n_configs: int) -> str:
         how = (f"{self.jobs} worker processes x {self.threads} thread{'s' * (self.threads != 1)}"
                if self.jobs > 1 else "sequentially in this process")
-        vec = (f"vectorize on ({len(self.tasks)} stacked model{'s' * (len(self.tasks) != 1)})"
-               if self.vectorized else "vectorize off")
+        stacks = sum(isinstance(t, list) for t in self.tasks)
+        vec = f"vectorize on ({stacks} stacked model{'s' * (stacks != 1)})" if self.vectorized else "vectorize off"
         notes = "".join(f"; {n}" for n in self.notes)
         return f"running {n_configs} configs: {how}, {vec}{notes}"
 
@@ -109,14 +109,21 @@ def plan(spec: Optional[str], recipe: Recipe, data: Optional[Data], configs: lis
     notes, device = [], resolve_device(device)
     tasks, vectorized = list(configs), False
     if vectorize != "off" and len(configs) > 1:
-        reason = why_not(recipe, configs)
-        if not reason and vectorize == "auto" and device.type != "cuda":
-            reason = ("auto on CPU: stacked copies were slower than separate runs here "
-                      "(their weights outgrow the cache); worker processes are the CPU speed-up")
-        if reason:
-            notes.append(f"not vectorized: {reason}")
-        else:
-            tasks, vectorized = [list(configs)], True
+        tasks = []
+        for group in _lr_groups(configs):  # configs equal but for lr can share one stacked model
+            reason = why_not(recipe, group) if len(group) > 1 else ""
+            if not reason and vectorize == "auto" and device.type != "cuda" and len(group) > 1:
+                reason = ("auto on CPU: stacked copies were slower than separate runs here "
+                          "(their weights outgrow the cache); worker processes are the CPU speed-up")
+            if len(group) > 1 and not reason:
+                tasks.append(group)
+            else:
+                tasks.extend(group)
+                if reason and f"not vectorized: {reason}" not in notes:
+                    notes.append(f"not vectorized: {reason}")
+        vectorized = any(isinstance(t, list) for t in tasks)
+        if not vectorized and not notes:
+            notes.append("not vectorized: no two configs differ only in lr")
     jobs = runtime.cores() if jobs <= 0 else jobs
     if jobs > 1 and not spec:
         notes.append("sequential: --jobs needs a recipe spec (built-in name or file.py:NAME) that workers can load")
@@ -125,13 +132,22 @@ def plan(spec: Optional[str], recipe: Recipe, data: Optional[Data], configs: lis
     if jobs > 1 and not shipped_ok:
         notes.append("sequential: the data given is not held as tensors, so workers cannot share it")
         jobs = 1
-    if vectorized and jobs > 1:  # split the stacked model so that every worker gets a share
-        group = tasks[0]
-        parts = min(jobs, len(group))
-        tasks = [group[i::parts] for i in range(parts)]
+    if vectorized and 1 < jobs and len(tasks) < jobs:  # split stacked models so every worker gets a share
+        parts = -(-jobs // len(tasks))
+        tasks = [t[i::parts] if isinstance(t, list) else t for t in tasks
+                 for i in range(parts if isinstance(t, list) else 1)]
+        tasks = [t for t in tasks if t]
     jobs = min(jobs, len(tasks)) if tasks else 1
     threads = max(1, runtime.thread_cap() // jobs) if jobs > 1 else 0
     return Plan(tasks=tasks, jobs=jobs, threads=threads, vectorized=vectorized, notes=notes)
+
+
+def _lr_groups(configs: list) -> list:
+    """Configs grouped by everything but lr, in first-seen order."""
+    groups: dict = {}
+    for config in configs:
+        groups.setdefault(replace(config, lr=0.0), []).append(config)
+    return list(groups.values())
 
 
 def execute(spec: Optional[str], configs: Iterable[Config], on_result: Callable[[Config, dict], None],
@@ -152,12 +168,12 @@ def execute(spec: Optional[str], configs: Iterable[Config], on_result: Callable[
     if chosen.jobs > 1:
         from harness.parallel import run_parallel
         for task, result in run_parallel(spec, chosen.tasks, jobs=chosen.jobs, threads=chosen.threads,
-                                         device=str(device), data=data, vectorized=chosen.vectorized):
+                                         device=str(device), data=data):
             _deliver(task, result, on_result)
         return chosen
     data = data or recipe.load_data()
     for task in chosen.tasks:
-        if chosen.vectorized:
+        if isinstance(task, list):
             from harness.vectorized import run_configs
             _deliver(task, run_configs(recipe, data, task, device), on_result)
         else:

@@ -104,3 +104,18 @@ def test_auto_on_cpu_falls_back_and_says_why(capfd):
     execute(None, sweep((1e-3, 1e-2), epochs=1), on_result=lambda c, r: None, recipe=RECIPE, data=DATA,
             vectorize="auto", device="cpu")
     assert "not vectorized: auto on CPU" in capfd.readouterr().err
+
+
+def test_a_grid_stacks_each_batch_size_separately():
+    configs = sweep((1e-3, 1e-2), epochs=1, batch_size=32) + sweep((1e-3, 1e-2), epochs=1, batch_size=64)
+    table = {}
+    chosen = execute(None, configs, on_result=lambda c, r: table.__setitem__(c, r), recipe=RECIPE,
+                     data=DATA, vectorize="on")
+    assert [len(t) for t in chosen.tasks] == [2, 2]
+    assert_same([table[c] for c in configs], [run_config(RECIPE, DATA, c) for c in configs])
+
+
+def test_nothing_to_stack_is_said(capfd):
+    configs = sweep((1e-2,), epochs=1, batch_size=32) + sweep((1e-2,), epochs=1, batch_size=64)
+    execute(None, configs, on_result=lambda c, r: None, recipe=RECIPE, data=DATA, vectorize="on")
+    assert "no two configs differ only in lr" in capfd.readouterr().err

@@ -1,4 +1,4 @@
-"""How many CPU threads torch uses for a training run: measured once, overridable.
+"""How many CPU threads torch uses for a training run: measured, overridable.
 
     from harness import runtime
     n = runtime.threads_for(model, train_split, batch_size, loss)   # fit() calls this
@@ -9,10 +9,10 @@ per-op thread hand-off costs more than the arithmetic it shares), and when other
 already load the cores, extra threads only wait on each other. So for CPU runs long enough
 to matter, `threads_for` times a few forward/backward passes of a copy of the model at one
 thread and at the cap, and keeps the faster; the answer is cached per model shape and batch
-size for the life of the process. The cap is the cores this process may use, divided by the
-pytest-xdist workers sharing them. HARNESS_THREADS (or `set_threads_override`) skips the
-measurement. The thread count changes float rounding (about 1e-7 in the weights after a few
-epochs), so pin it when runs must match bit for bit.
+size for a minute (the load from other processes changes). The cap is the cores this
+process may use, divided by the pytest-xdist workers sharing them. HARNESS_THREADS (or
+`set_threads_override`) skips the measurement. The thread count changes float rounding
+(about 1e-7 in the weights after a few epochs), so pin it when runs must match bit for bit.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from typing import Optional
 import torch
 
 MEASURE_MIN_SAMPLES = 20_000  # samples per run below which measuring would cost more than it saves
+MEASURE_TTL = 60.0            # seconds a measurement is trusted: the load from other processes moves
 _override: Optional[int] = None
 _cache: dict = {}
 
@@ -84,12 +85,13 @@ def threads_for(model: torch.nn.Module, split, batch_size: int, loss_fn, device=
         return min(current, cap)
     key = (type(model).__name__, tuple(tuple(p.shape) for p in model.parameters()),
            tuple(split[0].shape[1:]), min(batch_size, len(split[0])), cap)
-    if key not in _cache:
+    if key not in _cache or time.monotonic() - _cache[key][1] > MEASURE_TTL:
         try:
-            _cache[key] = _measure(model, split, batch_size, loss_fn, (1, cap))
+            choice = _measure(model, split, batch_size, loss_fn, (1, cap))
         except Exception:  # a model that cannot be copied or probed keeps the current setting
-            _cache[key] = min(current, cap)
-    return _cache[key]
+            choice = min(current, cap)
+        _cache[key] = (choice, time.monotonic())
+    return _cache[key][0]
 
 
 def _measure(model, split, batch_size, loss_fn, candidates, rounds: int = 3) -> int:

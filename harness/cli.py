@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     except RecipeError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file system problem outside the output folder (disk full, permissions)
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         out = getattr(args, "_out", None)
         print(f"\nharness: interrupted; finished runs are saved under {out}/runs. "
@@ -190,7 +193,21 @@ def _setup(args):
     device = resolve_device(args.device)
     suffix = f"-{args.kind}" if args.command == "sweep" else ""
     args._out = Path(args.out or f"results/{args.command}{suffix}")
+    _check_writable(args._out)  # before any training, not after the first run
     return recipe, recipe.load_data(), device
+
+
+def _check_writable(out: Path) -> None:
+    from harness.io import OutputError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".harness-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"--out {str(out)!r}: cannot write there ({e.strerror or e}); "
+                          "choose a folder you can write to") from None
 
 
 def _options(args) -> tuple:

@@ -265,7 +265,7 @@ CLI = {
     "dataset files missing": (["eda", "--recipe", "cifar_mlp", "--data-root", "{tmp}"],
                               ["harness: error: CIFAR-10 is not under", "run with --download"]),
     "output folder can't be written": (["eda", "--out", "{tmp}/a_file/results"],
-                                       ["harness: error: cannot write", "Not a directory", "choose an output folder"]),
+                                       ["harness: error: --out", "cannot write there", "Not a directory", "choose a folder you can write to"]),
 }
 
 

@@ -208,7 +208,7 @@ def main(argv=None) -> int:
         for bs in sizes:
             for name in loops:
                 torch.set_num_threads(args.threads)
-                runtime.set_threads_override(None)
+                runtime.set_threads_override("auto")  # the harness measures its thread count here
                 seconds = LOOPS[name](x, y, bs, device)
                 best[name, bs] = min(best.get((name, bs), math.inf), seconds)
                 print(f"  round {r + 1} batch {bs:5d} {name:10s} {seconds:7.3f} s", file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from harness.recipe import RecipeError
+from harness.recipes import DEFAULT as DEFAULT_RECIPE
 
 LR_VALUES = "1e-4,1e-3,1e-2,1e-1,1"
 BATCH_VALUES = "8,32,128,512,2048"
@@ -54,6 +55,25 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return value
+
+
+def jobs_count(text: str) -> int:
+    """--jobs: a whole number >= 0; 0 means one worker per core."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0 (0: one per core)")
+    if value == 0:
+        from harness.runtime import cores
+        value = cores()
+    return value
+
+
+def threads_count(text: str):
+    """--threads: a whole number >= 1, or 'auto' (measure 1 thread against all, per run)."""
+    return "auto" if text == "auto" else positive_int(text)
 
 
 def non_negative_float(text: str) -> float:
@@ -100,7 +120,9 @@ def build_parser() -> Parser:
     g.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     g.add_argument("--data-root", default=None, help="folder with FashionMNIST / CIFAR-10 files")
     g.add_argument("--download", action="store_true", default=None, help="allow dataset downloads")
-    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    g.add_argument("--threads", type=threads_count, default=None,
+                   help="torch CPU threads, or auto to measure 1 thread against all per run "
+                        "(default: torch's count, capped; fixed, so runs repeat bit for bit)")
     g.add_argument("--quiet", action="store_true", help="no progress output")
 
     training = Parser(add_help=False)
@@ -113,8 +135,10 @@ def build_parser() -> Parser:
     t.add_argument("--scheduler", default=None, help="step:STEP[:GAMMA], cosine[:MIN_LR] or warmup:EPOCHS")
     t.add_argument("--patience", type=positive_int, default=None, help="early stopping on val accuracy")
     t.add_argument("--subset", type=subset_size, default=None, help="train on N samples or a fraction")
-    t.add_argument("--jobs", type=positive_int, default=None, help="parallel runs (when the harness supports it)")
-    t.add_argument("--vectorize", action="store_true", default=None, help="vectorised lr training (when supported)")
+    t.add_argument("--jobs", type=jobs_count, default=None,
+                   help="runs at once in worker processes with capped threads (0: one per core)")
+    t.add_argument("--vectorize", choices=("auto", "on", "off"), default=None,
+                   help="train an lr sweep as one stacked model (auto: on CUDA only)")
     t.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
     parser = Parser(prog="harness", description="Sweeps, search, training and EDA for a training recipe.")
@@ -183,7 +207,10 @@ def _setup(args):
     from harness.fit import resolve_device
     from harness.recipe import load_recipe
 
-    if args.threads:
+    if args.threads == "auto":
+        from harness import runtime
+        runtime.set_threads_override("auto")
+    elif args.threads:
         torch.set_num_threads(args.threads)
     if args.data_root:
         harness_data.settings.root = args.data_root
@@ -234,7 +261,7 @@ def _options(args) -> tuple:
 def _study(args, recipe, data, device, configs, vary, title) -> int:
     from harness import study
 
-    results = study.run_study(None, configs, args._out, device=device, recipe=recipe, data=data,
+    results = study.run_study(args.recipe or DEFAULT_RECIPE, configs, args._out, device=device, recipe=recipe, data=data,
                               jobs=args.jobs, vectorize=args.vectorize, progress=not args.quiet)
     rows = study.summarize(results)
     paths = study.write_outputs(args._out, results, rows, vary, title=title, figures=not args.no_figures)

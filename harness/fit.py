@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from harness import runtime
 from harness.data import is_tensor_split, split_len, subset as take_subset
-from harness.recipe import Data, Recipe, RecipeError, check_hparams, sgd
+from harness.recipe import Data, Recipe, RecipeError, check_data, check_hparams, sgd, warn_batch_size
 
 DIVERGE_CHECK_EVERY = 64  # steps between host reads of the running loss (one sync each)
 EVAL_BATCH = 1024
@@ -210,6 +210,8 @@ def fit(model: torch.nn.Module, data: Data, *, loss: Callable = F.cross_entropy,
     if subset is not None:
         n = subset if isinstance(subset, int) else int(round(subset * split_len(train_split)))
         train_split = take_subset(train_split, n, seed=seed)
+    check_data(Data(train=train_split, val=data.val), num_classes, where="fit", finite=False)
+    warn_batch_size(batch_size, split_len(train_split), where="fit")
     train_split, val_split = to_device(train_split, device), to_device(data.val, device)
     model.to(device)
     threads_before = _use_threads(model, train_split, batch_size, loss, device, epochs)

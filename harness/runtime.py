@@ -1,18 +1,22 @@
-"""How many CPU threads torch uses for a training run: measured, overridable.
+"""How many CPU threads torch uses for a training run: a fixed rule by default, measured on request.
 
     from harness import runtime
     n = runtime.threads_for(model, train_split, batch_size, loss)   # fit() calls this
-    HARNESS_THREADS=1 harness sweep ...                             # pin it (bit-reproducible runs)
+    HARNESS_THREADS=1 harness sweep ...                             # pin it
+    HARNESS_THREADS=auto harness sweep ...                          # measure 1 thread vs the cap
+
+The default is deterministic: torch's current thread count, capped at the cores this process
+may use divided by the pytest-xdist workers sharing them. The thread count changes float
+rounding (about 1e-7 in the weights after a few epochs), so a rule that depended on the load
+of the moment would break "the same seed gives bit-identical histories across processes".
 
 On a few cores a small batch often trains faster on one thread than on all of them (the
 per-op thread hand-off costs more than the arithmetic it shares), and when other processes
-already load the cores, extra threads only wait on each other. So for CPU runs long enough
-to matter, `threads_for` times a few forward/backward passes of a copy of the model at one
-thread and at the cap, and keeps the faster; the answer is cached per model shape and batch
-size for a minute (the load from other processes changes). The cap is the cores this
-process may use, divided by the pytest-xdist workers sharing them. HARNESS_THREADS (or
-`set_threads_override`) skips the measurement. The thread count changes float rounding
-(about 1e-7 in the weights after a few epochs), so pin it when runs must match bit for bit.
+already load the cores, extra threads only wait on each other. `HARNESS_THREADS=auto` (or
+`set_threads_override("auto")`) therefore times a few forward/backward passes of a copy of the
+model at one thread and at the cap for CPU runs long enough to matter, and keeps the faster;
+the answer is cached per model shape and batch size for a minute. Use it for speed when
+bit-for-bit reproducibility across processes does not matter.
 """
 from __future__ import annotations
 
@@ -43,10 +47,10 @@ def thread_cap() -> int:
     return max(1, cores() // max(1, workers))
 
 
-def set_threads_override(n: Optional[int]) -> None:
-    """Use exactly `n` threads in every following fit (None: measure again)."""
+def set_threads_override(n) -> None:
+    """Use exactly `n` threads in every following fit; "auto" measures; None restores the default rule."""
     global _override
-    _override = parse_threads(n) if n is not None else None
+    _override = None if n is None else ("auto" if n == "auto" else parse_threads(n))
 
 
 def parse_threads(value) -> int:
@@ -55,16 +59,19 @@ def parse_threads(value) -> int:
     except (TypeError, ValueError):
         n = 0
     if n < 1:
-        raise ValueError(f"HARNESS_THREADS / threads must be an integer >= 1, got {value!r}; e.g. HARNESS_THREADS=1")
+        raise ValueError(f"HARNESS_THREADS / threads must be an integer >= 1 or 'auto', got {value!r}; "
+                         "e.g. HARNESS_THREADS=1")
     return n
 
 
-def override() -> Optional[int]:
-    """The pinned thread count, from `set_threads_override` or HARNESS_THREADS, else None."""
+def override():
+    """The pinned thread count or "auto", from `set_threads_override` or HARNESS_THREADS, else None."""
     if _override is not None:
         return _override
     env = os.environ.get("HARNESS_THREADS")
-    return parse_threads(env) if env else None
+    if not env:
+        return None
+    return "auto" if env.strip().lower() == "auto" else parse_threads(env)
 
 
 def threads_for(model: torch.nn.Module, split, batch_size: int, loss_fn, device=None,
@@ -75,9 +82,11 @@ def threads_for(model: torch.nn.Module, split, batch_size: int, loss_fn, device=
     keep the current setting rather than pay for a measurement.
     """
     pinned = override()
-    if pinned is not None:
+    if pinned is not None and pinned != "auto":
         return pinned
     cap, current = thread_cap(), torch.get_num_threads()
+    if pinned is None:
+        return min(current, cap)  # the deterministic default
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type != "cpu" or not (isinstance(split, (tuple, list)) and len(split) == 2):
         return min(current, cap)

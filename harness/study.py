@@ -13,7 +13,6 @@ running the same command again picks up where it stopped. `harness sweep|search|
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import json
 import math
@@ -75,11 +74,12 @@ def load_done(out) -> dict:
 
 
 def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None, jobs: Optional[int] = None,
-              vectorize: Optional[bool] = None, progress: bool = True) -> list:
+              vectorize: Optional[str] = None, progress: bool = True) -> list:
     """Run the configs not yet saved under OUT/runs; return every config's result, in config order.
 
-    Each result is saved as soon as it arrives. `jobs` and `vectorize` go to `execute` when it
-    supports them (they are the speed work in harness/runs.py), and are ignored otherwise.
+    Each result is saved as soon as it arrives. `jobs` (worker processes) and `vectorize`
+    ('auto'|'on'|'off': an lr sweep as one stacked model) go to `harness.runs.execute`, which
+    needs `spec` to load the recipe in its workers.
     """
     recipe = recipe or load_recipe(spec)
     data = data or recipe.load_data()
@@ -94,15 +94,7 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
         done[result["key"]] = result
         bar.advance(describe(config), result["row"])
 
-    extra = {}
-    params = inspect.signature(execute).parameters
-    if jobs is not None and "jobs" in params:
-        extra["jobs"] = jobs
-    if vectorize is not None and "vectorize" in params:
-        extra["vectorize"] = vectorize
-    unsupported = [f for f, v in (("--jobs", jobs), ("--vectorize", vectorize)) if v and f[2:] not in params]
-    if unsupported:
-        bar.note(f"{', '.join(unsupported)}: not supported by this harness's execute(); running runs one by one")
+    extra = {k: v for k, v in (("jobs", jobs), ("vectorize", vectorize)) if v is not None}
     try:
         if todo:
             execute(spec, todo, on_result=save, device=device, recipe=recipe, data=data, **extra)

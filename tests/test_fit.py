@@ -3,11 +3,10 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from harness import Data, History, RecipeError, evaluate, fit, train
 from harness.data import synthetic
-from harness.models import fashion_mlp, mlp
+from harness.models import mlp
 from harness.schedules import adam, sgd, step_lr
 
 

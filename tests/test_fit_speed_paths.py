@@ -98,7 +98,7 @@ def test_the_cap_is_cores_over_xdist_workers(monkeypatch):
 
 def test_the_measurement_picks_a_candidate_and_leaves_the_rng_and_threads_alone(monkeypatch):
     monkeypatch.setattr(runtime, "thread_cap", lambda: 2)
-    monkeypatch.delenv("HARNESS_THREADS", raising=False)
+    monkeypatch.setenv("HARNESS_THREADS", "auto")
     runtime._cache.clear()
     net = mlp(16, (8,), 10, dropout=0.5)
     rng, threads = torch.get_rng_state(), torch.get_num_threads()
@@ -110,6 +110,14 @@ def test_the_measurement_picks_a_candidate_and_leaves_the_rng_and_threads_alone(
 
 def test_short_runs_and_non_cpu_devices_are_not_measured(monkeypatch):
     monkeypatch.setattr(runtime, "_measure", lambda *a, **k: pytest.fail("measured"))
-    monkeypatch.delenv("HARNESS_THREADS", raising=False)
+    monkeypatch.setenv("HARNESS_THREADS", "auto")
     runtime.threads_for(model(), DATA.train, 32, F.cross_entropy, samples=300)
     runtime.threads_for(model(), DATA.train, 32, F.cross_entropy, device="meta", samples=10 ** 6)
+
+
+def test_without_auto_the_thread_count_is_a_fixed_rule(monkeypatch):
+    """The default never measures, so two processes with the same seed use the same threads."""
+    monkeypatch.setattr(runtime, "_measure", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.delenv("HARNESS_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "thread_cap", lambda: 1)
+    assert runtime.threads_for(model(), DATA.train, 32, F.cross_entropy, samples=10 ** 6) == 1

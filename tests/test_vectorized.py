@@ -6,8 +6,6 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
 from harness import data as hdata, models
 from harness.recipe import Recipe

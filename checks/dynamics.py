@@ -208,14 +208,20 @@ def check_lr_find(result, recipe_lr: float, lr_max: float) -> CheckResult:
 
 def check_subset_ranking(subset_runs: dict, full_runs: dict, subset_n: int, full_n: int,
                          tolerance: float = SUBSET_TOLERANCE) -> CheckResult:
-    """The lr that wins on the subset wins on the full set too, or trails its winner by <= tolerance."""
+    """The lr that wins on the subset wins on the full set too, or trails its winner by <= tolerance.
+
+    lrs within `tolerance` of the subset's best are ties at the subset's resolution: the check
+    passes when any of them is within `tolerance` of the full set's winner.
+    """
     check = "subset_ranking"
     sub = {lr: score(h) for lr, h in sorted(subset_runs.items())}
     full = {lr: score(h) for lr, h in sorted(full_runs.items())}
     sub_best, full_best = max(sub, key=sub.get), max(full, key=full.get)
-    seen = (f"val accuracy by lr on {subset_n} samples: {_fmt(sub)} (winner {sub_best:g}); "
-            f"on all {full_n}: {_fmt(full)} (winner {full_best:g}); both at equal optimizer steps")
-    if full[sub_best] >= full[full_best] - tolerance:
+    tied = [lr for lr in sub if sub[lr] >= sub[sub_best] - tolerance]
+    seen = (f"val accuracy by lr on {subset_n} samples: {_fmt(sub)} (winner {sub_best:g}"
+            + (f", tied within {tolerance:.2f}: {', '.join(f'{lr:g}' for lr in tied)}" if len(tied) > 1 else "")
+            + f"); on all {full_n}: {_fmt(full)} (winner {full_best:g}); both at equal optimizer steps")
+    if any(full[lr] >= full[full_best] - tolerance for lr in tied):
         return passed(check, seen, subset_winner=sub_best, full_winner=full_best)
     return failed(check, "subset_ranking_differs", seen,
                   f"the subset's winner within {tolerance:.2f} val accuracy of the full set's winner",

@@ -147,6 +147,10 @@ def test_subset_ranking_check():
     assert dyn.check_subset_ranking({0.01: h(0.3), 0.1: h(0.7), 1.0: h(0.2)}, full, 314, 1258).passed
     result = dyn.check_subset_ranking({0.01: h(0.5), 0.1: h(0.4), 1.0: h(0.2)}, full, 314, 1258)
     assert result.name == "subset_ranking_differs" and "winner 0.01" in result.observed
+    # lrs the subset cannot tell apart (within the tolerance) are ties: either may win on the full set
+    near_tie = {0.0003: h(0.826), 0.003: h(0.881), 0.03: h(0.889)}
+    on_full = {0.0003: h(0.863), 0.003: h(0.926), 0.03: h(0.856)}
+    assert dyn.check_subset_ranking(near_tie, on_full, 314, 1258).passed  # the LSTM, seed 4
     assert dyn.subset_size(1258) == 314 and dyn.subset_size(54000) == 5000
     assert dyn.subset_epochs(15, 1258, 314, 128) == 15 * 10 // 3
 

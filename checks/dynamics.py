@@ -49,7 +49,7 @@ def low_lr(recipe_lr: float) -> float:
 
 
 def high_lr(recipe_lr: float, given: Optional[float] = None) -> float:
-    """The 'too high' lr: --diverge-lr when given, else 1.0, or 10x the recipe's lr when that is higher."""
+    """The 'too high' lr: --diverge-lr or Recipe.diverge_lr when given, else 1.0, or 10x the recipe's lr when higher."""
     return given if given is not None else max(1.0, 10 * recipe_lr)
 
 

@@ -38,6 +38,7 @@ class History:
     lr: list = field(default_factory=list)           # lr in effect during the epoch
     steps: list = field(default_factory=list)        # optimizer steps actually taken (counted by a hook)
     seconds: list = field(default_factory=list)      # wall time of the epoch's training pass
+    peak_loss: list = field(default_factory=list)    # the largest single-step train loss of the epoch
     best_epoch: Optional[int] = None                 # 1-based, by the monitored metric
     diverged: bool = False
     diverged_reason: str = ""
@@ -115,13 +116,14 @@ def batches(split, batch_size: int, *, shuffle: bool, generator: torch.Generator
 
 
 def _train_epoch(model, split, step, optimizer, loss_fn, batch_size, generator, drop_last, device):
-    """One pass over the training split. Returns (mean loss, accuracy) read once on the host.
+    """One pass over the training split. Returns (mean loss, accuracy, peak step loss), read once.
 
     Per step the loop only records the detached loss and the count of correct predictions
     (three small ops); they are summed every DIVERGE_CHECK_EVERY steps, when the running
     loss is also checked for a non-finite value, and once at the end of the epoch.
     """
     loss_sum = torch.zeros((), device=device)
+    peak = torch.full((), -math.inf, device=device)  # the largest single-step loss of the epoch
     losses, sizes, hits = [], [], []           # per step: 0-d loss, batch size, 0-d correct count
     seen, has_outputs = 0, True
     for i, (xb, yb) in enumerate(batches(split, batch_size, shuffle=True, generator=generator,
@@ -140,21 +142,22 @@ def _train_epoch(model, split, step, optimizer, loss_fn, batch_size, generator, 
             has_outputs = False
         seen += len(yb)
         if i % DIVERGE_CHECK_EVERY == 0:
-            loss_sum += _weighted_sum(losses, sizes, loss_sum)
+            loss_sum, peak = _accumulate(losses, sizes, loss_sum, peak)
             losses, sizes = [], []
             if not torch.isfinite(loss_sum):
                 break  # stop at once; the caller sees the non-finite loss
     if losses:
-        loss_sum += _weighted_sum(losses, sizes, loss_sum)
+        loss_sum, peak = _accumulate(losses, sizes, loss_sum, peak)
     correct = torch.stack(hits).sum().to(loss_sum.dtype) if hits else torch.zeros_like(loss_sum)
-    loss_sum, correct = torch.stack([loss_sum, correct]).tolist()
-    return loss_sum / max(seen, 1), (correct / max(seen, 1) if has_outputs else math.nan)
+    loss_sum, correct, peak = torch.stack([loss_sum, correct, peak]).tolist()
+    return loss_sum / max(seen, 1), (correct / max(seen, 1) if has_outputs else math.nan), peak
 
 
-def _weighted_sum(losses: list, sizes: list, like: torch.Tensor) -> torch.Tensor:
-    """sum(loss * batch size) over the listed steps, in `like`'s dtype and device."""
-    weights = torch.tensor(sizes, dtype=like.dtype).to(like.device, non_blocking=True)
-    return torch.stack(losses).to(like.dtype) @ weights
+def _accumulate(losses: list, sizes: list, loss_sum: torch.Tensor, peak: torch.Tensor):
+    """Add sum(loss * batch size) over the listed steps to loss_sum; raise peak to their max."""
+    chunk = torch.stack(losses).to(loss_sum.dtype)
+    weights = torch.tensor(sizes, dtype=loss_sum.dtype).to(loss_sum.device, non_blocking=True)
+    return loss_sum + chunk @ weights, torch.maximum(peak, chunk.max())
 
 
 @torch.no_grad()
@@ -201,8 +204,9 @@ def fit(model: torch.nn.Module, data: Data, *, loss: Callable = F.cross_entropy,
     Training stops as diverged (`History.diverged`, with the reason) when the loss becomes
     non-finite (checked every 64 steps), when an epoch's loss exceeds `diverge_factor` x chance
     level ln(num_classes) (x the first epoch's loss when `num_classes` is not given), or, given
-    `num_classes`, when after learning (loss below chance) it sits at or above chance for two
-    epochs running.
+    `num_classes`, when two epochs running end at or above chance after a step's loss exceeded
+    `diverge_factor` x chance (an explosion that killed the network), or after learning (the
+    loss fell below chance, then came back).
     """
     check_hparams(lr=lr, batch_size=batch_size, epochs=epochs)
     device = resolve_device(device)
@@ -229,12 +233,13 @@ def fit(model: torch.nn.Module, data: Data, *, loss: Callable = F.cross_entropy,
         model.train()
         counted[0] = 0
         t0 = time.perf_counter()
-        train_loss, train_acc = _train_epoch(model, train_split, step, opt, loss, batch_size,
-                                             generator, drop_last, device)
+        train_loss, train_acc, peak = _train_epoch(model, train_split, step, opt, loss, batch_size,
+                                                   generator, drop_last, device)
         hist.seconds.append(time.perf_counter() - t0)
         hist.steps.append(counted[0])
         hist.train_loss.append(train_loss)
         hist.train_acc.append(train_acc)
+        hist.peak_loss.append(peak)
         # --- evaluate
         if val_split is not None and math.isfinite(train_loss):
             val_loss, val_acc = evaluate_loss_acc(model, val_split, loss, device)
@@ -245,7 +250,7 @@ def fit(model: torch.nn.Module, data: Data, *, loss: Callable = F.cross_entropy,
         if sched is not None:
             sched.step()
         # --- divergence: a non-finite loss, or a loss far above where training started
-        reason = _divergence(hist.train_loss, diverge_factor, num_classes)
+        reason = _divergence(hist.train_loss, diverge_factor, num_classes, hist.peak_loss)
         if reason:
             hist.diverged, hist.diverged_reason = True, reason
             if on_epoch:
@@ -280,7 +285,7 @@ def _use_threads(model, split, batch_size, loss, device, epochs) -> int:
     return before
 
 
-def _divergence(train_loss: list, factor: float, num_classes: Optional[int]) -> str:
+def _divergence(train_loss: list, factor: float, num_classes: Optional[int], peak_loss=()) -> str:
     last, epoch = train_loss[-1], len(train_loss)
     if not math.isfinite(last):
         return f"train loss became {last} in epoch {epoch}"
@@ -289,6 +294,12 @@ def _divergence(train_loss: list, factor: float, num_classes: Optional[int]) -> 
     ref, what = (chance, f"chance (ln {num_classes})") if chance else (train_loss[0], "the first epoch")
     if last > factor * ref and (chance or epoch >= 2):
         return f"train loss reached {last:.4g} in epoch {epoch}, over {factor:g}x {what} ({ref:.4g})"
+    # a step exploded past the threshold and the network sits at chance since: two epochs
+    # ending at or above chance (dead units; a slow lr never spikes, so it is never caught here)
+    spikes = [p for p in peak_loss if math.isfinite(p)]
+    if chance and epoch >= 2 and spikes and max(spikes) > factor * chance and min(train_loss[-2:]) >= chance:
+        return (f"a training step's loss reached {max(spikes):.4g} (over {factor:g}x chance, {factor * chance:.4g}) "
+                f"and epochs {epoch - 1}-{epoch} ended at or above chance: {train_loss[-2]:.4g}, {last:.4g}")
     # collapse: it learned (below chance), then sat at or above chance for two epochs
     if chance and epoch >= 3:
         best_before = min(train_loss[:-2])

@@ -54,6 +54,8 @@ class Recipe:
     train_step: optional (model, inputs, targets, optimizer, loss) -> loss tensor (or
                 (loss, outputs)), replacing the harness's own zero_grad/forward/backward/step.
     suppress:   names of checks that are known not to apply to this recipe.
+    diverge_lr: the too-high lr of the recipe suite, when 1.0 (or 10x lr) is not too high for
+                this model; `--diverge-lr` overrides it.
     """
     model: Callable[[], torch.nn.Module]
     data: Callable[[], Data]
@@ -67,6 +69,7 @@ class Recipe:
     name: str = "recipe"
     suppress: tuple = ()
     input_range: Optional[tuple] = None  # (low, high) the inputs are expected to lie in
+    diverge_lr: Optional[float] = None   # the lr `pytest -m recipe` expects to diverge (default 1.0 or 10x lr)
 
     def __post_init__(self):
         if not callable(self.model):
@@ -76,6 +79,8 @@ class Recipe:
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
             raise RecipeError(f"Recipe.num_classes must be an int >= 2, got {self.num_classes!r}")
         check_hparams(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs, where="Recipe")
+        if self.diverge_lr is not None:
+            check_hparams(lr=self.diverge_lr, where="Recipe diverge_lr")
 
     def replace(self, **changes) -> "Recipe":
         return replace(self, **changes)

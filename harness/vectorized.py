@@ -138,8 +138,8 @@ def fit_stacked(model: nn.Module, data: Data, lr_values: list, sgd: dict, *, los
         if not live:
             break
         t0 = time.perf_counter()
-        loss_sum, correct, seen, steps = _train_epoch(forward, per_copy_loss, params, momentum, lrs, sgd,
-                                                      active, train_split, batch_size, generator, device)
+        loss_sum, correct, seen, steps, peak = _train_epoch(forward, per_copy_loss, params, momentum, lrs, sgd,
+                                                            active, train_split, batch_size, generator, device)
         seconds = (time.perf_counter() - t0) / len(live)
         val_loss, val_acc = _evaluate(forward, loss, params, val_split, device)
         for k in live:
@@ -149,10 +149,11 @@ def fit_stacked(model: nn.Module, data: Data, lr_values: list, sgd: dict, *, los
             h.steps.append(int(steps[k]))
             h.train_loss.append(float(loss_sum[k]) / max(int(seen[k]), 1))
             h.train_acc.append(float(correct[k]) / max(int(seen[k]), 1))
+            h.peak_loss.append(float(peak[k]))
             finite = math.isfinite(h.train_loss[-1])
             h.val_loss.append(float(val_loss[k]) if finite else math.nan)
             h.val_acc.append(float(val_acc[k]) if finite else math.nan)
-            reason = _divergence(h.train_loss, diverge_factor, num_classes)
+            reason = _divergence(h.train_loss, diverge_factor, num_classes, h.peak_loss)
             if reason:
                 h.diverged, h.diverged_reason = True, reason
                 active[k] = False
@@ -171,6 +172,7 @@ def _train_epoch(forward, per_copy_loss, params, momentum, lrs, sgd, active, spl
     correct = torch.zeros(K, device=device)
     seen = torch.zeros(K, dtype=torch.long, device=device)
     steps = torch.zeros(K, dtype=torch.long, device=device)
+    peak = torch.full((K,), -math.inf, device=device)          # the largest single-step loss, per copy
     running = active.clone()                                  # copies still stepping this epoch
     step_lr = torch.where(running, lrs, torch.zeros_like(lrs))
     for i, (xb, yb) in enumerate(batches(split, batch_size, shuffle=True, generator=generator,
@@ -184,6 +186,7 @@ def _train_epoch(forward, per_copy_loss, params, momentum, lrs, sgd, active, spl
             correct += torch.where(running, (out.argmax(2) == yb).sum(1).to(correct.dtype), 0.0)
             seen += running * len(yb)
             steps += running
+            peak = torch.where(running, torch.maximum(peak, losses.detach()), peak)
         if i % DIVERGE_CHECK_EVERY == 0:
             stopped = running & ~torch.isfinite(loss_sum)
             if stopped.any():                                 # as fit: stop at once, keep the non-finite loss
@@ -191,7 +194,7 @@ def _train_epoch(forward, per_copy_loss, params, momentum, lrs, sgd, active, spl
                 step_lr = torch.where(running, lrs, torch.zeros_like(lrs))
                 if not running.any():
                     break
-    return loss_sum.tolist(), correct.tolist(), seen.tolist(), steps.tolist()
+    return loss_sum.tolist(), correct.tolist(), seen.tolist(), steps.tolist(), peak.tolist()
 
 
 def _sgd_update(params, grads, momentum, lr, running, sgd):

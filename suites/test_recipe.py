@@ -26,7 +26,7 @@ def run(recipe, data, seed, device, **overrides):
 
 
 def test_too_high_lr_diverges(recipe, recipe_data, harness_settings, device, seed, verify):
-    lr = dyn.high_lr(recipe.lr, harness_settings["diverge_lr"])  # --diverge-lr, else 1.0 or 10x the recipe's lr
+    lr = dyn.high_lr(recipe.lr, harness_settings["diverge_lr"] or recipe.diverge_lr)
     history = run(recipe, recipe_data, seed, device, lr=lr, diverge_factor=dyn.DIVERGE_FACTOR)
     verify(dyn.check_diverges(history, lr, recipe.epochs, recipe.num_classes))
 

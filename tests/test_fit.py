@@ -114,3 +114,14 @@ def test_train_uses_the_recipe_and_evaluate_reports_macro_metrics():
     metrics = evaluate(run.model, small_data().test)
     assert metrics["accuracy"] > 0.5
     assert set(metrics) == {"accuracy", "precision_macro", "recall_macro", "f1_macro", "infer_seconds"}
+
+
+def test_an_explosion_that_kills_the_network_stops_it_as_diverged():
+    """A step past 4x chance, then two epochs at chance: dead units, caught though never non-finite."""
+    from harness.fit import _divergence
+    reason = _divergence([2.37, 2.33], 4.0, 10, peak_loss=[50.0, 2.4])
+    assert "reached 50" in reason
+    # a slow lr sits at chance too, but never spikes: not divergence
+    assert _divergence([2.305, 2.305, 2.304], 4.0, 10, peak_loss=[2.31, 2.31, 2.31]) == ""
+    h = fit(small_model(), small_data(), lr=1e-4, batch_size=16, epochs=4, num_classes=4)
+    assert not h.diverged and len(h.peak_loss) == 4 and max(h.peak_loss) >= max(h.train_loss)

@@ -9,8 +9,9 @@ from harness.data import digits28
 from harness.models import fashion_mlp, frozen_first_layer, mlp, row_lstm, small_cnn
 from harness.schedules import adam
 
+# lr 1.0 is not too high for this CNN (it sometimes trains well at 1.0); 5.0 kills or explodes it
 SMALL_CNN = Recipe(model=small_cnn, data=digits28, num_classes=10, lr=0.1, batch_size=64,
-                   epochs=10, name="small_cnn")
+                   epochs=10, diverge_lr=5.0, name="small_cnn")
 
 BN_DROPOUT_MLP_ADAM = Recipe(model=partial(mlp, 784, (256, 128), 10, batchnorm=True, dropout=0.2),
                              data=digits28, num_classes=10, optimizer=adam(), lr=1e-3,

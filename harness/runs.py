@@ -59,8 +59,11 @@ def run_config(recipe: Recipe, data: Data, config: Config, device="cpu") -> dict
     """Train one configuration; return the table row (notebook column names) and its history."""
     run = train(recipe, data=data, seed=config.seed, device=device, **config.fit_overrides())
     split = data.test if data.test is not None else data.val
-    metrics = evaluate(run.model, split, device=device)
-    h = run.history
+    return make_result(config, run.history, evaluate(run.model, split, device=device), data)
+
+
+def make_result(config: Config, h, metrics: dict, data: Data) -> dict:
+    """The study's record of one run: its key, config, table row and per-epoch history."""
     row = {
         "learning_rate": config.lr, "batch_size": config.batch_size, "seed": config.seed,
         "Accuracy": metrics["accuracy"], "Precision_macro": metrics["precision_macro"],

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -79,8 +79,9 @@ def _sgd_settings(recipe: Recipe, config):
 
 def run_configs(recipe: Recipe, data: Data, configs: list, device="cpu") -> list:
     """Train `configs` (same except lr) as one stacked model; return a run_config-shaped result for each."""
+    from harness.runs import make_result, run_config  # runs imports this module
+
     if len(configs) == 1:  # a share of a split sweep can be a single config
-        from harness.runs import run_config
         return [run_config(recipe, data, configs[0], device)]
     reason = why_not(recipe, configs)
     if reason:
@@ -98,17 +99,7 @@ def run_configs(recipe: Recipe, data: Data, configs: list, device="cpu") -> list
     results = []
     for k, (config, hist) in enumerate(zip(configs, histories)):
         model.load_state_dict({name: p[k] for name, p in params.items()})
-        metrics = evaluate(model, split, device=device)
-        row = {
-            "learning_rate": config.lr, "batch_size": config.batch_size, "seed": config.seed,
-            "Accuracy": metrics["accuracy"], "Precision_macro": metrics["precision_macro"],
-            "Recall_macro": metrics["recall_macro"], "F1_macro": metrics["f1_macro"],
-            "Train_time_s": hist.train_seconds, "Infer_time_s": metrics["infer_seconds"],
-            "steps": hist.total_steps, "steps_per_epoch": hist.steps[0] if hist.steps else 0,
-            "epochs_run": hist.epochs_run, "diverged": hist.diverged,
-            "train_samples": split_len(data.train),
-        }
-        results.append({"key": config.key(), "config": asdict(config), "row": row, "history": hist.to_dict()})
+        results.append(make_result(config, hist, evaluate(model, split, device=device), data))
     return results
 
 

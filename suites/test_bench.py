@@ -34,8 +34,9 @@ INFER_SAMPLES = 10_000
 
 @pytest.fixture(scope="session")
 def threads():
-    """HARNESS_THREADS, else the cap (cores // xdist workers); set for every benchmark."""
-    n = runtime.override() or runtime.thread_cap()
+    """HARNESS_THREADS=N, else the cap (cores // xdist workers); set for every benchmark."""
+    pinned = runtime.override()
+    n = pinned if isinstance(pinned, int) else runtime.thread_cap()
     torch.set_num_threads(n)
     return n
 

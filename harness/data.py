@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.recipe import Data, RecipeError
+from harness.recipe import Data, RecipeError, is_tensor_split, split_len  # noqa: F401 (re-exported)
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -52,14 +52,6 @@ settings = DataSettings()
 
 
 # --- split helpers --------------------------------------------------------------------------
-
-def is_tensor_split(split) -> bool:
-    return isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)
-
-
-def split_len(split) -> int:
-    return len(split[0]) if is_tensor_split(split) else len(split)
-
 
 def as_tensors(split, limit: Optional[int] = None):
     """Return `(inputs, targets)` tensors for a split, reading a Dataset sample by sample if needed."""

@@ -114,7 +114,7 @@ class Recipe:
                               "expected harness.Data(train=..., val=..., test=...)")
         if validate:
             check_data(data, self.num_classes, where=f"recipe {self.name!r}")
-            warn_batch_size(self.batch_size, _split_len(data.train), where=f"recipe {self.name!r}")
+            warn_batch_size(self.batch_size, split_len(data.train), where=f"recipe {self.name!r}")
         return data
 
 
@@ -155,13 +155,13 @@ def check_data(data: Data, num_classes: Optional[int] = None, where="data", fini
     split is only checked for length (reading it is the loader's business). `finite=False`
     skips the NaN/Inf scan (for callers that treat a NaN loss as divergence, like `fit`).
     """
-    if data.train is None or _split_len(data.train) == 0:
+    if data.train is None or split_len(data.train) == 0:
         raise RecipeError(f"{where}: the train split is empty; return Data(train=(x, y), ...) with at least one sample")
     for name in ("train", "val", "test"):
         split = getattr(data, name)
         if split is None:
             continue
-        if not _is_pair(split):
+        if not is_tensor_split(split):
             if len(split) == 0 and name == "val":
                 raise RecipeError(f"{where}: the val split is empty; give it samples or pass val=None")
             continue
@@ -185,12 +185,13 @@ def check_data(data: Data, num_classes: Optional[int] = None, where="data", fini
                                   f"labels numbered from 1 need -1, or num_classes={num_classes} is wrong")
 
 
-def _is_pair(split) -> bool:
+def is_tensor_split(split) -> bool:
+    """A split given as an (inputs, targets) tensor pair (rather than a Dataset)."""
     return isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)
 
 
-def _split_len(split) -> int:
-    return len(split[0]) if _is_pair(split) else len(split)
+def split_len(split) -> int:
+    return len(split[0]) if is_tensor_split(split) else len(split)
 
 
 # --- finding a recipe from a --recipe spec -----------------------------------------------------

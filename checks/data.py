@@ -1,6 +1,6 @@
 """Data checks, the recipe's first step (inspect the data): each takes `Data` and returns a CheckResult.
 
-    from checks.data import check_split_shapes, check_inputs_finite, check_splits_disjoint
+    from harness.checks.data import check_split_shapes, check_inputs_finite, check_splits_disjoint
     result = check_splits_disjoint(recipe.load_data())
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from checks.result import CheckResult, failed, passed
+from harness.checks.result import CheckResult, failed, passed
 from harness.data import as_tensors, is_tensor_split, split_len
 
 SPLITS = ("train", "val", "test")

@@ -1,6 +1,6 @@
 """Training-dynamics checks for `pytest -m recipe`: each takes what training produced and returns a CheckResult.
 
-    from checks.dynamics import check_diverges, LR_GRID, score
+    from harness.checks.dynamics import check_diverges, LR_GRID, score
     history = train(recipe, lr=1.0).history
     result = check_diverges(history, lr=1.0, epochs=recipe.epochs, num_classes=recipe.num_classes)
     print(result)                                  # '[lr_divergence] ok: ...' or the five-part message
@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from checks.result import CheckResult, failed, passed
+from harness.checks.result import CheckResult, failed, passed
 from harness.data import as_tensors
 from harness.recipe import Data
 

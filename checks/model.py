@@ -1,6 +1,6 @@
 """Model checks on one batch, before any training: shapes, loss at init, gradients, one step.
 
-    from checks.model import check_output_shape, check_loss_at_init
+    from harness.checks.model import check_output_shape, check_loss_at_init
     result = check_loss_at_init(recipe.build_model(), batch, recipe.loss, recipe.num_classes)
 
 Every function takes a freshly built model and a batch `(inputs, targets)` already on the
@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from checks.result import CheckResult, failed, passed
+from harness.checks.result import CheckResult, failed, passed
 from harness.fit import default_step
 
 

@@ -1,6 +1,6 @@
 """Overfit one sample, then one batch: the blog's proof that model, loss and step can learn at all.
 
-    from checks.overfit import check_overfit
+    from harness.checks.overfit import check_overfit
     result = check_overfit(recipe.build_model(), (x[:64], y[:64]), recipe)
 
 Uses the recipe's train_step (or the reference step) with Adam, as the blog, torchtest2 and
@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from checks.result import CheckResult, failed, passed
+from harness.checks.result import CheckResult, failed, passed
 from harness.fit import default_step
 
 CHECK_EVERY = 25  # steps between (synchronising) evaluations

@@ -1,6 +1,6 @@
 """The training-step check: does the recipe's `train_step` update parameters as a reference step would?
 
-    from checks.step import check_train_step
+    from harness.checks.step import check_train_step
     result = check_train_step(model, [batch_a, batch_b], recipe)
 
 A spy on the optimizer (a step pre-hook) records the gradient each `optimizer.step()` sees;
@@ -15,7 +15,7 @@ import copy
 
 import torch
 
-from checks.result import CheckResult, failed, passed
+from harness.checks.result import CheckResult, failed, passed
 from harness.fit import default_step
 
 

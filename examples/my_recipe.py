@@ -1,7 +1,7 @@
 """A worked example: point the harness at your own model, data and training step.
 
-    pytest --pyargs suites -m sanity --recipe examples/my_recipe.py:RECIPE
-    pytest --pyargs suites -m recipe --recipe examples/my_recipe.py:RECIPE
+    pytest --pyargs harness.suites -m sanity --recipe examples/my_recipe.py:RECIPE
+    pytest --pyargs harness.suites -m recipe --recipe examples/my_recipe.py:RECIPE
     harness sweep lr --recipe examples/my_recipe.py:RECIPE --values 1e-3,1e-2,1e-1,1
 
 Here "your data" is scikit-learn's 8x8 digits at their native resolution and "your model"

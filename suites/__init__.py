@@ -1,4 +1,4 @@
-"""The recipe steps as pytest suites: `pytest --pyargs suites -m sanity --recipe file.py:NAME`.
+"""The recipe steps as pytest suites: `pytest --pyargs harness.suites -m sanity --recipe file.py:NAME`.
 
 See suites/README.md for the tiers (sanity, recipe, bench) and where a new test goes.
 """

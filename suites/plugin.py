@@ -3,8 +3,8 @@
 Registered through the `pytest11` entry point, so in any project where recipe-harness is
 installed:
 
-    pytest --pyargs suites -m sanity --recipe path/to/file.py:RECIPE
-    pytest --pyargs suites -m recipe --recipe mypkg.recipes:RECIPE --device cuda
+    pytest --pyargs harness.suites -m sanity --recipe path/to/file.py:RECIPE
+    pytest --pyargs harness.suites -m recipe --recipe mypkg.recipes:RECIPE --device cuda
 
 Settings flow one way: built-in defaults < ini keys < command line. Per-test seeds derive
 from `--seed` and the test's id, so outcomes do not depend on test order or on xdist.

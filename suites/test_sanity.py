@@ -1,7 +1,7 @@
 """`pytest -m sanity`: is the recipe wired right? Seconds, before any real training.
 
     pytest -m sanity                                   # the embedded default (digits28)
-    pytest --pyargs suites -m sanity --recipe my_recipe.py:RECIPE
+    pytest --pyargs harness.suites -m sanity --recipe my_recipe.py:RECIPE
 
 The blog's steps in order: inspect the data, check shapes and the loss at init, check
 gradients and one step, check the training step against a reference, overfit one sample,
@@ -10,10 +10,10 @@ then one batch.
 import pytest
 import torch
 
-from checks import data as data_checks
-from checks import model as model_checks
-from checks.overfit import check_overfit
-from checks.step import check_train_step
+from harness.checks import data as data_checks
+from harness.checks import model as model_checks
+from harness.checks.overfit import check_overfit
+from harness.checks.step import check_train_step
 from harness.data import as_tensors, is_tensor_split, split_len
 from harness.recipe import RecipeError
 

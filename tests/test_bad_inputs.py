@@ -153,7 +153,7 @@ def test_python_api_batch_larger_than_split_warns_once_and_still_trains():
 # --- pytest --recipe ----------------------------------------------------------------------------
 
 def run_suite(pytester, *args):
-    result = pytester.runpytest("--pyargs", "suites", "-m", "sanity", "-p", "no:cacheprovider",
+    result = pytester.runpytest("--pyargs", "harness.suites", "-m", "sanity", "-p", "no:cacheprovider",
                                 "-p", "no:randomly", *args)
     return result, result.stdout.str() + result.stderr.str()
 

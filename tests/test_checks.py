@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from checks import data as D
-from checks import model as M
-from checks.overfit import check_overfit
-from checks.result import CheckResult
-from checks.step import check_train_step
+from harness.checks import data as D
+from harness.checks import model as M
+from harness.checks.overfit import check_overfit
+from harness.checks.result import CheckResult
+from harness.checks.step import check_train_step
 from harness import Data, Recipe
 from harness.data import synthetic
 from harness.models import mlp

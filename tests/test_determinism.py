@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from harness import load_recipe, train
-from suites.plugin import test_seed as derive_seed
+from harness.suites.plugin import test_seed as derive_seed
 
 # Everything in a History but the wall-clock times.
 TIMED = {"seconds"}
@@ -134,7 +134,7 @@ def test_per_test_seed_depends_only_on_base_seed_and_test_id(pytester):
 
 def test_a_failing_check_prints_its_seed_and_the_rerun_command(pytester):
     spec = os.path.join(os.path.dirname(__file__), "gallery", "bugs.py") + ":LABELS_FROM_ONE"
-    args = ("--pyargs", "suites", "-m", "sanity", "--recipe", spec, "--seed", "7", "-p", "no:cacheprovider",
+    args = ("--pyargs", "harness.suites", "-m", "sanity", "--recipe", spec, "--seed", "7", "-p", "no:cacheprovider",
             "-p", "no:randomly", "-k", "test_labels or test_overfit_one_batch")
     result = pytester.runpytest(*args)
     out = result.stdout.str()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checks import dynamics as dyn
+from harness.checks import dynamics as dyn
 from harness import History, load_recipe, train
 from harness.data import digits28, split_len
 from harness.fit import evaluate_loss_acc
@@ -194,7 +194,7 @@ def test_zero_input_baseline(recipe, data):
 # --- the suite, run as a user would ---------------------------------------------------------------
 
 def run_recipe_suite(pytester, recipe, *args):
-    return pytester.runpytest("--pyargs", "suites", "-m", "recipe", "--recipe", recipe,
+    return pytester.runpytest("--pyargs", "harness.suites", "-m", "recipe", "--recipe", recipe,
                               "-p", "no:cacheprovider", "-p", "no:randomly", *args)
 
 

@@ -17,7 +17,7 @@ SEEDS = range(int(os.environ.get("HARNESS_GALLERY_SEEDS", "2")))
 
 
 def run_sanity(pytester, recipe, *args):
-    return pytester.runpytest("--pyargs", "suites", "-m", "sanity", "--recipe", recipe,
+    return pytester.runpytest("--pyargs", "harness.suites", "-m", "sanity", "--recipe", recipe,
                               "-p", "no:cacheprovider", "-p", "no:randomly", *args)
 
 

@@ -67,7 +67,7 @@ def test_factory_returning_a_non_module_is_reported():
     ("digits29", "no built-in recipe"),
 ])
 def test_bad_recipe_is_a_pytest_usage_error(pytester, spec, fragment):
-    result = pytester.runpytest("--pyargs", "suites", "-m", "sanity", "--recipe", spec, "-p", "no:cacheprovider")
+    result = pytester.runpytest("--pyargs", "harness.suites", "-m", "sanity", "--recipe", spec, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert fragment in err and "Traceback" not in err
@@ -76,7 +76,7 @@ def test_bad_recipe_is_a_pytest_usage_error(pytester, spec, fragment):
 def test_model_crashing_on_a_batch_fails_the_shape_check(pytester, tmp_path):
     path = tmp_path / "crash.py"
     path.write_text(HEALTHY.replace("fashion_mlp, data", "lambda: __import__('torch').nn.Linear(5, 10), data"))
-    result = pytester.runpytest("--pyargs", "suites", "-m", "sanity", "--recipe", f"{path}:RECIPE",
+    result = pytester.runpytest("--pyargs", "harness.suites", "-m", "sanity", "--recipe", f"{path}:RECIPE",
                                 "-p", "no:cacheprovider", "-k", "output_shape")
     result.assert_outcomes(failed=1)
     assert "[forward_crashed]" in result.stdout.str() and "mat1 and mat2" in result.stdout.str()

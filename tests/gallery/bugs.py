@@ -1,6 +1,6 @@
 """The bug gallery: recipes with one planted bug each, and the sanity check that must catch it.
 
-    pytest --pyargs suites -m sanity --recipe tests/gallery/bugs.py:SOFTMAX_BEFORE_CE
+    pytest --pyargs harness.suites -m sanity --recipe tests/gallery/bugs.py:SOFTMAX_BEFORE_CE
 
 Every recipe here is the healthy digits28 recipe with exactly one thing broken; `CAUGHT_BY`
 maps each recipe to the symptom the sanity suite must name. tests/test_gallery.py runs them.

@@ -1,6 +1,6 @@
 """Healthy recipes beyond the built-ins: the sanity and recipe suites must raise no false alarm.
 
-    pytest --pyargs suites -m sanity --recipe tests/gallery/healthy.py:SMALL_CNN
+    pytest --pyargs harness.suites -m sanity --recipe tests/gallery/healthy.py:SMALL_CNN
 """
 from functools import partial
 

@@ -1,6 +1,6 @@
 """Recipes for the recipe suite's own tests: three with one planted dynamics bug each, and healthy ones.
 
-    pytest --pyargs suites -m recipe --recipe tests/recipes_dynamics/recipes.py:SKIPS_OPTIMIZER_STEP
+    pytest --pyargs harness.suites -m recipe --recipe tests/recipes_dynamics/recipes.py:SKIPS_OPTIMIZER_STEP
 
 `CAUGHT_BY` maps each broken recipe to the symptom `pytest -m recipe` must name;
 tests/test_dynamics.py runs them. TINY is a two-epoch digits28 recipe for fast CLI and study tests.

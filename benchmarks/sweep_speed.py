@@ -4,7 +4,7 @@
     SWEEP_SAMPLES=20000 .venv/bin/python benchmarks/sweep_speed.py --batch-sizes 32 --rounds 1
 
 For each batch size it runs the same 5-lr sweep (the seed notebook's MLP, plain SGD, --epochs epochs
-on FashionMNIST-shaped synthetic data) through `harness.runs.execute` four ways, interleaved
+on FashionMNIST-shaped synthetic data) through `harness.study.runs.execute` four ways, interleaved
 round by round, and prints wall seconds (process start-up included) and the speed-up over
 sequential:
 
@@ -47,7 +47,7 @@ WAYS = {"sequential": dict(jobs=1, vectorize="off"), "processes": dict(jobs=2, v
 
 
 def main(argv=None) -> int:
-    from harness.runs import Config, execute
+    from harness.study.runs import Config, execute
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", default="8,32,128")

@@ -300,7 +300,7 @@ def cmd_search(args) -> int:
 
 def cmd_train(args) -> int:
     from harness.io import atomic_write_json
-    from harness.runs import Config
+    from harness.study.runs import Config
 
     recipe, data, device = _setup(args)
     configs = [Config(lr=args.lr or recipe.lr, batch_size=args.batch_size or recipe.batch_size,

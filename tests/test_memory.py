@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness import load_recipe
-from harness.runs import Config, execute, run_config
+from harness.study.runs import Config, execute, run_config
 
 MB = 2**20
 

@@ -9,7 +9,7 @@ import torch
 
 from harness import data as hdata, models
 from harness.recipe import Recipe
-from harness.runs import Config, execute, plan
+from harness.study.runs import Config, execute, plan
 
 SPEC = f"{Path(__file__).resolve()}:RECIPE"   # workers load the recipe from this file
 TIMING = ("Train_time_s", "Infer_time_s")

@@ -12,7 +12,7 @@ import pytest
 from harness import study
 from harness.data import digits28
 from harness.eda import format_summary, summarize_data, write_eda
-from harness.runs import Config
+from harness.study.runs import Config
 from tests.recipes_dynamics.recipes import TINY
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -143,7 +143,7 @@ def test_jobs_and_vectorize_reach_execute_when_it_takes_them(tmp_path, data, mon
         for c in configs:
             on_result(c, {**fake_result(c.lr, c.seed, 0.5), "key": c.key()})
 
-    monkeypatch.setattr(study, "execute", execute)
+    monkeypatch.setattr(study.sweeps, "execute", execute)
     configs = study.sweep_configs("lr", [0.01, 0.1], lr=0.1, batch_size=32, epochs=2)
     study.run_study(None, configs, tmp_path, recipe=TINY, data=data, jobs=2, vectorize=True, progress=False)
     assert seen == {"jobs": 2, "vectorize": True}

@@ -9,8 +9,8 @@ import pytest
 
 from harness import data as hdata, models
 from harness.recipe import Recipe
-from harness.runs import Config, execute, run_config
-from harness.vectorized import run_configs, why_not
+from harness.study.runs import Config, execute, run_config
+from harness.study.stacked import run_configs, why_not
 
 SPEC = f"{Path(__file__).resolve()}:RECIPE"
 TIMING = ("Train_time_s", "Infer_time_s")

@@ -6,8 +6,8 @@
 `run_config` trains one configuration and returns the notebook's table row plus the run's
 history; `execute` runs a list of them and hands each result to `on_result` as it finishes
 (so a caller can write it to disk at once and resume later). `execute(..., jobs=2)` runs
-them in worker processes with capped threads (harness.parallel); `vectorize="on"` trains
-an lr-only sweep as one stacked model (harness.vectorized). It prints the choice made:
+them in worker processes with capped threads (harness.study.workers); `vectorize="on"` trains
+an lr-only sweep as one stacked model (harness.study.stacked). It prints the choice made:
 
     running 5 configs: 2 worker processes x 1 thread, vectorize off
 """
@@ -102,7 +102,7 @@ def plan(spec: Optional[str], recipe: Recipe, data: Optional[Data], configs: lis
     """Decide processes, threads and vectorisation for `configs`; every fallback gets a note."""
     from harness import runtime
     from harness.data import is_tensor_split
-    from harness.vectorized import why_not
+    from harness.study.stacked import why_not
 
     vectorize = {True: "on", False: "off", None: "off"}.get(vectorize, vectorize)
     if vectorize not in VECTORIZE_MODES:
@@ -160,7 +160,7 @@ def execute(spec: Optional[str], configs: Iterable[Config], on_result: Callable[
 
     jobs: worker processes (0: one per core), each limited to cores // jobs torch threads;
     needs `spec` so workers can load the recipe. vectorize: 'on' trains configs that differ
-    only in lr as one stacked model (harness.vectorized), 'auto' does so on CUDA only, 'off'
+    only in lr as one stacked model (harness.study.stacked), 'auto' does so on CUDA only, 'off'
     never. The choice, and the reason for any fallback, is printed to stderr and returned.
     """
     configs = list(configs)
@@ -169,7 +169,7 @@ def execute(spec: Optional[str], configs: Iterable[Config], on_result: Callable[
     chosen = plan(spec, recipe, data, configs, jobs, vectorize, device)
     print(chosen.describe(len(configs)), file=sys.stderr, flush=True)
     if chosen.jobs > 1:
-        from harness.parallel import run_parallel
+        from harness.study.workers import run_parallel
         for task, result in run_parallel(spec, chosen.tasks, jobs=chosen.jobs, threads=chosen.threads,
                                          device=str(device), data=data):
             _deliver(task, result, on_result)
@@ -177,7 +177,7 @@ def execute(spec: Optional[str], configs: Iterable[Config], on_result: Callable[
     data = data or recipe.load_data()
     for task in chosen.tasks:
         if isinstance(task, list):
-            from harness.vectorized import run_configs
+            from harness.study.stacked import run_configs
             _deliver(task, run_configs(recipe, data, task, device), on_result)
         else:
             on_result(task, run_config(recipe, data, task, device))

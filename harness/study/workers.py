@@ -1,6 +1,6 @@
 """Run configurations in worker processes, each with a capped number of torch threads.
 
-    from harness.parallel import run_parallel
+    from harness.study.workers import run_parallel
     for config, result in run_parallel("digits28", configs, jobs=2, threads=1):
         ...                                   # results arrive as they finish, in any order
 
@@ -40,13 +40,13 @@ def _init_worker(spec: str, data: Optional[Data], device: str, threads: int, dat
 
 def _run_one(config):
     """Run one config (or a list of lr-only configs as one stacked model) in a worker."""
-    from harness.runs import run_config
+    from harness.study.runs import run_config
 
     if _worker["data"] is None:
         _worker["data"] = _worker["recipe"].load_data()
     recipe, data, device = _worker["recipe"], _worker["data"], _worker["device"]
     if isinstance(config, list):
-        from harness.vectorized import run_configs
+        from harness.study.stacked import run_configs
         return run_configs(recipe, data, config, device)
     return run_config(recipe, data, config, device)
 
@@ -79,7 +79,7 @@ def _context():
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["harness.runs", "harness.vectorized", "sklearn.metrics"])
+    ctx.set_forkserver_preload(["harness.study.runs", "harness.study.stacked", "sklearn.metrics"])
     return ctx
 
 

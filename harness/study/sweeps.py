@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 from harness.io import atomic_write_json, atomic_write_text
 from harness.recipe import load_recipe
-from harness.runs import Config, execute
+from harness.study.runs import Config, execute
 
 METRICS = ("Accuracy", "Precision_macro", "Recall_macro", "F1_macro", "Train_time_s", "Infer_time_s")
 COLUMNS = ("learning_rate", "batch_size") + METRICS + ("steps", "epochs_run", "diverged")
@@ -78,7 +78,7 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
     """Run the configs not yet saved under OUT/runs; return every config's result, in config order.
 
     Each result is saved as soon as it arrives. `jobs` (worker processes) and `vectorize`
-    ('auto'|'on'|'off': an lr sweep as one stacked model) go to `harness.runs.execute`, which
+    ('auto'|'on'|'off': an lr sweep as one stacked model) go to `harness.study.runs.execute`, which
     needs `spec` to load the recipe in its workers.
     """
     recipe = recipe or load_recipe(spec)

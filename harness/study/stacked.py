@@ -1,7 +1,7 @@
 """A learning-rate sweep trained as one model: K copies with the same initial weights, on the
 same batches, each with its own learning rate.
 
-    from harness.vectorized import why_not, run_configs
+    from harness.study.stacked import why_not, run_configs
     reason = why_not(recipe, configs)           # "" when the configs can be trained together
     results = run_configs(recipe, data, configs, device)   # one run_config-shaped result each
 
@@ -79,7 +79,7 @@ def _sgd_settings(recipe: Recipe, config):
 
 def run_configs(recipe: Recipe, data: Data, configs: list, device="cpu") -> list:
     """Train `configs` (same except lr) as one stacked model; return a run_config-shaped result for each."""
-    from harness.runs import make_result, run_config  # runs imports this module
+    from harness.study.runs import make_result, run_config  # runs imports this module
 
     if len(configs) == 1:  # a share of a split sweep can be a single config
         return [run_config(recipe, data, configs[0], device)]

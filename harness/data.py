@@ -3,7 +3,7 @@
     from harness.data import digits28, fashion_mnist, cifar10, synthetic
     data = digits28()                      # offline, ~1 s: sklearn's digits at 1x28x28
     data = fashion_mnist(root, download)   # torchvision FashionMNIST, 54k/6k/10k
-    data = cifar10(root, download)         # torchvision CIFAR-10, 40k/10k/10k
+    data = cifar10(root, download)         # CIFAR-10 (torchvision's files, read without pickle), 40k/10k/10k
 
 Every loader returns `harness.Data` with float32 inputs in [0, 1] and int64 targets.
 """
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.io import UnsafePickleError, load_plain_pickle
 from harness.recipe import Data, RecipeError, is_tensor_split, split_len  # noqa: F401 (re-exported)
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -124,7 +125,13 @@ def _stratified_split(labels: np.ndarray, fractions, seed: int):
 # --- torchvision datasets ---------------------------------------------------------------------
 
 def fashion_mnist(root=None, download=None, val_fraction: float = 0.1) -> Data:
-    """FashionMNIST as in the seed notebook: first 54,000 train, last 6,000 val, 10,000 test."""
+    """FashionMNIST as in the seed notebook: first 54,000 train, last 6,000 val, 10,000 test.
+
+    torchvision reads the raw IDX files (plain bytes, no pickle); an old processed/*.pt cache is
+    read with torch.load(weights_only=True), which refuses anything but tensors.
+    """
+    import pickle  # for its exception only: weights_only=True refuses code with UnpicklingError
+
     from torchvision import datasets
 
     root, download = _where(root, download)
@@ -137,7 +144,7 @@ def fashion_mnist(root=None, download=None, val_fraction: float = 0.1) -> Data:
                                        "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                                        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")) from e
         raise RecipeError(_corrupted("FashionMNIST", root / "FashionMNIST", e)) from e
-    except (ValueError, IndexError, OSError, EOFError) as e:  # a truncated or foreign idx file
+    except (ValueError, IndexError, OSError, EOFError, pickle.UnpicklingError) as e:  # a truncated or foreign file
         raise RecipeError(_corrupted("FashionMNIST", root / "FashionMNIST", e)) from e
     x = train.data.float().div_(255.0).unsqueeze(1)  # (N, 1, 28, 28)
     y = train.targets.long()
@@ -150,49 +157,79 @@ def fashion_mnist(root=None, download=None, val_fraction: float = 0.1) -> Data:
 def cifar10(root=None, download=None, val_fraction: float = 0.2, verify: bool = None) -> Data:
     """CIFAR-10 as in the blog: first 40,000 train, last 10,000 val, plus the 10,000 test images.
 
-    Inputs are (N, 3, 32, 32) floats in [0, 1]. `verify=False` (or HARNESS_VERIFY_CHECKSUMS=0)
-    skips torchvision's MD5 check of the batch files, for files you made yourself.
+    Inputs are (N, 3, 32, 32) floats in [0, 1]. The files (Python pickles) are checked against
+    torchvision's published MD5s, then read with `harness.io.load_plain_pickle`, which builds
+    only arrays, lists, dicts, str and numbers and never runs code from the file, checksums or
+    not. `verify=False` (or HARNESS_VERIFY_CHECKSUMS=0) skips the MD5s, for files you made yourself.
     """
     if verify is None:
         verify = os.environ.get("HARNESS_VERIFY_CHECKSUMS", "1") != "0"
-    from torchvision import datasets
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
 
     root, download = _where(root, download)
-    cls = datasets.CIFAR10 if verify else _unverified_cifar10()
-    try:
-        train = cls(root, train=True, download=download)
-        test = cls(root, train=False, download=download)
-    except RuntimeError as e:
-        where = root / "cifar-10-batches-py"
-        if where.is_dir() and all((where / f).is_file() for f, _ in datasets.CIFAR10.train_list):
-            raise RecipeError(f"CIFAR-10 under {where} failed its checksum (a file is corrupted or not the "
-                              "original); delete the folder and run again with --download") from e
-        raise RecipeError(_missing("CIFAR-10", root, where, "data_batch_1..5, test_batch, batches.meta")) from e
-    except Exception as e:
-        raise RecipeError(f"CIFAR-10 under {root} could not be read ({type(e).__name__}: {e}); delete "
-                          f"{root / 'cifar-10-batches-py'} and download it again with --download") from e
-    x = torch.from_numpy(train.data).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, 32, 32)
-    y = torch.as_tensor(train.targets, dtype=torch.long)
+    folder = root / CIFAR10.base_folder
+    files = CIFAR10.train_list + CIFAR10.test_list + [[CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+    if download and not all(check_integrity(str(folder / name), md5) for name, md5 in files):
+        _download_cifar10(root)
+    if not all((folder / name).is_file() for name, _ in files):
+        raise RecipeError(_missing("CIFAR-10", root, folder, "data_batch_1..5, test_batch, batches.meta"))
+    if verify and not all(check_integrity(str(folder / name), md5) for name, md5 in files):
+        raise RecipeError(f"CIFAR-10 under {folder} failed its checksum (a file is corrupted or not the "
+                          "original); delete the folder and run again with --download")
+    _read_cifar_meta(folder / CIFAR10.meta["filename"])
+    x, y = _read_cifar_batches(folder, [name for name, _ in CIFAR10.train_list])
+    x_test, y_test = _read_cifar_batches(folder, [name for name, _ in CIFAR10.test_list])
     n_train = len(y) - int(round(val_fraction * len(y)))
-    x_test = torch.from_numpy(test.data).permute(0, 3, 1, 2).float().div_(255.0)
     return Data(train=(x[:n_train].contiguous(), y[:n_train]), val=(x[n_train:].contiguous(), y[n_train:]),
-                test=(x_test, torch.as_tensor(test.targets, dtype=torch.long)), class_names=CIFAR_CLASSES)
+                test=(x_test, y_test), class_names=CIFAR_CLASSES)
 
 
-def _unverified_cifar10():
-    from torchvision import datasets
+def _download_cifar10(root: Path) -> None:
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import download_and_extract_archive
 
-    class UnverifiedCIFAR10(datasets.CIFAR10):
-        def _check_integrity(self) -> bool:  # existence only, no MD5
-            base = Path(self.root) / self.base_folder
-            return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+    try:  # the archive is checked against its published MD5 before it is extracted
+        download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+    except Exception as e:
+        raise RecipeError(f"CIFAR-10 could not be downloaded to {root} ({type(e).__name__}: {e}); check the "
+                          f"connection, or copy cifar-10-python.tar.gz's contents there and pass --data-root {root}") from None
 
-        def _load_meta(self) -> None:
-            import pickle
-            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-    return UnverifiedCIFAR10
+
+def _cifar_unreadable(path: Path, why: str) -> RecipeError:
+    return RecipeError(f"CIFAR-10 file {path} is not a CIFAR-10 batch ({why}; nothing in it was run); delete "
+                       f"{path.parent} and download it again with --download")
+
+
+def _read_cifar_meta(path: Path) -> None:
+    try:
+        meta = load_plain_pickle(path)
+    except UnsafePickleError as e:
+        raise _cifar_unreadable(path, str(e)) from None
+    names = meta.get("label_names") if isinstance(meta, dict) else None
+    if not (isinstance(names, list) and len(names) == len(CIFAR_CLASSES)):
+        raise _cifar_unreadable(path, "no list of 10 label_names")
+
+
+def _read_cifar_batches(folder: Path, names):
+    """(N, 3, 32, 32) float32 in [0, 1] and int64 labels from CIFAR-10 batch files."""
+    xs, ys = [], []
+    for name in names:
+        path = folder / name
+        try:
+            entry = load_plain_pickle(path)
+        except UnsafePickleError as e:
+            raise _cifar_unreadable(path, str(e)) from None
+        data = entry.get("data") if isinstance(entry, dict) else None
+        labels = entry.get("labels") if isinstance(entry, dict) else None
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+            raise _cifar_unreadable(path, "no 'data' array of uint8 rows of 3072 pixels")
+        if not (isinstance(labels, list) and len(labels) == len(data)
+                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels)):
+            raise _cifar_unreadable(path, f"no 'labels' list of {len(data)} integers")
+        xs.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
+        ys.append(torch.as_tensor(np.asarray(labels, dtype=np.int64)))
+    return torch.cat(xs).float().div_(255.0), torch.cat(ys)
 
 
 def _where(root, download):
@@ -202,7 +239,8 @@ def _where(root, download):
 
 
 def _corrupted(name, folder, error) -> str:
-    return (f"{name} under {folder} looks corrupted or truncated ({type(error).__name__}: {error}); "
+    said = (str(error).strip().splitlines() or [""])[0][:200]  # torch's errors run to many lines
+    return (f"{name} under {folder} looks corrupted or truncated ({type(error).__name__}: {said}); "
             f"delete {folder} and download it again with --download")
 
 

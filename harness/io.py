@@ -2,15 +2,22 @@
 
     atomic_write_text(path, text); atomic_write_json(path, obj)
     save_weights(model, path); load_weights(model, path)   # weights only, torch.load(weights_only=True)
+    load_plain_pickle(path)    # a data pickle (CIFAR-10's batches): arrays, lists, dicts, str, numbers only
+
+New files get the mode any file the user creates gets (0o666 minus the umask), not mkstemp's 0o600.
+No file is ever unpickled with the plain `pickle.load`: a pickle can run any code when read.
 """
 from __future__ import annotations
 
+import _codecs
 import json
 import os
 import pickle
 import re
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 import torch
 
@@ -32,6 +39,7 @@ def _atomic(path, write):
         raise _unwritable(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, _new_file_mode(path))
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -44,6 +52,24 @@ def _atomic(path, write):
         if isinstance(e, OSError):
             raise _unwritable(path, e) from None
         raise
+
+
+def _new_file_mode(path: Path) -> int:
+    """What open() gives a new file: 0o666 minus the umask (mkstemp alone gives 0o600)."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux shows it without changing it
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)  # elsewhere the only way to read it is to set it; set straight back
+    os.umask(umask)
+    return umask
 
 
 def _unwritable(path: Path, error: OSError) -> OutputError:
@@ -81,3 +107,69 @@ def load_weights(model: torch.nn.Module, path, device="cpu") -> torch.nn.Module:
                           "harness.io.save_weights(model, path), or torch.save(model.state_dict(), path)") from None
     model.load_state_dict(state)
     return model
+
+
+# --- reading data pickles without running them --------------------------------------------------
+
+class UnsafePickleError(ValueError):
+    """A data pickle asks for something other than plain data; nothing of it was run."""
+
+
+def _latin1_encode(text, encoding="latin1"):
+    # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, 'latin1')
+    if encoding != "latin1" or not isinstance(text, str):
+        raise UnsafePickleError(f"it calls _codecs.encode with {encoding!r}")
+    return _codecs.encode(text, "latin1")
+
+
+# Every global a numpy array or scalar of any pickle protocol needs, under numpy 1 and 2 names;
+# lists, dicts, tuples, bytes, str, ints, floats and bools are pickle opcodes and need none.
+_NUMPY_CORE = getattr(np, "_core", None) or np.core
+_PLAIN_DATA = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+for _module in ("numpy.core", "numpy._core"):
+    _PLAIN_DATA[(f"{_module}.multiarray", "_reconstruct")] = _NUMPY_CORE.multiarray._reconstruct
+    _PLAIN_DATA[(f"{_module}.multiarray", "scalar")] = _NUMPY_CORE.multiarray.scalar
+    _PLAIN_DATA[(f"{_module}.numeric", "_frombuffer")] = _NUMPY_CORE.numeric._frombuffer
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):  # every global a pickle names comes through here
+        try:
+            return _PLAIN_DATA[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(f"it asks for {module}.{name}") from None
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError("it holds a persistent id")
+
+
+def load_plain_pickle(path, encoding: str = "latin1"):
+    """Read a pickle that holds only data: numpy arrays (no object dtype), lists, tuples, dicts,
+    bytes, str, ints, floats, bools, None. Anything else (a class, a function such as os.system,
+    an object array) raises UnsafePickleError naming it, before it can run; a truncated or
+    foreign file raises UnsafePickleError too. Used for CIFAR-10's batch files."""
+    try:
+        with open(path, "rb") as f:
+            obj = _PlainDataUnpickler(f, encoding=encoding).load()
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, MemoryError, UnicodeDecodeError, OverflowError) as e:
+        raise UnsafePickleError(f"it is not a readable pickle ({type(e).__name__}: {e})") from None
+    _refuse_object_arrays(obj)
+    return obj
+
+
+def _refuse_object_arrays(obj):
+    if isinstance(obj, np.ndarray) and obj.dtype.hasobject:
+        raise UnsafePickleError("it holds an array of Python objects")
+    if isinstance(obj, dict):
+        for value in obj.values():
+            _refuse_object_arrays(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            _refuse_object_arrays(value)

@@ -49,7 +49,7 @@ def low_lr(recipe_lr: float) -> float:
 
 
 def high_lr(recipe_lr: float, given: Optional[float] = None) -> float:
-    """The 'too high' lr: --diverge-lr or Recipe.diverge_lr when given, else 1.0, or 10x the recipe's lr when higher."""
+    """The 'too high' lr: --harness-diverge-lr or Recipe.diverge_lr when given, else 1.0, or 10x the recipe's lr when higher."""
     return given if given is not None else max(1.0, 10 * recipe_lr)
 
 
@@ -98,7 +98,7 @@ def check_diverges(history, lr: float, epochs: int, num_classes: int) -> CheckRe
                   "if even a huge lr trains, the lr may not reach the parameters, or the loss is scaled down",
                   ["the optimizer factory ignores its lr argument (check Recipe.optimizer)",
                    "the loss is divided by a large constant, or gradients are clipped hard",
-                   "an adaptive or normalised model tolerates it: raise --diverge-lr (e.g. --diverge-lr 10)"],
+                   "an adaptive or normalised model tolerates it: raise --harness-diverge-lr (e.g. --harness-diverge-lr 10)"],
                   lr=lr, train_loss=list(history.train_loss))
 
 

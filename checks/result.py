@@ -16,7 +16,7 @@ DOCS = "suites/README.md"
 class CheckResult:
     """One check's verdict.
 
-    check:    the check's stable id, used to silence it (`--suppress CHECK`, `Recipe(suppress=...)`).
+    check:    the check's stable id, used to silence it (`--harness-suppress CHECK`, `Recipe(suppress=...)`).
     name:     the symptom seen (`loss_at_init_too_high`), or the check id when it passed.
     expected: what a healthy setup shows, in words with numbers.
     observed: what this setup showed, with numbers.
@@ -41,7 +41,7 @@ class CheckResult:
         if self.hints:
             lines.append("  what to try:")
             lines += [f"    {i}. {h}" for i, h in enumerate(self.hints, 1)]
-        lines.append(f"  if this is intended: --suppress {self.check} (or Recipe(suppress=({self.check!r},)))")
+        lines.append(f"  if this is intended: --harness-suppress {self.check} (or Recipe(suppress=({self.check!r},)))")
         lines.append(f"  read more: {DOCS}#{self.check}")
         return "\n".join(lines)
 

@@ -55,7 +55,7 @@ class Recipe:
                 (loss, outputs)), replacing the harness's own zero_grad/forward/backward/step.
     suppress:   names of checks that are known not to apply to this recipe.
     diverge_lr: the too-high lr of the recipe suite, when 1.0 (or 10x lr) is not too high for
-                this model; `--diverge-lr` overrides it.
+                this model; `--harness-diverge-lr` overrides it.
     """
     model: Callable[[], torch.nn.Module]
     data: Callable[[], Data]

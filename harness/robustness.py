@@ -3,7 +3,7 @@
     python -m harness.robustness --seeds 20 -n 2
     python -m harness.robustness --seeds 2 --recipes digits28 --suites sanity --out robustness.json
 
-Each (recipe, suite, seed) is one `pytest --pyargs harness.suites -m SUITE --recipe R --seed S` in its
+Each (recipe, suite, seed) is one `pytest --pyargs harness.suites -m SUITE --recipe R --harness-seed S` in its
 own process with one torch thread; `-n` runs that many at once. Prints one line per finished
 run, then a table of seeds passed per recipe and suite, the failures (with the command that
 re-runs each) and the total time. Exits 1 if any run failed, so it can gate CI. `--out`
@@ -61,7 +61,7 @@ def default_recipes() -> list:
 
 def pytest_command(recipe: str, suite: str, seed: int, junit: str = None) -> list:
     cmd = [sys.executable, "-m", "pytest", "--pyargs", "harness.suites", "-m", suite, "--recipe", recipe,
-           "--seed", str(seed), "-p", "no:cacheprovider", "-p", "no:randomly", "-q"]
+           "--harness-seed", str(seed), "-p", "no:cacheprovider", "-p", "no:randomly", "-q"]
     return cmd + ([f"--junitxml={junit}"] if junit else [])
 
 

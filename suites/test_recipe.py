@@ -1,7 +1,7 @@
 """`pytest -m recipe`: does the recipe train the way the seed notebook and the blog say it should?
 
     pytest -m recipe                                        # the embedded default (digits28), ~30 s on 2 cores
-    pytest --pyargs harness.suites -m recipe --recipe my_recipe.py:RECIPE --diverge-lr 10
+    pytest --pyargs harness.suites -m recipe --recipe my_recipe.py:RECIPE --harness-diverge-lr 10
 
 Learning rate (a too-high lr diverges and is caught, a tiny lr learns far less, the recipe's lr is
 the best of 1e-4..1.0), batch size (steps counted per epoch, smaller batches reach a lower loss),

@@ -163,17 +163,20 @@ USAGE = {  # the run stops before any test, with pytest's usage-error exit statu
                                 ["--recipe 'digits29': no built-in recipe of that name", "path/to/file.py:NAME"]),
     "recipe file with a syntax error": (["--recipe", "{syntax}"], ["syntax error in", "line 2"]),
     "recipe file missing": (["--recipe", "no_such_recipe.py:RECIPE"], ["no such file", "relative paths start at"]),
-    "--device cuda without CUDA": (["--device", "cuda"],
-                                   ["--device 'cuda': CUDA is not available on this machine", "use --device cpu"]),
-    "--seed not an integer": (["--seed", "x"], ["--seed 'x': must be an integer, e.g. --seed 0"]),
-    "--diverge-lr negative": (["--diverge-lr", "-1"], ["--diverge-lr '-1': must be a positive number"]),
+    "--harness-device cuda without CUDA": (["--harness-device", "cuda"],
+                                           ["--harness-device 'cuda': CUDA is not available on this machine",
+                                            "use --harness-device cpu"]),
+    "--harness-seed not an integer": (["--harness-seed", "x"],
+                                      ["--harness-seed 'x': must be an integer, e.g. --harness-seed 0"]),
+    "--harness-diverge-lr negative": (["--harness-diverge-lr", "-1"],
+                                      ["--harness-diverge-lr '-1': must be a positive number"]),
 }
 
 
 @pytest.mark.parametrize("row", list(USAGE))
 def test_pytest_usage_error(pytester, tmp_path, row):
     args, fragments = USAGE[row]
-    if row.startswith("--device cuda") and torch.cuda.is_available():
+    if row.startswith("--harness-device cuda") and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     syntax = tmp_path / "broken.py"
     syntax.write_text("from harness import Recipe\nRECIPE = Recipe(model=\n")
@@ -213,26 +216,26 @@ def test_pytest_batch_larger_than_split_is_one_warning(pytester, bad):
 
 
 def test_pytest_missing_dataset_files(pytester, tmp_path):
-    result, out = run_suite(pytester, "--recipe", "fashion_mlp", "--data-root", str(tmp_path), "-k", "split_shapes")
+    result, out = run_suite(pytester, "--recipe", "fashion_mlp", "--harness-data-root", str(tmp_path), "-k", "split_shapes")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert_one_line(out, "FashionMNIST is not under", "run with --download", f"--data-root {tmp_path}")
+    assert_one_line(out, "FashionMNIST is not under", "run with --harness-download", f"--harness-data-root {tmp_path}")
 
 
 def test_pytest_truncated_fashion_mnist(pytester, tmp_path):
     raw = write_fashion_mnist(tmp_path)
     images = raw / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:20_000])
-    result, out = run_suite(pytester, "--recipe", "fashion_mlp", "--data-root", str(tmp_path), "-k", "split_shapes")
+    result, out = run_suite(pytester, "--recipe", "fashion_mlp", "--harness-data-root", str(tmp_path), "-k", "split_shapes")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert_one_line(out, "FashionMNIST under", "looks corrupted or truncated", "download it again with --download")
+    assert_one_line(out, "FashionMNIST under", "looks corrupted or truncated", "download it again with --harness-download")
 
 
 def test_pytest_cifar10_wrong_checksum(pytester, tmp_path, monkeypatch):
     write_cifar10(tmp_path)  # our own files: their MD5 is not the published one
     monkeypatch.setenv("HARNESS_VERIFY_CHECKSUMS", "1")
-    result, out = run_suite(pytester, "--recipe", "cifar_mlp", "--data-root", str(tmp_path), "-k", "split_shapes")
+    result, out = run_suite(pytester, "--recipe", "cifar_mlp", "--harness-data-root", str(tmp_path), "-k", "split_shapes")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert_one_line(out, "cifar-10-batches-py failed its checksum", "run again with --download")
+    assert_one_line(out, "cifar-10-batches-py failed its checksum", "run again with --harness-download")
 
 
 # --- the harness CLI ------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def test_message_has_the_five_parts():
     r = D.check_inputs_finite(Data(train=(torch.tensor([[math.nan]]), torch.tensor([0])), val=None))
     text = r.message()
     assert isinstance(r, CheckResult) and not r.passed
-    for part in ("[inputs_not_finite]", "expected:", "why it matters:", "what to try:", "--suppress inputs_finite", "read more:"):
+    for part in ("[inputs_not_finite]", "expected:", "why it matters:", "what to try:", "--harness-suppress inputs_finite", "read more:"):
         assert part in text
 
 

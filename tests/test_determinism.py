@@ -1,5 +1,5 @@
 """Determinism: the same seed gives bit-identical histories on CPU, in one process and across
-processes; per-test seeds depend only on --seed and the test id; a failing check prints its
+processes; per-test seeds depend only on --harness-seed and the test id; a failing check prints its
 seed and the command that re-runs it.
 
     pytest tests/test_determinism.py
@@ -120,10 +120,10 @@ def _seeds(pytester, *args) -> dict:
 
 def test_per_test_seed_depends_only_on_base_seed_and_test_id(pytester):
     pytester.makepyfile(test_seeds=SEEDS_FILE)
-    everything = _seeds(pytester, "--seed", "7")
-    only_c = _seeds(pytester, "--seed", "7", "-k", "test_c")
-    reordered = _seeds(pytester, "--seed", "7", "test_seeds.py::test_c", "test_seeds.py::test_a")
-    other_base = _seeds(pytester, "--seed", "8")
+    everything = _seeds(pytester, "--harness-seed", "7")
+    only_c = _seeds(pytester, "--harness-seed", "7", "-k", "test_c")
+    reordered = _seeds(pytester, "--harness-seed", "7", "test_seeds.py::test_c", "test_seeds.py::test_a")
+    other_base = _seeds(pytester, "--harness-seed", "8")
     assert set(everything) == {"test_a", "test_b", "test_c"}
     assert only_c["test_c"] == reordered["test_c"] == everything["test_c"]
     assert reordered["test_a"] == everything["test_a"]
@@ -134,14 +134,14 @@ def test_per_test_seed_depends_only_on_base_seed_and_test_id(pytester):
 
 def test_a_failing_check_prints_its_seed_and_the_rerun_command(pytester):
     spec = os.path.join(os.path.dirname(__file__), "gallery", "bugs.py") + ":LABELS_FROM_ONE"
-    args = ("--pyargs", "harness.suites", "-m", "sanity", "--recipe", spec, "--seed", "7", "-p", "no:cacheprovider",
+    args = ("--pyargs", "harness.suites", "-m", "sanity", "--recipe", spec, "--harness-seed", "7", "-p", "no:cacheprovider",
             "-p", "no:randomly", "-k", "test_labels or test_overfit_one_batch")
     result = pytester.runpytest(*args)
     out = result.stdout.str()
     result.assert_outcomes(failed=2, passed=1)  # test_labels, test_overfit_one_batch fail; test_labels_predictable
     for line in (ln for ln in result.stdout.lines if ln.strip().startswith("re-run: pytest")):
         nodeid = line.split()[2]
-        assert f"--recipe {spec}" in line and "--seed 7" in line
-        assert f"seed: {derive_seed(7, nodeid)} (this test's seed, from --seed 7 and the test id)" in out
+        assert f"--recipe {spec}" in line and "--harness-seed 7" in line
+        assert f"seed: {derive_seed(7, nodeid)} (this test's seed, from --harness-seed 7 and the test id)" in out
     # one re-run command per failing test (with CI set, pytest repeats each message in its summary)
     assert len({ln.strip() for ln in result.stdout.lines if ln.strip().startswith("re-run: pytest")}) == 2

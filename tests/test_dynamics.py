@@ -51,7 +51,7 @@ def test_diverges_fires_when_the_lr_trains_fine(recipe, data):
     h = train(recipe, data=data, seed=0, lr=0.1, epochs=5).history
     result = dyn.check_diverges(h, 0.1, 5, 10)
     assert result.name == "lr_does_not_diverge"
-    assert "0.1" in result.message() and "--diverge-lr" in result.message()
+    assert "0.1" in result.message() and "--harness-diverge-lr" in result.message()
 
 
 def test_diverges_fires_when_a_loss_at_chance_is_not_flagged():
@@ -211,7 +211,7 @@ def test_planted_dynamics_bug_is_caught(pytester, name):
 
 
 def test_a_suppressed_check_is_skipped(pytester):
-    result = run_recipe_suite(pytester, f"{RECIPES}:SKIPS_OPTIMIZER_STEP", "--suppress", "steps_counted",
+    result = run_recipe_suite(pytester, f"{RECIPES}:SKIPS_OPTIMIZER_STEP", "--harness-suppress", "steps_counted",
                               "-k", "steps_per_epoch")
     result.assert_outcomes(skipped=4)
 

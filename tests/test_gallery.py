@@ -32,20 +32,20 @@ def test_planted_bug_is_caught(pytester, name):
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("name", healthy.HEALTHY)
 def test_healthy_recipe_passes(pytester, name, seed):
-    result = run_sanity(pytester, f"{GALLERY / 'healthy.py'}:{name}", "--seed", str(seed))
+    result = run_sanity(pytester, f"{GALLERY / 'healthy.py'}:{name}", "--harness-seed", str(seed))
     result.assert_outcomes(passed=18)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_default_recipe_passes(pytester, seed):
-    result = run_sanity(pytester, "digits28", "--seed", str(seed))
+    result = run_sanity(pytester, "digits28", "--harness-seed", str(seed))
     result.assert_outcomes(passed=18)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fashion_mlp_passes_on_files_in_the_real_format(pytester, tmp_path, seed):
     write_fashion_mnist(tmp_path)
-    result = run_sanity(pytester, "fashion_mlp", "--data-root", str(tmp_path), "--seed", str(seed))
+    result = run_sanity(pytester, "fashion_mlp", "--harness-data-root", str(tmp_path), "--harness-seed", str(seed))
     result.assert_outcomes(passed=18)
 
 
@@ -53,7 +53,7 @@ def test_fashion_mlp_passes_on_files_in_the_real_format(pytester, tmp_path, seed
 def test_cifar_mlp_passes_on_files_in_the_real_format(pytester, tmp_path, monkeypatch, seed):
     write_cifar10(tmp_path)
     monkeypatch.setenv("HARNESS_VERIFY_CHECKSUMS", "0")  # our files are not the published ones
-    result = run_sanity(pytester, "cifar_mlp", "--data-root", str(tmp_path), "--seed", str(seed))
+    result = run_sanity(pytester, "cifar_mlp", "--harness-data-root", str(tmp_path), "--harness-seed", str(seed))
     result.assert_outcomes(passed=18)
 
 

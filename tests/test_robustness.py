@@ -23,7 +23,7 @@ def test_a_failing_recipe_fails_the_run_and_is_listed_with_its_rerun_command(tmp
     assert by_recipe["digits28"]["seeds_passed"] == 1 and by_recipe["digits28"]["tests_passed"] == 18
     assert by_recipe[BUG]["seeds_passed"] == 0 and by_recipe[BUG]["failed_seeds"] == [4]
     assert f"FAILED sanity seed 4 {BUG}" in printed and "[gradients_accumulate_across_steps]" in printed
-    assert f"re-run: pytest --pyargs harness.suites -m sanity --recipe {BUG} --seed 4" in printed
+    assert f"re-run: pytest --pyargs harness.suites -m sanity --recipe {BUG} --harness-seed 4" in printed
     assert "1/2 runs passed (1 of 2 runs FAILED)" in printed
 
 

@@ -1,6 +1,6 @@
 """`pytest -n 2` gives the same outcomes as a serial run, and its workers write no shared file.
 
-Each test's seed derives from --seed and its id (not from the order or the worker), so the
+Each test's seed derives from --harness-seed and its id (not from the order or the worker), so the
 same tests pass and fail, with the same symptoms, however they are distributed.
 
     pytest tests/test_xdist.py
@@ -54,7 +54,7 @@ def test_xdist_outcomes_equal_serial(tmp_path, case):
     work = tmp_path / "work"  # a folder of its own: anything the suites wrote would show up here
     work.mkdir()
     (work / "pytest.ini").write_text("[pytest]\n")  # rootdir here, not the project's addopts
-    args = ("--pyargs", "harness.suites", "-m", "sanity", "--recipe", RECIPES[case], "--seed", "3",
+    args = ("--pyargs", "harness.suites", "-m", "sanity", "--recipe", RECIPES[case], "--harness-seed", "3",
             "-p", "no:cacheprovider", "-p", "no:randomly")
     serial = run_pytest(work, *args, f"--junitxml={tmp_path / 'serial.xml'}")
     parallel = run_pytest(work, *args, "-n", "2", f"--junitxml={tmp_path / 'xdist.xml'}")

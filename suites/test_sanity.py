@@ -7,6 +7,8 @@ The blog's steps in order: inspect the data, check shapes and the loss at init, 
 gradients and one step, check the training step against a reference, overfit one sample,
 then one batch.
 """
+import time
+
 import pytest
 import torch
 
@@ -14,25 +16,37 @@ from harness.checks import data as data_checks
 from harness.checks import model as model_checks
 from harness.checks.overfit import check_overfit
 from harness.checks.step import check_train_step
-from harness.data import as_tensors, is_tensor_split, split_len
+from harness.data import is_tensor_split, split_len
 from harness.recipe import RecipeError
+from harness.suites import budget
 
 pytestmark = pytest.mark.sanity
 BATCH = 64
 
 
-@pytest.fixture
-def batches(recipe_data, device, seed):
-    """Two disjoint batches of 64 training samples, on the device."""
+# --- fixtures: the model and the batches are built once per session -----------------------------
+
+@pytest.fixture(scope="session")
+def sample(recipe, recipe_data, device, harness_settings):
+    """max(2 x 64, batch size) training rows drawn from the whole split, on the device; None when
+    the split cannot give a batch. Only those rows are read, so the cost does not grow with the split."""
     train = recipe_data.train
-    if is_tensor_split(train) and len(train[0]) != len(train[1]) or split_len(train) == 0:
+    if train is None or is_tensor_split(train) and len(train[0]) != len(train[1]) or split_len(train) == 0:
+        return None
+    index = budget.sample_indices(split_len(train), max(2 * BATCH, recipe.batch_size), harness_settings["seed"])
+    x, y = budget.rows(train, index)
+    return x.to(device), y.to(device)
+
+
+@pytest.fixture
+def batches(sample):
+    """Two disjoint batches of (up to) 64 training samples, on the device (copies: a step that
+    changes its inputs in place cannot change what the next check sees)."""
+    if sample is None:
         pytest.fail("no batch to test the model with: the train split is empty or its inputs and targets "
                     "differ in length; fix the data first (see test_split_shapes)", pytrace=False)
-    n = split_len(recipe_data.train)
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:2 * BATCH]
-    x, y = as_tensors(recipe_data.train) if n <= 100_000 else as_tensors(recipe_data.train, limit=2 * BATCH)
-    x, y = x[idx[idx < len(x)]], y[idx[idx < len(y)]]
-    return (x[:BATCH].to(device), y[:BATCH].to(device)), (x[BATCH:].to(device), y[BATCH:].to(device))
+    x, y = sample
+    return (x[:BATCH].clone(), y[:BATCH].clone()), (x[BATCH:2 * BATCH].clone(), y[BATCH:2 * BATCH].clone())
 
 
 @pytest.fixture
@@ -40,15 +54,63 @@ def batch(batches):
     return batches[0]
 
 
+@pytest.fixture(scope="session")
+def session_model(recipe, device, harness_settings, pytestconfig):
+    """The recipe's model, built once per session (seeded), and a snapshot of its initial state;
+    a one-line message instead when the factory fails."""
+    torch.manual_seed(harness_settings["seed"])
+    try:
+        model = recipe.build_model().to(device)
+    except RecipeError as e:
+        return str(e)
+    if pytestconfig.getoption("harness_durations", None) is not None:
+        budget.counting_hooks(model)
+    return model, budget.Snapshot(model)
+
+
 @pytest.fixture
-def model(recipe, device, seed):
-    """A fresh, seeded model from the recipe's factory, on the device."""
+def model(session_model, seed):
+    """The session's model in its initial state, seeded with this test's seed; whatever the check
+    does to it (weights, buffers, grads, modes, hooks, RNG) is undone afterwards, in finally."""
+    if isinstance(session_model, str):
+        pytest.fail(session_model, pytrace=False)
+    model, snapshot = session_model
     torch.manual_seed(seed)
     try:
-        return recipe.build_model().to(device)
-    except RecipeError as e:
-        message = str(e)
-    pytest.fail(message, pytrace=False)
+        yield model
+    finally:
+        snapshot.restore()
+
+
+@pytest.fixture(scope="session")
+def step_seconds(recipe, session_model, sample, device):
+    """Seconds of one training step of the recipe's model at its batch size, measured once per
+    session (None when there is no model or batch to time). The expensive checks size from it."""
+    if isinstance(session_model, str) or sample is None:
+        return None
+    x, y = sample
+    try:
+        return budget.time_step(recipe, session_model[0], (x[:recipe.batch_size], y[:recipe.batch_size]), device)
+    except Exception:  # a step that cannot run is reported by the checks, one failure each
+        return None
+
+
+@pytest.fixture(autouse=True)
+def cost_account(request, pytestconfig):
+    """With --harness-durations: count this check's passes and steps, for the cost table."""
+    if pytestconfig.getoption("harness_durations", None) is None:
+        yield
+        return
+    t0 = time.perf_counter()  # the session's one-time set-up is its own row, not the first check's
+    for name in ("recipe_data", "sample", "session_model", "step_seconds"):
+        request.getfixturevalue(name)
+    setup = time.perf_counter() - t0
+    with budget.measuring() as counter:
+        yield
+    request.node.user_properties += [(budget.COST_KEY, counter.as_dict()), (budget.SETUP_KEY, setup)]
+    clock = request.getfixturevalue("step_seconds")
+    if clock is not None:
+        request.node.user_properties.append((budget.STEP_KEY, (clock, request.getfixturevalue("recipe").batch_size)))
 
 
 # --- the data ---------------------------------------------------------------------------------

@@ -1,0 +1,314 @@
+"""The sanity suite's budget: one model per session restored between checks, the step clock,
+and the cost account printed by `--harness-durations`.
+
+    from harness.suites.budget import restored
+    with restored(model, optimizer):        # parameters, buffers, grads, optimizer state, RNG and
+        check(model, ...)                   # train/eval mode are put back, whatever the check did
+
+    pytest -m sanity --harness-durations     # the cost table of the slowest checks (0: all of them)
+
+The suite builds the recipe's model once per session (`suites/test_sanity.py`'s fixtures) and
+hands each check that model inside `restored(...)`, so a check pays for its own work and not
+for a model build. The step clock times the recipe's own training step once per session, on
+the session's model at the recipe's batch size; the cost table divides each check's time by it,
+and the expensive checks (overfit, the train-step comparison) size themselves from it.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from harness.fit import default_step
+
+BUDGET_STEPS = 150  # the whole suite's budget, in training steps of the recipe's own model
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+class Snapshot:
+    """Everything a check may change on a model (and its optimizers), copied once, put back on demand.
+
+    Saved: every parameter and buffer (values, dtype, device, requires_grad), every .grad, each
+    module's train/eval flag and hook dicts, each optimizer's state_dict, and the RNG states
+    (torch CPU and CUDA, Python's `random`). `restore()` may be called any number of times; the
+    copies are never handed out, so a check cannot corrupt them.
+    """
+
+    def __init__(self, model: nn.Module, *optimizers: torch.optim.Optimizer):
+        self.model, self.optimizers = model, optimizers
+        with torch.no_grad():  # (module, registry, name, the tensor object, its values, requires_grad, grad)
+            self.tensors = [(m, registry, name, t, t.detach().clone(), t.requires_grad,
+                             None if t.grad is None else t.grad.clone())
+                            for m in model.modules() for registry in ("_parameters", "_buffers")
+                            for name, t in getattr(m, registry).items() if t is not None]
+        self.modes = [(m, m.training) for m in model.modules()]
+        self.hooks = [(m, {name: dict(getattr(m, name)) for name in _HOOK_DICTS}) for m in model.modules()]
+        self.optimizer_states = [_clone_state(opt.state_dict()) for opt in optimizers]
+        self.rng = _rng_state()
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for m, registry, name, t, saved, requires_grad, grad in self.tensors:
+                getattr(m, registry)[name] = t  # .double() or .to() may have swapped in a new tensor
+                if t.shape == saved.shape and t.dtype == saved.dtype and t.device == saved.device:
+                    t.copy_(saved)
+                else:  # converted in place (a parameter's .data): put the original values back
+                    t.data = saved.clone()
+                if t.is_leaf:
+                    t.requires_grad_(requires_grad)
+                t.grad = None if grad is None else grad.clone()
+        for m, training in self.modes:
+            m.training = training
+        for m, dicts in self.hooks:
+            for name, saved in dicts.items():
+                current = getattr(m, name)
+                current.clear()
+                current.update(saved)
+        for opt, state in zip(self.optimizers, self.optimizer_states):
+            opt.load_state_dict(_clone_state(state))
+        _set_rng_state(self.rng)
+
+
+@contextlib.contextmanager
+def restored(model: nn.Module, *optimizers: torch.optim.Optimizer, snapshot: Snapshot | None = None):
+    """Run the body on `model`, then put the model (and optimizers, RNG, modes) back, in `finally`.
+
+    Pass a `snapshot` taken earlier to restore to that state instead of the state at entry (the
+    sanity fixtures take one when the session's model is built and restore it after every check).
+    """
+    snapshot = snapshot or Snapshot(model, *optimizers)
+    try:
+        yield model
+    finally:
+        snapshot.restore()
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _clone_state(state):
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: _clone_state(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_clone_state(v) for v in state)
+    return state
+
+
+def _rng_state():
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda, random.getstate()
+
+
+def _set_rng_state(state):
+    cpu, cuda, python = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+    random.setstate(python)
+
+
+# --- the step clock ----------------------------------------------------------------------------
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_optimizer(recipe, model):
+    """The recipe's optimizer on `model` (contract v2's `make_optimizer` where the recipe has it)."""
+    if hasattr(recipe, "make_optimizer"):
+        return recipe.make_optimizer(model)
+    return recipe.optimizer(model.parameters(), recipe.lr)
+
+
+def train_step(recipe, model, x, y, optimizer):
+    """One training step of the recipe (its train_step or the reference step)."""
+    if hasattr(recipe, "step"):
+        return recipe.step(model, x, y, optimizer)
+    return (recipe.train_step or default_step)(model, x, y, optimizer, recipe.loss)
+
+
+def time_step(recipe, model, batch, device, min_steps: int = 3, min_seconds: float = 0.05,
+              max_steps: int = 20) -> float:
+    """Median seconds of one training step of the recipe on `batch`, after one warm-up step.
+
+    Runs on `model` inside `restored(...)`: the model, its RNG and modes come back unchanged.
+    """
+    x, y = batch
+    times = []
+    with restored(model):
+        optimizer = make_optimizer(recipe, model)
+        model.train()
+        train_step(recipe, model, x, y, optimizer)  # warm-up: allocator, lazy optimizer state
+        start = time.perf_counter()
+        while len(times) < max_steps and (len(times) < min_steps or time.perf_counter() - start < min_seconds):
+            _sync(device)
+            t0 = time.perf_counter()
+            train_step(recipe, model, x, y, optimizer)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+# --- counting what a check costs ---------------------------------------------------------------
+
+@dataclass
+class Counter:
+    """Forward passes of the model, backward passes through its outputs, optimizer steps."""
+    forward: int = 0
+    backward: int = 0
+    steps: int = 0
+    active: bool = field(default=False, repr=False)
+
+    def as_dict(self) -> dict:
+        return {"forward": self.forward, "backward": self.backward, "steps": self.steps}
+
+
+_COUNTER = Counter()
+
+
+def counting_hooks(model: nn.Module):
+    """Count forwards and backwards of `model` (and of copies a check makes) and all optimizer steps.
+
+    The hooks are plain closures (a deepcopy of the model shares them) and count only while a
+    check is being measured (`measuring()`). Returns a function that removes them.
+    """
+    def on_forward(module, args, output):
+        if _COUNTER.active:
+            _COUNTER.forward += 1
+            out = next((t for t in torch.utils._pytree.tree_leaves(output)
+                        if isinstance(t, torch.Tensor) and t.requires_grad), None)
+            if out is not None:
+                out.register_hook(on_backward)
+
+    def on_backward(grad):
+        _COUNTER.backward += 1
+
+    def on_step(optimizer, args, kwargs):
+        if _COUNTER.active:
+            _COUNTER.steps += 1
+
+    handles = [model.register_forward_hook(on_forward),
+               register_optimizer_step_post_hook(on_step)]
+    return lambda: [h.remove() for h in handles]
+
+
+@contextlib.contextmanager
+def measuring():
+    """Count the model's passes and optimizer steps inside the body; yields the Counter (read it after)."""
+    counter = _COUNTER
+    counter.forward = counter.backward = counter.steps = 0
+    counter.active = True
+    try:
+        yield counter
+    finally:
+        counter.active = False
+
+
+# --- the cost account (pytest side) -------------------------------------------------------------
+
+COST_KEY = "harness_cost"        # user property: {"forward", "backward", "steps"} of one check
+STEP_KEY = "harness_step_seconds"  # user property: the session's measured step time (seconds)
+SETUP_KEY = "harness_setup_seconds"  # user property: session set-up (data, model, step clock) paid in this test
+
+
+class CostReport:
+    """The `--harness-durations` table: each sanity check's time and passes, in training steps.
+
+    Registered by the plugin only when `--harness-durations` is given, and prints only when a
+    harness suite ran. Built from test reports, so under pytest-xdist the controller sees every
+    worker's checks: times are summed over workers (each worker measures its own step time, and
+    the table uses their mean).
+    """
+
+    def __init__(self, config, limit: int):
+        self.config, self.limit = config, limit
+        self.rows: dict = {}       # nodeid -> {"seconds", "forward", "backward", "steps"}
+        self.step_seconds: dict = {}  # worker -> seconds
+        self.batch_size = None
+        self.setup_seconds = 0.0  # loading the data, building the model, the step clock (once per worker)
+
+    def pytest_runtest_logreport(self, report):
+        if "sanity" not in report.keywords:
+            return
+        props = dict(report.user_properties)
+        row = self.rows.setdefault(report.nodeid, {"seconds": 0.0, "forward": 0, "backward": 0, "steps": 0})
+        row["seconds"] += report.duration
+        if report.when == "teardown" and COST_KEY in props:
+            row.update(props[COST_KEY])
+            row["seconds"] -= props.get(SETUP_KEY, 0.0)
+            self.setup_seconds += props.get(SETUP_KEY, 0.0)
+        if STEP_KEY in props:
+            seconds, batch_size = props[STEP_KEY]
+            gateway = getattr(getattr(report, "node", None), "gateway", None)  # set by xdist on the controller
+            self.step_seconds[gateway.id if gateway else "main"] = seconds
+            self.batch_size = batch_size
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.rows:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.write_sep("=", "recipe-harness cost of each check")
+        step = sum(self.step_seconds.values()) / len(self.step_seconds) if self.step_seconds else None
+        rows = sorted(self.rows.items(), key=lambda kv: -kv[1]["seconds"])
+        shown = rows if self.limit == 0 else rows[:self.limit]
+        write(f"{'seconds':>8} {'steps':>7} {'fwd':>5} {'bwd':>5} {'opt':>5}  check")
+        for nodeid, r in shown:
+            in_steps = f"{r['seconds'] / step:7.1f}" if step else f"{'-':>7}"
+            write(f"{r['seconds']:8.3f} {in_steps} {r['forward']:5d} {r['backward']:5d} {r['steps']:5d}  {nodeid}")
+        if len(shown) < len(rows):
+            write(f"({len(rows) - len(shown)} faster checks hidden; --harness-durations=0 shows all)")
+        total = sum(r["seconds"] for _, r in rows)
+        workers = len(self.step_seconds)
+        where = f", summed over {workers} xdist workers" if workers > 1 else ""
+        write(f"session set-up (data, model, step clock; once{' per worker' if workers > 1 else ''}): "
+              f"{self.setup_seconds:.2f} s, not in the total")
+        if step:
+            write(f"total {total:.2f} s = {total / step:.1f} training steps of the recipe "
+                  f"(one step {step * 1e3:.1f} ms at batch {self.batch_size}, measured once per session"
+                  f"{where}); budget {BUDGET_STEPS} steps")
+        else:
+            write(f"total {total:.2f} s{where} (no step time: the model could not train one step)")
+
+
+def parse_durations(text) -> int:
+    """`--harness-durations N`: show the N slowest checks; 0 shows all."""
+    try:
+        n = int(text)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        from pytest import UsageError
+        raise UsageError(f"--harness-durations {text!r}: must be an integer >= 0 (0 shows every check), "
+                         "e.g. --harness-durations=10")
+    return n
+
+
+# --- rows of a split -----------------------------------------------------------------------------
+
+def sample_indices(n: int, k: int, seed: int) -> torch.Tensor:
+    """k distinct indices in [0, n), drawn at random in O(k) (never a permutation of the whole split)."""
+    return torch.tensor(random.Random(seed).sample(range(n), min(k, n)), dtype=torch.long)
+
+
+def rows(split, index: torch.Tensor):
+    """The rows `index` of a split, as (inputs, targets): tensor trees are indexed, a Dataset is
+    read item by item and collated, so the cost is that of the rows, not of the split."""
+    if isinstance(split, (tuple, list)) and len(split) == 2 and not isinstance(split, torch.utils.data.Dataset):
+        return tuple(torch.utils._pytree.tree_map(lambda t: t[index] if isinstance(t, torch.Tensor) else t, part)
+                     for part in split)
+    items = [split[i] for i in index.tolist()]
+    try:
+        x, y = torch.utils.data.default_collate(items)
+    except (TypeError, RuntimeError):  # items torch cannot collate as they are (arrays of objects, ...)
+        x, y = torch.stack([torch.as_tensor(item[0]) for item in items]), [item[1] for item in items]
+    return x, torch.as_tensor(y)

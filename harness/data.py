@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from harness.io import UnsafePickleError, load_plain_pickle
-from harness.recipe import Data, RecipeError, is_tensor_split, split_len  # noqa: F401 (re-exported)
+from harness.batching import as_pair, split_len, subset  # noqa: F401 (re-exported)
+from harness.errors import RecipeError
+from harness.recipe import Data, is_tensor_split  # noqa: F401 (re-exported)
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -52,26 +54,11 @@ class DataSettings:
 settings = DataSettings()
 
 
-# --- split helpers --------------------------------------------------------------------------
+# --- split helpers (harness.batching; kept here under their old names) ------------------------
 
 def as_tensors(split, limit: Optional[int] = None):
-    """Return `(inputs, targets)` tensors for a split, reading a Dataset sample by sample if needed."""
-    if is_tensor_split(split):
-        x, y = split
-        return (x[:limit], y[:limit]) if limit is not None else (x, y)
-    n = len(split) if limit is None else min(limit, len(split))
-    xs, ys = zip(*(split[i] for i in range(n)))
-    return torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys)
-
-
-def subset(split, n: int, seed: int = 0):
-    """A seeded random subset of `n` samples (the blog's 'train on a subset' step)."""
-    total = split_len(split)
-    n = min(int(n), total)
-    idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
-    if is_tensor_split(split):
-        return split[0][idx], split[1][idx]
-    return torch.utils.data.Subset(split, idx.tolist())
+    """Return `(inputs, targets)` for a split of any kind (see harness.batching.as_pair)."""
+    return as_pair(split, limit)
 
 
 # --- the embedded default ---------------------------------------------------------------------

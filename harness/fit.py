@@ -1,28 +1,35 @@
-"""The fit loop, the History it returns, and evaluation.
+"""The fit loop, the History it returns, and evaluation, for any task and any structured batch.
 
     from harness import fit, evaluate, train
     history = fit(model, data, lr=0.1, batch_size=128, epochs=15)     # data: harness.Data
+    history = fit(model, data, FitConfig(lr=0.1, task=tasks.Regression()))   # the same, as one object
     run = train(recipe, lr=0.01)                                      # builds model and data from a Recipe
-    metrics = evaluate(run.model, data.test)                          # accuracy, macro P/R/F1, seconds
+    metrics = evaluate(run.model, data.test, task=recipe.task)        # the task's metrics + seconds
 
-Data held as tensors is moved to the device once and batched by slicing a shuffled index;
-losses and accuracies are summed on the device and read once per epoch. A `Dataset` split
-falls back to a `DataLoader`.
+Pair splits (tensors or nested tuples/dicts of them) are moved to the device once and batched by
+slicing a shuffled index; losses and the task's main metric are tallied on the device and read
+every 64 steps (the divergence check) and once per epoch. Dataset and DataLoader splits are
+batched by a DataLoader (harness.batching). Each step is `Recipe.step`, the one training step
+every trainer in the harness runs.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
-from harness import runtime
-from harness.data import is_tensor_split, split_len, subset as take_subset
-from harness.recipe import Data, Recipe, RecipeError, check_data, check_hparams, sgd, warn_batch_size
+from harness import runtime, tasks
+from harness.batching import as_pair, batch_len, batches, is_pair, split_len, subset as take_subset
+from harness.batching import to_device as tree_to_device
+from harness.recipe import (DEFAULT_FORWARD, Data, Recipe, RecipeError, check_data, check_hparams, check_inputs_match_model,
+                            default_step, make_optimizer, plain_sgd, warn_batch_size)
+
+__all__ = ["History", "Run", "FitConfig", "fit", "train", "evaluate", "evaluate_loss_acc", "resolve_device",
+           "default_step", "batches", "to_device"]
 
 DIVERGE_CHECK_EVERY = 64  # steps between host reads of the running loss (one sync each)
 EVAL_BATCH = 1024
@@ -30,12 +37,17 @@ EVAL_BATCH = 1024
 
 @dataclass
 class History:
-    """Per-epoch record of one training run (lists are indexed by epoch - 1)."""
+    """Per-epoch record of one training run (lists are indexed by epoch - 1).
+
+    train_acc / val_acc hold the task's main metric (`task.main_metric`: accuracy for
+    classification, dense and causal LM, micro F1 for multi-label, R² for regression); the
+    names stay for compatibility. Higher is better for every task.
+    """
     train_loss: list = field(default_factory=list)
-    train_acc: list = field(default_factory=list)    # NaN when a custom train_step returns no outputs
+    train_acc: list = field(default_factory=list)    # main metric; NaN when a custom train_step returns no outputs
     val_loss: list = field(default_factory=list)
-    val_acc: list = field(default_factory=list)
-    lr: list = field(default_factory=list)           # lr in effect during the epoch
+    val_acc: list = field(default_factory=list)      # main metric on the validation split
+    lr: list = field(default_factory=list)           # the lr the optimizer used at the epoch's first step
     steps: list = field(default_factory=list)        # optimizer steps actually taken (counted by a hook)
     seconds: list = field(default_factory=list)      # wall time of the epoch's training pass
     peak_loss: list = field(default_factory=list)    # the largest single-step train loss of the epoch
@@ -71,76 +83,254 @@ class Run:
     history: History
 
 
-def default_step(model, inputs, targets, optimizer, loss_fn):
-    """The reference training step: zero_grad, forward, loss, backward, step."""
-    optimizer.zero_grad(set_to_none=True)
-    outputs = model(inputs)
-    loss = loss_fn(outputs, targets)
-    loss.backward()
-    optimizer.step()
-    return loss, outputs
+@dataclass(frozen=True)
+class FitConfig:
+    """What `fit` trains with; `fit(model, data, **fields)` builds one from keyword arguments.
+
+    scheduler:      (optimizer, epochs) -> LR scheduler stepped once per epoch (harness.schedules, --scheduler).
+    step_scheduler: (optimizer, total_steps) -> LR scheduler stepped after every optimizer step (Recipe.scheduler).
+    task / num_classes: what the outputs mean (num_classes=C is tasks.Classification(C)); given, the loss at
+                    init is the divergence reference; left out, the task is read from the targets.
+    patience:       early stopping on `monitor` ('val_acc', the main metric, or 'val_loss'), restoring the best weights.
+    subset:         train on an int count or a fraction of the training split.
+    """
+    loss: Optional[Callable] = None
+    optimizer: Callable = plain_sgd
+    lr: float = 0.1
+    batch_size: int = 128
+    epochs: int = 15
+    train_step: Optional[Callable] = None
+    forward: Optional[Callable] = None
+    scheduler: Optional[Callable] = None
+    step_scheduler: Optional[Callable] = None
+    task: Optional[tasks.Task] = None
+    num_classes: Optional[int] = None
+    patience: Optional[int] = None
+    monitor: str = "val_acc"
+    subset: object = None
+    drop_last: bool = False
+    device: object = "cpu"
+    seed: int = 0
+    diverge_factor: float = 4.0
+    on_epoch: Optional[Callable] = None
+
+    @classmethod
+    def of(cls, config: Optional["FitConfig"], settings: dict) -> "FitConfig":
+        """`config` (or the defaults) with `settings` applied; an unknown name is one line."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise RecipeError(f"fit: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return replace(config or cls(), **settings)
 
 
-def resolve_device(device) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without CUDA is a RecipeError."""
+def resolve_device(device, flag: str = "--device") -> torch.device:
+    """'auto' -> cuda when available, else cpu; a device this machine lacks is a RecipeError naming `flag`."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError as e:
-        raise RecipeError(f"--device {device!r}: not a device; use cpu, cuda or auto") from e
+    except (RuntimeError, TypeError) as e:
+        raise RecipeError(f"{flag} {device!r}: not a device; use cpu, cuda or auto") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RecipeError(f"--device {device!r}: CUDA is not available on this machine; use --device cpu or auto")
+        raise RecipeError(f"{flag} {device!r}: CUDA is not available on this machine; use cpu or auto")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise RecipeError(f"{flag} {device!r}: MPS (Apple GPU) is not available on this machine; use cpu or auto")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise RecipeError(f"{flag} {device!r}: training on {dev.type} is not supported; use cpu, cuda or auto")
     return dev
 
 
-def batches(split, batch_size: int, *, shuffle: bool, generator: torch.Generator,
-            drop_last: bool = False, device=None):
-    """Yield (inputs, targets) batches. Tensor splits must already be on `device`."""
-    if is_tensor_split(split):
-        x, y = split
-        n = len(y)
-        order = torch.randperm(n, generator=generator).to(x.device) if shuffle else None
-        stop = n - n % batch_size if drop_last else n
-        for i in range(0, stop, batch_size):
-            if order is None:
-                yield x[i:i + batch_size], y[i:i + batch_size]
+def to_device(split, device, task: Optional[tasks.Task] = None):
+    """A pair split on `device` (numpy turned into tensors, targets as the task's loss takes them);
+    Datasets and DataLoaders pass through (they are batched on the fly)."""
+    if split is None or not is_pair(split):
+        return split
+    x, y = tree_to_device(split[0], device), tree_to_device(split[1], device)
+    return x, (task.prepare_targets(y) if task is not None else y)
+
+
+def fit(model: torch.nn.Module, data: Data, config: Optional[FitConfig] = None, **settings) -> History:
+    """Train `model` in place on `data.train`, validating on `data.val` (may be None) after every epoch.
+
+    Settings are a FitConfig, or its fields as keyword arguments (see FitConfig). Training stops
+    as diverged (`History.diverged`, with the reason) when the loss becomes non-finite (checked
+    every 64 steps), when an epoch's loss exceeds `diverge_factor` x the loss at init (ln C; x the
+    first epoch's loss when no task or num_classes is given), or, with a known loss at init, when
+    two epochs running end at or above it after a step's loss exceeded `diverge_factor` x it (an
+    explosion that killed the network) or after learning (the loss fell below it, then came back).
+    A learning rate driven negative or NaN (by a scheduler) is a RecipeError, not divergence.
+    Threads, the optimizer hooks and the model's train/eval mode are restored however fit ends.
+    """
+    cfg = FitConfig.of(config, settings)
+    device = resolve_device(cfg.device)
+    step, train_split, val_split = _prepare(model, data, cfg, device)
+    opt = make_optimizer(step.optimizer, model, cfg.lr, where="fit")
+    epoch_sched = cfg.scheduler(opt, cfg.epochs) if cfg.scheduler is not None else None
+    step_sched = step.make_scheduler(opt, cfg.epochs * _steps_per_epoch(train_split, cfg))
+    chance = (cfg.task or _task_of(cfg)).init_loss() if (cfg.task or cfg.num_classes) else None
+    generator = torch.Generator().manual_seed(cfg.seed)
+    watch = _StepWatch(opt)
+    threads_before, was_training = torch.get_num_threads(), model.training
+    hist, best, best_state, bad_epochs = History(), None, None, 0
+    try:
+        _use_threads(model, train_split, cfg, step.loss, device)
+        for epoch in range(1, cfg.epochs + 1):
+            # --- forward / backward / step over the shuffled training split
+            _check_lr(opt, f"before epoch {epoch}")
+            model.train()
+            watch.new_epoch()
+            t0 = time.perf_counter()
+            train_loss, train_score, peak = _train_epoch(step, model, train_split, opt, step_sched, cfg, generator, device)
+            hist.seconds.append(time.perf_counter() - t0)
+            _check_lr(opt, f"in epoch {epoch}")
+            # --- record: the lr the optimizer actually used, the steps it took, loss and main metric
+            hist.lr.append(watch.lr if watch.lr is not None else opt.param_groups[0]["lr"])
+            hist.steps.append(watch.steps)
+            hist.train_loss.append(train_loss)
+            hist.train_acc.append(train_score)
+            hist.peak_loss.append(peak)
+            # --- evaluate
+            if val_split is not None and math.isfinite(train_loss):
+                val_loss, val_score = evaluate_loss_acc(model, val_split, step.compute_loss, device,
+                                                        task=step.task, forward=step.forward)
             else:
-                idx = order[i:i + batch_size]
-                yield x.index_select(0, idx), y.index_select(0, idx)
-    else:
-        loader = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=shuffle,
-                                             generator=generator, drop_last=drop_last)
-        for xb, yb in loader:
-            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                val_loss, val_score = math.nan, math.nan
+            hist.val_loss.append(val_loss)
+            hist.val_acc.append(val_score)
+            if epoch_sched is not None:
+                epoch_sched.step()
+            # --- divergence: a non-finite loss, or a loss far above where training started
+            reason = _divergence(hist.train_loss, cfg.diverge_factor, cfg.num_classes, hist.peak_loss, chance=chance)
+            if reason:
+                hist.diverged, hist.diverged_reason = True, reason
+                if cfg.on_epoch:
+                    cfg.on_epoch(epoch, hist)
+                break
+            # --- best epoch and early stopping
+            score = _score(hist, cfg.monitor)
+            if best is None or score > best:
+                best, hist.best_epoch, bad_epochs = score, epoch, 0
+                if cfg.patience is not None:
+                    best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad_epochs += 1
+            if cfg.on_epoch:
+                cfg.on_epoch(epoch, hist)
+            if cfg.patience is not None and bad_epochs > cfg.patience:
+                hist.stopped_early = True
+                break
+    finally:
+        watch.remove()
+        torch.set_num_threads(threads_before)
+        model.train(was_training)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return hist
 
 
-def _train_epoch(model, split, step, optimizer, loss_fn, batch_size, generator, drop_last, device):
-    """One pass over the training split. Returns (mean loss, accuracy, peak step loss), read once.
+# --- fit's helpers --------------------------------------------------------------------------------
 
-    Per step the loop only records the detached loss and the count of correct predictions
-    (three small ops); they are summed every DIVERGE_CHECK_EVERY steps, when the running
-    loss is also checked for a non-finite value, and once at the end of the epoch.
+def _task_of(cfg: FitConfig):
+    return cfg.task or (tasks.Classification(cfg.num_classes) if cfg.num_classes is not None else None)
+
+
+def _prepare(model, data: Data, cfg: FitConfig, device):
+    """Validate settings and data, and return (the step as a Recipe, train split, val split) on `device`."""
+    check_hparams(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs)
+    if not isinstance(data, Data):
+        raise RecipeError(f"fit: data must be harness.Data(train=..., val=...), got {type(data).__name__}")
+    train_split = data.train
+    if cfg.subset is not None and train_split is not None:
+        n = cfg.subset if isinstance(cfg.subset, int) else int(round(cfg.subset * split_len(train_split)))
+        train_split = take_subset(train_split, n, seed=cfg.seed)
+    task = _task_of(cfg)
+    check_data(Data(train=train_split, val=data.val), task, where="fit", finite=False)
+    warn_batch_size(cfg.batch_size, split_len(train_split), where="fit", stacklevel=4)
+    task = task or infer_task(train_split)
+    step = Recipe(model=lambda: model, data=lambda: data, task=task, loss=cfg.loss, optimizer=cfg.optimizer,
+                  lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, train_step=cfg.train_step,
+                  forward=cfg.forward, scheduler=cfg.step_scheduler, name="fit")
+    check_inputs_match_model(model, train_split, where="fit")
+    model.to(device)
+    return step, to_device(train_split, device, task), to_device(data.val, device, task)
+
+
+def infer_task(split) -> tasks.Task:
+    """The task a split's targets imply, for `fit`/`evaluate` called without one: integer labels
+    are classification (classes = largest label + 1), (N, C) floats class probabilities."""
+    _, y = as_pair(split, limit=None if is_pair(split) else 4096)
+    if not isinstance(y, torch.Tensor):
+        raise RecipeError("fit: targets that are not one tensor need an explicit task=; e.g. task=tasks.Regression()")
+    if y.is_floating_point() and y.dim() == 2 and y.shape[1] >= 2:
+        return tasks.Classification(y.shape[1])
+    if y.is_floating_point():
+        return tasks.Regression(1 if y.dim() == 1 else y.shape[1])
+    if y.dim() >= 2:
+        return tasks.Dense(max(2, int(y.max()) + 1 if len(y) else 2))
+    return tasks.Classification(max(2, int(y.max()) + 1 if len(y) else 2))
+
+
+def _steps_per_epoch(split, cfg: FitConfig) -> int:
+    n = split_len(split)
+    return n // cfg.batch_size if cfg.drop_last else -(-n // cfg.batch_size)
+
+
+class _StepWatch:
+    """Optimizer hooks: count the steps taken and record the lr the epoch's first step used."""
+
+    def __init__(self, opt):
+        self.opt, self.steps, self.lr = opt, 0, None
+        self.hooks = [opt.register_step_pre_hook(self._before), opt.register_step_post_hook(self._after)]
+
+    def _before(self, *_):
+        if self.lr is None:
+            self.lr = self.opt.param_groups[0]["lr"]
+
+    def _after(self, *_):
+        self.steps += 1
+
+    def new_epoch(self):
+        self.steps, self.lr = 0, None
+
+    def remove(self):
+        for hook in self.hooks:
+            hook.remove()
+
+
+def _check_lr(opt, when: str) -> None:
+    """A learning rate below zero or NaN is a broken schedule, reported as such (not as divergence)."""
+    for group in opt.param_groups:
+        lr = group["lr"]
+        if isinstance(lr, torch.Tensor):
+            lr = float(lr)
+        if not (lr >= 0 and math.isfinite(lr)):
+            raise RecipeError(f"fit: the learning rate became {lr!r} {when}; the scheduler (or train_step) drives it "
+                              "negative or NaN: check its factory (gamma, warmup, total steps)")
+
+
+def _train_epoch(step: Recipe, model, split, opt, sched, cfg: FitConfig, generator, device):
+    """One pass over the training split. Returns (mean loss, main metric, peak step loss).
+
+    Per step the loop only records the detached loss and the task's small tally of the main
+    metric; they are summed every DIVERGE_CHECK_EVERY steps, when the running loss is also
+    checked for a non-finite value, and read once at the end of the epoch.
     """
     loss_sum = torch.zeros((), device=device)
     peak = torch.full((), -math.inf, device=device)  # the largest single-step loss of the epoch
-    losses, sizes, hits = [], [], []           # per step: 0-d loss, batch size, 0-d correct count
-    seen, has_outputs = 0, True
-    for i, (xb, yb) in enumerate(batches(split, batch_size, shuffle=True, generator=generator,
-                                         drop_last=drop_last, device=device), start=1):
-        out = step(model, xb, yb, optimizer, loss_fn)
-        loss, outputs = out if isinstance(out, tuple) else (out, None)
-        if not isinstance(loss, torch.Tensor):
-            if loss is None:
-                raise RecipeError("train_step returned None; it must return the loss tensor (or (loss, outputs))")
-            loss = torch.as_tensor(float(loss), device=device)
-        losses.append(loss.detach())
-        sizes.append(len(yb))
+    losses, sizes = [], []                            # per step: 0-d loss, batch size
+    meter, has_outputs, seen = step.task.meter(full=False), True, 0
+    for i, (xb, yb) in enumerate(batches(split, cfg.batch_size, shuffle=True, generator=generator,
+                                         drop_last=cfg.drop_last, device=device), start=1):
+        loss, outputs = step.step(model, xb, yb, opt, sched)
+        losses.append(loss.detach().to(device))
+        n = batch_len(yb)
+        sizes.append(n)
+        seen += n
         if outputs is not None:
-            hits.append((outputs.detach().argmax(1) == yb).sum())
+            meter.update(outputs, yb)
         else:
             has_outputs = False
-        seen += len(yb)
         if i % DIVERGE_CHECK_EVERY == 0:
             loss_sum, peak = _accumulate(losses, sizes, loss_sum, peak)
             losses, sizes = [], []
@@ -148,9 +338,9 @@ def _train_epoch(model, split, step, optimizer, loss_fn, batch_size, generator, 
                 break  # stop at once; the caller sees the non-finite loss
     if losses:
         loss_sum, peak = _accumulate(losses, sizes, loss_sum, peak)
-    correct = torch.stack(hits).sum().to(loss_sum.dtype) if hits else torch.zeros_like(loss_sum)
-    loss_sum, correct, peak = torch.stack([loss_sum, correct, peak]).tolist()
-    return loss_sum / max(seen, 1), (correct / max(seen, 1) if has_outputs else math.nan), peak
+    loss_sum, peak = torch.stack([loss_sum, peak]).tolist()
+    score = meter.compute()[step.task.main_metric] if has_outputs else math.nan
+    return loss_sum / max(seen, 1), score, peak
 
 
 def _accumulate(losses: list, sizes: list, loss_sum: torch.Tensor, peak: torch.Tensor):
@@ -160,152 +350,38 @@ def _accumulate(losses: list, sizes: list, loss_sum: torch.Tensor, peak: torch.T
     return loss_sum + chunk @ weights, torch.maximum(peak, chunk.max())
 
 
-@torch.no_grad()
-def evaluate_loss_acc(model, split, loss_fn=F.cross_entropy, device=None, batch_size=EVAL_BATCH):
-    """Mean loss and accuracy of `model` on a split, in eval mode, read once from the device."""
-    was_training = model.training
-    model.eval()
-    device = device or next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
-    n = 0
-    for xb, yb in batches(split, batch_size, shuffle=False, generator=None, device=device):
-        out = model(xb)
-        loss_sum += loss_fn(out, yb).float() * len(yb)
-        correct += (out.argmax(1) == yb).sum()
-        n += len(yb)
-    model.train(was_training)
-    loss_sum, correct = torch.stack([loss_sum, correct]).tolist()
-    return loss_sum / max(n, 1), correct / max(n, 1)
-
-
-def to_device(split, device):
-    """Move a tensor split to `device` (no copy when it is already there); Datasets pass through."""
-    if split is None or not is_tensor_split(split):
-        return split
-    x, y = split
-    return x.to(device), y.to(device)
-
-
-def fit(model: torch.nn.Module, data: Data, *, loss: Callable = F.cross_entropy,
-        optimizer: Callable = sgd, lr: float = 0.1, batch_size: int = 128, epochs: int = 15,
-        train_step: Optional[Callable] = None, scheduler: Optional[Callable] = None,
-        patience: Optional[int] = None, monitor: str = "val_acc", subset=None,
-        drop_last: bool = False, device="cpu", seed: int = 0,
-        num_classes: Optional[int] = None, diverge_factor: float = 4.0,
-        on_epoch: Optional[Callable] = None) -> History:
-    """Train `model` in place on `data.train`, validating on `data.val` after every epoch.
-
-    optimizer: (params, lr) -> Optimizer; scheduler: (optimizer, epochs) -> LR scheduler,
-    stepped once per epoch. `patience` enables early stopping on `monitor` ('val_acc' or
-    'val_loss') and restores the best weights (kept in memory). `subset` trains on an int
-    count or a fraction of the training split.
-
-    Training stops as diverged (`History.diverged`, with the reason) when the loss becomes
-    non-finite (checked every 64 steps), when an epoch's loss exceeds `diverge_factor` x chance
-    level ln(num_classes) (x the first epoch's loss when `num_classes` is not given), or, given
-    `num_classes`, when two epochs running end at or above chance after a step's loss exceeded
-    `diverge_factor` x chance (an explosion that killed the network), or after learning (the
-    loss fell below chance, then came back).
-    """
-    check_hparams(lr=lr, batch_size=batch_size, epochs=epochs)
-    device = resolve_device(device)
-    train_split = data.train
-    if subset is not None:
-        n = subset if isinstance(subset, int) else int(round(subset * split_len(train_split)))
-        train_split = take_subset(train_split, n, seed=seed)
-    check_data(Data(train=train_split, val=data.val), num_classes, where="fit", finite=False)
-    warn_batch_size(batch_size, split_len(train_split), where="fit")
-    train_split, val_split = to_device(train_split, device), to_device(data.val, device)
-    model.to(device)
-    threads_before = _use_threads(model, train_split, batch_size, loss, device, epochs)
-    opt = optimizer(model.parameters(), lr)
-    sched = scheduler(opt, epochs) if scheduler is not None else None
-    step = train_step or default_step
-    generator = torch.Generator().manual_seed(seed)
-    counted = [0]
-    hook = opt.register_step_post_hook(lambda *_: counted.__setitem__(0, counted[0] + 1))
-    hist, best, best_state, bad_epochs = History(), None, None, 0
-    for epoch in range(1, epochs + 1):
-        # --- lr in effect for this epoch
-        hist.lr.append(opt.param_groups[0]["lr"])
-        # --- forward / backward / step over the shuffled training split
-        model.train()
-        counted[0] = 0
-        t0 = time.perf_counter()
-        train_loss, train_acc, peak = _train_epoch(model, train_split, step, opt, loss, batch_size,
-                                                   generator, drop_last, device)
-        hist.seconds.append(time.perf_counter() - t0)
-        hist.steps.append(counted[0])
-        hist.train_loss.append(train_loss)
-        hist.train_acc.append(train_acc)
-        hist.peak_loss.append(peak)
-        # --- evaluate
-        if val_split is not None and math.isfinite(train_loss):
-            val_loss, val_acc = evaluate_loss_acc(model, val_split, loss, device)
-        else:
-            val_loss, val_acc = math.nan, math.nan
-        hist.val_loss.append(val_loss)
-        hist.val_acc.append(val_acc)
-        if sched is not None:
-            sched.step()
-        # --- divergence: a non-finite loss, or a loss far above where training started
-        reason = _divergence(hist.train_loss, diverge_factor, num_classes, hist.peak_loss)
-        if reason:
-            hist.diverged, hist.diverged_reason = True, reason
-            if on_epoch:
-                on_epoch(epoch, hist)
-            break
-        # --- best epoch and early stopping
-        score = _score(hist, monitor)
-        if best is None or score > best:
-            best, hist.best_epoch, bad_epochs = score, epoch, 0
-            if patience is not None:
-                best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-        if on_epoch:
-            on_epoch(epoch, hist)
-        if patience is not None and bad_epochs > patience:
-            hist.stopped_early = True
-            break
-    hook.remove()
-    torch.set_num_threads(threads_before)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return hist
-
-
-def _use_threads(model, split, batch_size, loss, device, epochs) -> int:
-    """Set torch's thread count for this run (see harness.runtime); return the previous one."""
-    before = torch.get_num_threads()
-    n = runtime.threads_for(model, split, batch_size, loss, device, samples=epochs * split_len(split))
-    if n != before:
+def _use_threads(model, split, cfg: FitConfig, loss, device) -> None:
+    """Set torch's thread count for this run (harness.runtime's one rule); fit restores it."""
+    n = runtime.threads_for(model, split, cfg.batch_size, loss, device, samples=cfg.epochs * split_len(split))
+    if n != torch.get_num_threads():
         torch.set_num_threads(n)
-    return before
 
 
-def _divergence(train_loss: list, factor: float, num_classes: Optional[int], peak_loss=()) -> str:
+def _divergence(train_loss: list, factor: float, num_classes: Optional[int] = None, peak_loss=(),
+                chance: Optional[float] = None) -> str:
+    """Why training diverged ("" if it did not); `chance` is the loss at init (default ln num_classes)."""
     last, epoch = train_loss[-1], len(train_loss)
     if not math.isfinite(last):
         return f"train loss became {last} in epoch {epoch}"
-    # explosion: far above chance (or, with no class count, far above the first epoch)
-    chance = math.log(num_classes) if num_classes else None
-    ref, what = (chance, f"chance (ln {num_classes})") if chance else (train_loss[0], "the first epoch")
+    if chance is None and num_classes:
+        chance = math.log(num_classes)
+    at_init = f"chance (ln {num_classes})" if num_classes else f"the loss at init ({chance:.4g})" if chance else ""
+    # explosion: far above chance (or, with no loss at init, far above the first epoch)
+    ref, what = (chance, at_init) if chance else (train_loss[0], "the first epoch")
     if last > factor * ref and (chance or epoch >= 2):
         return f"train loss reached {last:.4g} in epoch {epoch}, over {factor:g}x {what} ({ref:.4g})"
     # a step exploded past the threshold and the network sits at chance since: two epochs
     # ending at or above chance (dead units; a slow lr never spikes, so it is never caught here)
     spikes = [p for p in peak_loss if math.isfinite(p)]
     if chance and epoch >= 2 and spikes and max(spikes) > factor * chance and min(train_loss[-2:]) >= chance:
-        return (f"a training step's loss reached {max(spikes):.4g} (over {factor:g}x chance, {factor * chance:.4g}) "
-                f"and epochs {epoch - 1}-{epoch} ended at or above chance: {train_loss[-2]:.4g}, {last:.4g}")
+        return (f"a training step's loss reached {max(spikes):.4g} (over {factor:g}x {at_init}, {factor * chance:.4g}) "
+                f"and epochs {epoch - 1}-{epoch} ended at or above it: {train_loss[-2]:.4g}, {last:.4g}")
     # collapse: it learned (below chance), then sat at or above chance for two epochs
     if chance and epoch >= 3:
         best_before = min(train_loss[:-2])
         if min(train_loss[-2:]) >= chance and best_before < 0.99 * min(train_loss[-2:]):
-            return (f"train loss fell to {best_before:.4g}, then sat at or above chance "
-                    f"(ln {num_classes} = {chance:.4g}) in epochs {epoch - 1}-{epoch}: {train_loss[-2]:.4g}, {last:.4g}")
+            return (f"train loss fell to {best_before:.4g}, then sat at or above {at_init} = {chance:.4g} "
+                    f"in epochs {epoch - 1}-{epoch}: {train_loss[-2]:.4g}, {last:.4g}")
     return ""
 
 
@@ -320,15 +396,17 @@ def _score(hist: History, monitor: str) -> float:
     return -hist.train_loss[-1]
 
 
+# --- a recipe end to end, and evaluation ----------------------------------------------------------
+
 def train(recipe: Recipe, *, data: Optional[Data] = None, seed: int = 0, device="cpu", **overrides) -> Run:
     """Build the recipe's model (seeded) and data, and `fit` with the recipe's settings.
 
     Keyword overrides (lr, batch_size, epochs, optimizer, scheduler, patience, subset, ...)
     replace the recipe's values for this run only.
     """
-    settings = dict(loss=recipe.loss, optimizer=recipe.optimizer, lr=recipe.lr,
+    settings = dict(task=recipe.task, loss=recipe.loss, optimizer=recipe.optimizer, lr=recipe.lr,
                     batch_size=recipe.batch_size, epochs=recipe.epochs, train_step=recipe.train_step,
-                    num_classes=recipe.num_classes)
+                    forward=recipe.forward, step_scheduler=recipe.scheduler, num_classes=recipe.num_classes)
     settings.update(overrides)
     data = data if data is not None else recipe.load_data()
     torch.manual_seed(seed)
@@ -338,23 +416,64 @@ def train(recipe: Recipe, *, data: Optional[Data] = None, seed: int = 0, device=
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split, device=None, batch_size: int = EVAL_BATCH) -> dict:
-    """Accuracy, macro precision/recall/F1 (scikit-learn) and inference seconds on a split."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+def evaluate_loss_acc(model, split, loss_fn: Optional[Callable] = None, device=None, batch_size=EVAL_BATCH,
+                      task: Optional[tasks.Task] = None, forward: Optional[Callable] = None):
+    """Mean loss and the task's main metric of `model` on a split, in eval mode, read once from the device."""
+    task = task or infer_task(split)
+    loss_fn = loss_fn or task.loss
+    device = device or _model_device(model)
+    loss_sum, n = torch.zeros((), device=device), 0
+    meter = task.meter(full=False)
+    with _eval_mode(model):
+        for xb, yb, out in _outputs(model, to_device(split, device, task), batch_size, device, forward):
+            size = batch_len(yb)
+            loss_sum += loss_fn(out, yb).float() * size
+            meter.update(out, yb)
+            n += size
+    return float(loss_sum) / max(n, 1), meter.compute()[task.main_metric]
 
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
-    split = to_device(split, device)
-    was_training = model.training
-    model.eval()
-    t0 = time.perf_counter()
-    preds, targets = [], []
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split, device=None, batch_size: int = EVAL_BATCH,
+             task: Optional[tasks.Task] = None, forward: Optional[Callable] = None) -> dict:
+    """The task's metrics on a split (classification: accuracy, macro precision/recall/F1 via
+    scikit-learn) and `infer_seconds`; the task is read from the targets when not given."""
+    device = resolve_device(device) if device is not None else _model_device(model)
+    task = task or infer_task(split)
+    meter = task.meter()
+    with _eval_mode(model):
+        t0 = time.perf_counter()
+        for _, yb, out in _outputs(model, to_device(split, device, task), batch_size, device, forward):
+            meter.update(out, yb)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        infer_seconds = time.perf_counter() - t0
+        metrics = meter.compute()
+    return {**metrics, "infer_seconds": infer_seconds}
+
+
+def _outputs(model, split, batch_size, device, forward):
+    """(inputs, targets, unwrapped outputs) per batch, in order."""
+    forward = forward or DEFAULT_FORWARD
     for xb, yb in batches(split, batch_size, shuffle=False, generator=None, device=device):
-        preds.append(model(xb).argmax(1))
-        targets.append(yb)
-    pred = torch.cat(preds).cpu().numpy()  # the copy to the host waits for the device
-    infer_seconds = time.perf_counter() - t0
-    model.train(was_training)
-    true = torch.cat(targets).cpu().numpy()
-    p, r, f1, _ = precision_recall_fscore_support(true, pred, average="macro", zero_division=0)
-    return {"accuracy": float(accuracy_score(true, pred)), "precision_macro": float(p),
-            "recall_macro": float(r), "f1_macro": float(f1), "infer_seconds": infer_seconds}
+        yield xb, yb, forward(model, xb)
+
+
+def _model_device(model) -> torch.device:
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        first = next(iter(model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+class _eval_mode:
+    """Eval mode inside the block; the model's own mode restored after, however the block ends."""
+
+    def __init__(self, model):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)

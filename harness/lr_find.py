@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.fit import batches, default_step, resolve_device, to_device
-from harness.recipe import Data, sgd
+from harness.recipe import Data, plain_sgd as sgd
 
 
 @dataclass

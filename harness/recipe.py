@@ -1,47 +1,140 @@
-"""The recipe contract: what a user hands the harness, and how a `--recipe` spec is found.
+"""The recipe contract (v2): what a user hands the harness, and the helpers every consumer uses.
 
-    from harness import Recipe, Data
-    RECIPE = Recipe(model=build_model, data=load_data, num_classes=10)
+    from harness import Recipe, Data, tasks
+    RECIPE = Recipe(model=build_model, data=load_data, task=tasks.Classification(10))  # or num_classes=10
 
-`load_recipe("digits28")`, `load_recipe("path/to/file.py:NAME")` and
-`load_recipe("package.module:NAME")` all return a `Recipe`; anything else raises
-`RecipeError` with one line that says what is wrong and how to fix it.
+    model = recipe.build_model()                     # a fresh nn.Module
+    data = recipe.load_data()                        # harness.Data, validated (one line per problem)
+    opt = recipe.make_optimizer(model)               # (params, lr) or (model, lr) factories
+    sched = recipe.make_scheduler(opt, total_steps)  # None without a scheduler; stepped per optimizer step
+    outputs = recipe.forward(model, inputs)          # by the inputs' structure; outputs unwrapped
+    loss, outputs = recipe.step(model, inputs, targets, opt, sched)   # one training step
+
+Finding a recipe from a `--recipe` spec is `harness.recipes.load_recipe`. This module imports
+only the leaf modules harness.errors, harness.tasks, harness.batching and harness.schedules
+(none of which imports anything else of ours), so the contract sits at the bottom of the imports.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import inspect
 import math
-import sys
 import warnings
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
+from harness import batching, tasks
+from harness.batching import is_pair, split_len
+from harness.errors import HarnessWarning, RecipeError
+from harness.schedules import plain_sgd
 
-class RecipeError(ValueError):
-    """A recipe (or a `--recipe` spec) is unusable; the message is one line with the fix."""
-
-
-def sgd(params, lr: float) -> torch.optim.Optimizer:
-    """The recipe's default optimizer: plain SGD, no momentum (as in the seed notebook)."""
-    return torch.optim.SGD(params, lr=lr)
+__all__ = ["Data", "Recipe", "RecipeError", "HarnessWarning", "Forward", "call_model", "unwrap_outputs",
+           "default_step", "check_hparams", "check_data", "check_inputs_match_model", "warn_batch_size",
+           "is_tensor_split", "split_len", "plain_sgd"]
 
 
 @dataclass(frozen=True)
 class Data:
-    """Three splits; each is an `(inputs, targets)` tensor pair or a `torch.utils.data.Dataset`."""
+    """Three splits; each is an `(inputs, targets)` pair (tensors, numpy arrays, or nested
+    tuples/lists/dicts of them), a `torch.utils.data.Dataset` or a `DataLoader`. `val` and `test`
+    may be None."""
     train: Any
-    val: Any
+    val: Any = None
     test: Any = None
     class_names: Optional[tuple] = None
 
 
-TrainStep = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.optim.Optimizer, Callable], torch.Tensor]
+TrainStep = Callable[[torch.nn.Module, Any, Any, torch.optim.Optimizer, Callable], Any]
 
+
+# --- calling a model: inputs by structure, outputs unwrapped ----------------------------------
+
+def call_model(model, inputs):
+    """model(x) for a tensor, model(*x) for a tuple or list, model(**x) for a dict."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def unwrap_outputs(outputs):
+    """One tensor from what a model returned: a tensor, else `.logits`, else `["logits"]`, else a
+    tuple's first element; anything else is a one-line RecipeError naming `forward=`."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    logits = getattr(outputs, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(outputs, dict) and isinstance(outputs.get("logits"), torch.Tensor):
+        return outputs["logits"]
+    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
+        return outputs[0]
+    what = f"a dict with keys {sorted(map(str, outputs))}" if isinstance(outputs, dict) else f"a {type(outputs).__name__}"
+    raise RecipeError(f"the model returned {what}, not a tensor (nor .logits, ['logits'] or a tuple starting "
+                      "with a tensor); give the recipe forward=lambda model, inputs: <the logits tensor>")
+
+
+class Forward:
+    """`recipe.forward`: (model, inputs) -> one outputs tensor, through the user's `forward=` or
+    `call_model`, unwrapped. `.fn` is the user's function (None for the default)."""
+
+    def __init__(self, fn: Optional[Callable] = None):
+        self.fn = fn.fn if isinstance(fn, Forward) else fn
+        if self.fn is not None and not callable(self.fn):
+            raise RecipeError(f"Recipe.forward must be a function (model, inputs) -> outputs, got {type(fn).__name__}")
+
+    def __call__(self, model, inputs):
+        return unwrap_outputs(self.fn(model, inputs) if self.fn is not None else call_model(model, inputs))
+
+    def __eq__(self, other):
+        return isinstance(other, Forward) and other.fn == self.fn
+
+    def __hash__(self):
+        return hash(self.fn)
+
+    def __repr__(self):
+        return f"Forward({getattr(self.fn, '__qualname__', self.fn)!r})" if self.fn else "Forward(default)"
+
+
+DEFAULT_FORWARD = Forward()
+
+
+def default_step(model, inputs, targets, optimizer, loss_fn, forward: Callable = DEFAULT_FORWARD):
+    """The reference training step: zero_grad, forward, loss, backward, step. Returns (loss, outputs)."""
+    optimizer.zero_grad(set_to_none=True)
+    outputs = forward(model, inputs)
+    loss = loss_fn(outputs, targets)
+    loss.backward()
+    optimizer.step()
+    return loss, outputs
+
+
+def step_result(out):
+    """(loss, outputs or None) from what a train_step returned: a loss, or (loss, outputs)."""
+    loss, outputs = (out[0], out[1]) if isinstance(out, (tuple, list)) and len(out) == 2 else (out, None)
+    if loss is None:
+        raise RecipeError("train_step returned None; it must return the loss tensor (or (loss, outputs))")
+    if not isinstance(loss, torch.Tensor):
+        try:
+            loss = torch.tensor(float(loss))
+        except (TypeError, ValueError) as e:
+            raise RecipeError(f"train_step returned a {type(loss).__name__} as the loss; return the loss tensor "
+                              "(or (loss, outputs))") from e
+    return loss, (unwrap_outputs(outputs) if outputs is not None else None)
+
+
+def _takes_model(factory) -> bool:
+    """An optimizer factory whose first parameter is named `model` gets the model, not its parameters."""
+    try:
+        first = next(iter(inspect.signature(factory).parameters), None)
+    except (TypeError, ValueError):
+        return False
+    return first == "model"
+
+
+# --- the recipe ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Recipe:
@@ -49,8 +142,15 @@ class Recipe:
 
     model:      () -> nn.Module, a fresh, freshly initialised model per call.
     data:       () -> Data.
-    loss:       (outputs, targets) -> scalar tensor.
-    optimizer:  (params, lr) -> torch.optim.Optimizer.
+    task:       what the outputs mean (harness.tasks); `num_classes=C` is shorthand for
+                `task=tasks.Classification(C)` and stays readable as `recipe.num_classes`
+                (None for tasks without classes).
+    loss:       (outputs, targets) -> scalar tensor; None: the task's default loss.
+    optimizer:  (params, lr) -> Optimizer, or (model, lr) -> Optimizer when its first parameter
+                is named `model`.
+    scheduler:  optional (optimizer, total_steps) -> LR scheduler, stepped after every optimizer step.
+    forward:    optional (model, inputs) -> outputs; default model(x) / model(*x) / model(**x) by the
+                inputs' structure. Either way `recipe.forward(model, inputs)` unwraps the outputs.
     train_step: optional (model, inputs, targets, optimizer, loss) -> loss tensor (or
                 (loss, outputs)), replacing the harness's own zero_grad/forward/backward/step.
     suppress:   names of checks that are known not to apply to this recipe.
@@ -59,9 +159,9 @@ class Recipe:
     """
     model: Callable[[], torch.nn.Module]
     data: Callable[[], Data]
-    num_classes: int
-    loss: Callable = F.cross_entropy
-    optimizer: Callable = sgd
+    num_classes: Optional[int] = None
+    loss: Optional[Callable] = None
+    optimizer: Callable = plain_sgd
     lr: float = 0.1
     batch_size: int = 128
     epochs: int = 15
@@ -70,25 +170,57 @@ class Recipe:
     suppress: tuple = ()
     input_range: Optional[tuple] = None  # (low, high) the inputs are expected to lie in
     diverge_lr: Optional[float] = None   # the lr `pytest -m recipe` expects to diverge (default 1.0 or 10x lr)
+    task: Optional[tasks.Task] = None
+    scheduler: Optional[Callable] = None
+    forward: Optional[Callable] = None
 
     def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         if not callable(self.model):
             raise RecipeError(f"Recipe.model must be a function returning a fresh nn.Module, got {type(self.model).__name__}")
         if not callable(self.data):
             raise RecipeError(f"Recipe.data must be a function returning harness.Data, got {type(self.data).__name__}")
-        if not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise RecipeError(f"Recipe.num_classes must be an int >= 2, got {self.num_classes!r}")
+        set_("task", _resolve_task(self.task, self.num_classes))
+        set_("num_classes", getattr(self.task, "num_classes", None))
+        if self.loss is None:
+            set_("loss", self.task.loss)
+        elif not callable(self.loss):
+            raise RecipeError(f"Recipe.loss must be a function (outputs, targets) -> loss, got {type(self.loss).__name__}; "
+                              "or leave it out for the task's default")
+        for field_name in ("optimizer", "scheduler", "train_step"):
+            value = getattr(self, field_name)
+            if value is not None and not callable(value):
+                raise RecipeError(f"Recipe.{field_name} must be a function, got {type(value).__name__}")
+        set_("forward", Forward(self.forward))
+        if isinstance(self.suppress, str):
+            set_("suppress", (self.suppress,))
         check_hparams(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs, where="Recipe")
         if self.diverge_lr is not None:
             check_hparams(lr=self.diverge_lr, where="Recipe diverge_lr")
 
+    @classmethod
+    def from_lightning(cls, module_factory, data, **fields) -> "Recipe":
+        """A recipe from a LightningModule's training_step and configure_optimizers (see harness.lightning)."""
+        from harness.lightning import from_lightning  # Lightning is an optional extra
+        return from_lightning(module_factory, data, **fields)
+
     def replace(self, **changes) -> "Recipe":
+        """A copy with some fields changed; a new task or num_classes brings its own default loss."""
+        if ("task" in changes) != ("num_classes" in changes):
+            changes.setdefault("task", None)
+            changes.setdefault("num_classes", None)
+            if "loss" not in changes and self.loss == self.task.loss:
+                changes["loss"] = None
         return replace(self, **changes)
+
+    # --- helpers every consumer uses (never re-implement them) ----------------------------------
 
     def build_model(self) -> torch.nn.Module:
         """Call the model factory and make sure it gave a module."""
         try:
             model = self.model()
+        except RecipeError:
+            raise
         except Exception as e:
             raise RecipeError(f"recipe {self.name!r}: its model factory raised {type(e).__name__}: {e}") from e
         if not isinstance(model, torch.nn.Module):
@@ -113,28 +245,105 @@ class Recipe:
             raise RecipeError(f"recipe {self.name!r}: data factory returned {type(data).__name__}, "
                               "expected harness.Data(train=..., val=..., test=...)")
         if validate:
-            check_data(data, self.num_classes, where=f"recipe {self.name!r}")
+            check_data(data, self.task, where=f"recipe {self.name!r}")
             warn_batch_size(self.batch_size, split_len(data.train), where=f"recipe {self.name!r}")
         return data
 
+    def make_optimizer(self, model: torch.nn.Module, lr: Optional[float] = None) -> torch.optim.Optimizer:
+        """The recipe's optimizer for `model` at `lr` (default: the recipe's)."""
+        return make_optimizer(self.optimizer, model, self.lr if lr is None else lr, where=f"recipe {self.name!r}")
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int):
+        """The recipe's LR scheduler for a run of `total_steps` optimizer steps, or None."""
+        if self.scheduler is None:
+            return None
+        try:
+            return self.scheduler(optimizer, total_steps)
+        except RecipeError:
+            raise
+        except Exception as e:
+            raise RecipeError(f"recipe {self.name!r}: its scheduler factory raised {type(e).__name__}: {e}; "
+                              "it is called as scheduler(optimizer, total_steps)") from e
+
+    def compute_loss(self, outputs, targets) -> torch.Tensor:
+        """The recipe's loss (or the task's default), checked to be one number."""
+        return checked_loss(self.loss(outputs, targets))
+
+    def step(self, model, inputs, targets, optimizer, scheduler=None):
+        """One training step: the recipe's train_step or zero_grad/forward/loss/backward/step; the
+        scheduler (if any) steps after it. Returns (loss, outputs or None)."""
+        if self.train_step is not None:
+            loss, outputs = step_result(self.train_step(model, inputs, targets, optimizer, self.compute_loss))
+        else:
+            loss, outputs = default_step(model, inputs, targets, optimizer, self.compute_loss, self.forward)
+        if scheduler is not None:
+            scheduler.step()
+        return loss, outputs
+
+
+def _resolve_task(task, num_classes):
+    """The task from `task=` or the `num_classes=` shorthand; both must agree when both are given."""
+    if task is None:
+        if num_classes is None:
+            raise RecipeError("Recipe needs task=tasks.Classification(C) (or another harness.tasks task) "
+                              "or the shorthand num_classes=C")
+        try:
+            return tasks.Classification(num_classes)
+        except RecipeError as e:
+            raise RecipeError(f"Recipe.num_classes must be an int >= 2, got {num_classes!r}; "
+                              "for regression use task=tasks.Regression()") from e
+    if not all(callable(getattr(task, m, None)) for m in ("loss", "check_outputs", "meter", "skip_reason")):
+        raise RecipeError(f"Recipe.task must be a harness.tasks task (e.g. tasks.Classification(10)), got {task!r}")
+    own = getattr(task, "num_classes", None)
+    if num_classes is not None and own != num_classes:
+        raise RecipeError(f"Recipe: num_classes={num_classes!r} disagrees with task={task!r}; give only task=")
+    return task
+
+
+def make_optimizer(factory, model, lr, where="fit"):
+    """`factory(params, lr)` (or `factory(model, lr)`), with a model that has something to train."""
+    params = list(model.parameters())
+    if not params:
+        raise RecipeError(f"{where}: the model has no parameters, so there is nothing to train; "
+                          "check that its layers are attributes (or in nn.ModuleList), not plain lists")
+    if not any(p.requires_grad for p in params):
+        raise RecipeError(f"{where}: all {len(params)} parameter tensors of the model are frozen (requires_grad=False); "
+                          "unfreeze the ones to train")
+    try:
+        opt = factory(model, lr) if _takes_model(factory) else factory(model.parameters(), lr)
+    except RecipeError:
+        raise
+    except Exception as e:
+        raise RecipeError(f"{where}: its optimizer factory raised {type(e).__name__}: {e}; it is called as "
+                          "optimizer(params, lr), or optimizer(model, lr) when its first parameter is named model") from e
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise RecipeError(f"{where}: the optimizer factory returned {type(opt).__name__}, not a torch.optim.Optimizer")
+    return opt
+
+
+def checked_loss(loss):
+    """The loss, if it is one number; a per-sample loss (reduction='none') is a one-line RecipeError."""
+    if isinstance(loss, torch.Tensor) and loss.dim() != 0:
+        raise RecipeError(f"the loss returned a tensor of shape {tuple(loss.shape)}, not one number; "
+                          "a loss with reduction='none' needs .mean() (or reduction='mean')")
+    return loss
+
+
+# --- validation at the boundary -------------------------------------------------------------------
 
 def check_hparams(lr=None, batch_size=None, epochs=None, where="fit"):
     """Validate hyperparameters at the boundary; one line naming the parameter and the fix."""
-    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool)
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
                            or not math.isfinite(lr) or lr <= 0):
         raise RecipeError(f"{where}: lr must be a positive finite number, got {lr!r}; try lr=0.1 for plain SGD or 1e-3 for Adam")
-    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+    if batch_size is not None and (isinstance(batch_size, bool) or not hasattr(batch_size, "__index__") or batch_size < 1):
         raise RecipeError(f"{where}: batch_size must be an integer >= 1, got {batch_size!r}; try batch_size=128")
-    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+    if epochs is not None and (isinstance(epochs, bool) or not hasattr(epochs, "__index__") or epochs < 1):
         raise RecipeError(f"{where}: epochs must be an integer >= 1, got {epochs!r}; try epochs=15")
 
 
-class HarnessWarning(UserWarning):
-    """Something that works but is probably not what was meant; the message is one line."""
-
-
 def warn_batch_size(batch_size, n_train: int, where="fit", stacklevel: int = 3) -> Optional[str]:
-    """Warn, once per (where, sizes), when the batch size exceeds the training split.
+    """Warn when the batch size exceeds the training split.
 
     Training still works (every epoch is one full-batch step, as in the default batch-size
     sweep's 2048 on digits28's 1,258 samples), so this is a warning, not an error.
@@ -147,126 +356,68 @@ def warn_batch_size(batch_size, n_train: int, where="fit", stacklevel: int = 3) 
     return message
 
 
-def check_data(data: Data, num_classes: Optional[int] = None, where="data", finite: bool = True) -> None:
+def is_tensor_split(split) -> bool:
+    """A split given as an (inputs, targets) pair (rather than a Dataset or DataLoader)."""
+    return is_pair(split)
+
+
+def check_data(data: Data, task=None, where="data", finite: bool = True) -> None:
     """Raise RecipeError (one line naming the split and the fix) for data no training can use.
 
-    Tensor splits are checked in full: inputs and targets of the same length, a non-empty
-    training split, finite float inputs, integer labels in [0, num_classes). A `Dataset`
-    split is only checked for length (reading it is the loader's business). `finite=False`
+    Pair splits are checked in full: every leaf of the same length, a non-empty training split,
+    finite float inputs, targets the task accepts (`task.check_targets`; an int is taken as
+    `num_classes`). A Dataset or DataLoader split is only checked for length. `finite=False`
     skips the NaN/Inf scan (for callers that treat a NaN loss as divergence, like `fit`).
     """
-    if data.train is None or split_len(data.train) == 0:
-        raise RecipeError(f"{where}: the train split is empty; return Data(train=(x, y), ...) with at least one sample")
+    if isinstance(task, int) or hasattr(task, "__index__"):
+        task = tasks.Classification(task)
+    if data.train is None:
+        raise RecipeError(f"{where}: the train split is None; return Data(train=(x, y), ...)")
     for name in ("train", "val", "test"):
         split = getattr(data, name)
         if split is None:
             continue
-        if not is_tensor_split(split):
-            if len(split) == 0 and name == "val":
-                raise RecipeError(f"{where}: the val split is empty; give it samples or pass val=None")
+        if not is_pair(split):
+            if not hasattr(split, "__len__") or isinstance(split, (str, bytes, torch.Tensor)):
+                raise RecipeError(f"{where}: the {name} split is a {type(split).__name__}; give (inputs, targets), "
+                                  "a Dataset or a DataLoader")
+            if isinstance(split, (tuple, list)):
+                raise RecipeError(f"{where}: the {name} split is a {type(split).__name__} of {len(split)} items; give "
+                                  "(inputs, targets) with tensors or numpy arrays on each side")
+            if split_len(split) == 0:
+                raise RecipeError(f"{where}: the {name} split is empty; give it samples"
+                                  + (" or pass val=None" if name == "val" else ""))
             continue
-        x, y = split
-        if len(x) != len(y):
-            raise RecipeError(f"{where}: {name} has {len(x)} inputs but {len(y)} targets; "
-                              "slice inputs and targets with the same indices")
-        if len(y) == 0:
-            if name == "val":
-                raise RecipeError(f"{where}: the val split is empty; give it samples or pass val=None")
-            continue
-        if finite and (x.is_floating_point() or x.is_complex()):
-            bad = int((~torch.isfinite(x)).sum())
-            if bad:
-                raise RecipeError(f"{where}: {name} inputs hold {bad} NaN/Inf values; drop or impute those "
-                                  "samples (pytest -m sanity, check inputs_finite, shows where)")
-        if num_classes and not y.is_floating_point() and y.dtype != torch.bool:
-            lo, hi = int(y.min()), int(y.max())
-            if lo < 0 or hi >= num_classes:
-                raise RecipeError(f"{where}: {name} labels run from {lo} to {hi}, outside [0, {num_classes}); "
-                                  f"labels numbered from 1 need -1, or num_classes={num_classes} is wrong")
+        x, y = batching.tensors(split[0]), batching.tensors(split[1])
+        sizes = batching.lengths(x) + batching.lengths(y)
+        if len(set(sizes)) > 1:
+            raise RecipeError(f"{where}: {name} has {batching.batch_len(x)} inputs but {batching.batch_len(y)} targets "
+                              f"(first dimensions {sizes}); slice inputs and targets with the same indices")
+        if sizes[0] == 0:
+            raise RecipeError(f"{where}: the {name} split is empty; give it samples"
+                              + (" or pass val=None" if name == "val" else ""))
+        if finite:
+            for leaf in batching.leaves(x):
+                if leaf.is_floating_point() or leaf.is_complex():
+                    bad = int((~torch.isfinite(leaf)).sum())
+                    if bad:
+                        raise RecipeError(f"{where}: {name} inputs hold {bad} NaN/Inf values; drop or impute those "
+                                          "samples (pytest -m sanity, check inputs_finite, shows where)")
+        if task is not None and isinstance(y, torch.Tensor):
+            problem = task.check_targets(y)
+            if problem:
+                raise RecipeError(f"{where}: {name} {problem}")
 
 
-def is_tensor_split(split) -> bool:
-    """A split given as an (inputs, targets) tensor pair (rather than a Dataset)."""
-    return isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)
-
-
-def split_len(split) -> int:
-    return len(split[0]) if is_tensor_split(split) else len(split)
-
-
-# --- finding a recipe from a --recipe spec -----------------------------------------------------
-
-def load_recipe(spec: Optional[str]) -> Recipe:
-    """Resolve a `--recipe` spec: a built-in name, `file.py[:NAME]` or `package.module[:NAME]`.
-
-    NAME defaults to `RECIPE`. The object found may be a Recipe or a zero-argument function
-    returning one.
-    """
-    from harness import recipes  # built-ins; imported here to keep this module light
-
-    if spec is None or spec == "":
-        spec = recipes.DEFAULT
-    if spec in recipes.BUILTINS:
-        return recipes.BUILTINS[spec]()
-    target, _, attr = spec.partition(":")
-    attr = attr or "RECIPE"
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        module = _import_file(target, spec)
-    elif ":" in spec or "." in target:
-        module = _import_module(target, spec)
-    else:
-        known = ", ".join(sorted(recipes.BUILTINS))
-        raise RecipeError(f"--recipe {spec!r}: no built-in recipe of that name (built-ins: {known}); "
-                          "for your own recipe use path/to/file.py:NAME or package.module:NAME")
-    if not hasattr(module, attr):
-        found = [n for n, v in vars(module).items() if isinstance(v, Recipe)]
-        hint = f" (Recipe objects there: {', '.join(found)})" if found else ""
-        raise RecipeError(f"--recipe {spec!r}: {target} has no attribute {attr!r}{hint}")
-    obj = getattr(module, attr)
-    if not isinstance(obj, Recipe) and callable(obj) and not isinstance(obj, type):
-        try:
-            obj = obj()
-        except RecipeError:
-            raise
-        except Exception as e:
-            raise RecipeError(f"--recipe {spec!r}: calling {attr}() raised {type(e).__name__}: {e}") from e
-    if not isinstance(obj, Recipe):
-        raise RecipeError(f"--recipe {spec!r}: {attr} is a {type(obj).__name__}, not a harness.Recipe; "
-                          f"define {attr} = Recipe(model=..., data=..., num_classes=...)")
-    if obj.name == "recipe":
-        obj = obj.replace(name=spec)
-    return obj
-
-
-def _import_file(target: str, spec: str):
-    path = Path(target).expanduser()
-    if not path.is_file():
-        raise RecipeError(f"--recipe {spec!r}: no such file {str(path)!r} (relative paths start at {Path.cwd()})")
-    name = f"_harness_recipe_{abs(hash(str(path.resolve())))}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module  # dataclasses and pickling look modules up here
-    try:
-        module_spec.loader.exec_module(module)
-    except SyntaxError as e:
-        del sys.modules[name]
-        raise RecipeError(f"--recipe {spec!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from e
-    except RecipeError as e:
-        del sys.modules[name]
-        raise RecipeError(f"--recipe {spec!r}: {e}") from e
-    except Exception as e:
-        del sys.modules[name]
-        raise RecipeError(f"--recipe {spec!r}: importing {path} raised {type(e).__name__}: {e}") from e
-    return module
-
-
-def _import_module(target: str, spec: str):
-    try:
-        return importlib.import_module(target)
-    except ModuleNotFoundError as e:
-        raise RecipeError(f"--recipe {spec!r}: no module named {e.name!r}; is it installed or on PYTHONPATH? "
-                          "(a file path needs the .py ending)") from e
-    except SyntaxError as e:
-        raise RecipeError(f"--recipe {spec!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from e
-    except Exception as e:
-        raise RecipeError(f"--recipe {spec!r}: importing {target} raised {type(e).__name__}: {e}") from e
+def check_inputs_match_model(model: torch.nn.Module, split, where="fit") -> None:
+    """Float inputs of another precision than the model's parameters (numpy's float64) are one line."""
+    if not is_pair(split):
+        return
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is None:
+        return
+    for leaf in batching.leaves(split[0]):
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and leaf.dtype != dtype:
+            got, want = str(leaf.dtype).replace("torch.", ""), str(dtype).replace("torch.", "")
+            raise RecipeError(f"{where}: the inputs are {got} but the model's parameters are {want}; convert the "
+                              f"inputs (x.to(torch.{want}), or x.astype('{want}') in numpy, whose default is float64)")

@@ -212,7 +212,8 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"--suites: unknown suite {unknown[0]!r}; choose from {', '.join(SUITES)}")
     recipes = args.recipes or default_recipes()
-    from harness.recipe import RecipeError, load_recipe
+    from harness.recipe import RecipeError
+    from harness.recipes import load_recipe
     try:
         for spec in recipes:  # a typo fails here in one line, not 2 x seeds times in subprocesses
             load_recipe(spec)

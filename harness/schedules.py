@@ -3,14 +3,21 @@
     from harness.schedules import sgd, adam, step_lr, cosine, warmup
     fit(model, data, optimizer=sgd(momentum=0.9, weight_decay=5e-4), scheduler=step_lr(20, 0.1))
 
-Optimizer factories are (params, lr) -> Optimizer; schedule factories are
-(optimizer, epochs) -> scheduler, stepped once per epoch.
+Optimizer factories are (params, lr) -> Optimizer: `plain_sgd` is one (the recipes' default),
+`sgd(...)` and `adam(...)` build one. The schedule factories here are (optimizer, epochs) ->
+scheduler, stepped once per epoch by `fit(scheduler=...)` and `--scheduler`; a Recipe's own
+`scheduler=` is (optimizer, total_steps), stepped after every optimizer step.
 """
 from __future__ import annotations
 
 import torch
 
-from harness.recipe import RecipeError
+from harness.errors import RecipeError
+
+
+def plain_sgd(params, lr: float) -> torch.optim.Optimizer:
+    """The recipes' default optimizer: torch.optim.SGD without momentum (as in the seed notebook)."""
+    return torch.optim.SGD(params, lr=lr)
 
 
 def sgd(momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
@@ -56,14 +63,24 @@ def parse_scheduler(text):
     """'step:20:0.1', 'cosine', 'warmup:3' or None -> a schedule factory; used by the CLI."""
     if not text or text == "none":
         return None
-    kind, *args = text.split(":")
+    kind, *args = str(text).split(":")
     try:
         if kind == "step":
-            return step_lr(int(args[0]), float(args[1]) if len(args) > 1 else 0.1)
+            step_size = int(args[0])
+            gamma = float(args[1]) if len(args) > 1 else 0.1
+            if step_size < 1 or not gamma > 0 or gamma != gamma or gamma == float("inf"):
+                raise ValueError("STEP must be an integer >= 1 and GAMMA a positive finite number")
+            return step_lr(step_size, gamma)
         if kind == "cosine":
-            return cosine(float(args[0]) if args else 0.0)
+            min_lr = float(args[0]) if args else 0.0
+            if not 0.0 <= min_lr < float("inf"):
+                raise ValueError("MIN_LR must be a finite number >= 0")
+            return cosine(min_lr)
         if kind == "warmup":
-            return warmup(int(args[0]) if args else 5)
+            epochs = int(args[0]) if args else 5
+            if epochs < 1:
+                raise ValueError("EPOCHS must be an integer >= 1")
+            return warmup(epochs)
     except (ValueError, IndexError) as e:
         raise RecipeError(f"--scheduler {text!r}: bad arguments ({e}); e.g. step:20:0.1, cosine, warmup:3") from e
     raise RecipeError(f"--scheduler {text!r}: unknown; use step:STEP[:GAMMA], cosine[:MIN_LR] or warmup:EPOCHS")

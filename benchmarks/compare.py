@@ -1,11 +1,17 @@
 """Seconds per epoch of the harness's fit loop against the loops people write, per batch size.
 
-    .venv/bin/python benchmarks/compare.py                      # 54,000 samples, batch 8..2048, 2 rounds
+    .venv/bin/python benchmarks/compare.py                      # the MLP: 54,000 samples, batch 8..2048, 2 rounds
     .venv/bin/python benchmarks/compare.py --batch-sizes 128 --samples 10000 --rounds 1
+    .venv/bin/python benchmarks/compare.py --model cnn          # a small ResNet-style CNN on 3x32x32
+    .venv/bin/python benchmarks/compare.py --model transformer  # a small transformer encoder on token ids
 
-The seed notebook's MLP (784-256-128-10, plain SGD lr 0.01) on FashionMNIST-shaped synthetic
-data, one epoch each, all in one process and interleaved round by round (so a burst of load
-from elsewhere hits every loop alike); the table keeps each loop's fastest round:
+`--model mlp` (the default) is the seed notebook's MLP (784-256-128-10) on FashionMNIST-shaped
+synthetic data; `--model cnn` is a small ResNet-style CNN (two residual stages, BatchNorm) on
+CIFAR-shaped data; `--model transformer` is a 2-layer transformer encoder (d=64, 4 heads) over
+32 token ids with a mean-pooled classifier. Plain SGD lr 0.01 everywhere, one epoch each, all in
+one process and interleaved round by round (so a burst of load from elsewhere hits every loop
+alike); the table keeps each loop's fastest round, and `harness / plain` is the fit loop's
+overhead over a bare loop (the target: at most 1.05):
 
 - harness: `harness.fit` (tensors sliced on the device, loss/accuracy read once an epoch,
   its thread count chosen by measurement, capped at --threads); the training pass only.
@@ -40,6 +46,74 @@ from harness.recipe import Data
 LR = 0.01
 
 
+# --- the models (a builder per model, plain functions) -------------------------------------------
+
+class Residual(torch.nn.Module):
+    """conv-BN-ReLU-conv-BN plus the input (1x1 conv when the shape changes), then ReLU."""
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                                  nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.skip = (nn.Identity() if stride == 1 and c_in == c_out else
+                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+def small_resnet(num_classes: int = 10) -> torch.nn.Module:
+    """A small ResNet-style CNN for 3x32x32: stem 16, stages 16/32/64 (stride 1/2/2), pooled, linear."""
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                         Residual(16, 16, 1), Residual(16, 32, 2), Residual(32, 64, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+
+
+class TokenEncoder(torch.nn.Module):
+    """Token ids (N, T) -> class logits (N, C): embedding + positions, transformer encoder, mean pool."""
+    def __init__(self, vocab: int = 1000, length: int = 32, d_model: int = 64, heads: int = 4, layers: int = 2,
+                 num_classes: int = 10):
+        super().__init__()
+        nn = torch.nn
+        self.embed = nn.Embedding(vocab, d_model)
+        self.position = nn.Parameter(torch.randn(length, d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=4 * d_model, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, tokens):
+        return self.head(self.encoder(self.embed(tokens) + self.position).mean(1))
+
+
+def token_data(n: int, vocab: int = 1000, length: int = 32, num_classes: int = 10, seed: int = 0):
+    """Random token sequences; the label is a function of the tokens (their sum mod C)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (n, length), generator=g)
+    return x, x.sum(1) % num_classes
+
+
+MODELS = {  # name -> (model builder, data builder (n) -> (x, y), default samples, default batch sizes)
+    "mlp": (fashion_mlp, lambda n: synthetic(n_train=n, n_val=0, n_test=0, shape=(1, 28, 28)).train,
+            54_000, "8,32,128,512,2048"),
+    "cnn": (small_resnet, lambda n: synthetic(n_train=n, n_val=0, n_test=0, shape=(3, 32, 32)).train,
+            8_192, "16,64,256"),
+    "transformer": (TokenEncoder, token_data, 16_384, "16,64,256"),
+}
+build_model = fashion_mlp  # the model every loop trains; main() sets it from --model
+
+
+def train_flops_per_sample(model, x) -> float:
+    """3 x the forward FLOPs per sample (matmuls and convolutions), counted in train mode on two
+    samples: eval mode would send the transformer down its fused fast path, which is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = model.cpu().train()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        probe(x[:2].cpu())
+    return 3.0 * counter.get_total_flops() / 2
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -47,13 +121,13 @@ def sync(device):
 
 def harness_epoch(x, y, bs, device):
     torch.manual_seed(0)
-    hist = fit(fashion_mlp(), Data(train=(x, y), val=None), lr=LR, batch_size=bs, epochs=1, device=device)
+    hist = fit(build_model(), Data(train=(x, y), val=None), lr=LR, batch_size=bs, epochs=1, device=device)
     return hist.seconds[0]
 
 
 def plain_epoch(x, y, bs, device):
     torch.manual_seed(0)
-    model = fashion_mlp().to(device)
+    model = build_model().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     sync(device)
     t0 = time.perf_counter()
@@ -68,9 +142,9 @@ def plain_epoch(x, y, bs, device):
 
 
 class PerSample(torch.utils.data.Dataset):
-    """The blog's Dataset: tensors held whole, one sample per __getitem__."""
+    """The blog's Dataset: tensors held whole, one sample per __getitem__ (flattened for the MLP)."""
     def __init__(self, x, y):
-        self.x, self.y = x.view(len(x), -1), y
+        self.x, self.y = (x.view(len(x), -1) if build_model is fashion_mlp else x), y
 
     def __len__(self):
         return len(self.x)
@@ -83,7 +157,7 @@ def blog_epoch(x, y, bs, device):
     from sklearn.metrics import accuracy_score
 
     torch.manual_seed(0)
-    model = fashion_mlp().to(device)
+    model = build_model().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     loader = torch.utils.data.DataLoader(PerSample(x, y), batch_size=bs, shuffle=True)
     criterion = torch.nn.CrossEntropyLoss()
@@ -116,7 +190,7 @@ def lightning_epoch(x, y, bs, device):
     class Module(L.LightningModule):
         def __init__(self):
             super().__init__()
-            self.model = fashion_mlp()
+            self.model = build_model()
 
         def training_step(self, batch, _):
             xb, yb = batch
@@ -178,14 +252,21 @@ def available(name: str) -> str:
 
 
 def main(argv=None) -> int:
+    global build_model
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch-sizes", default="8,32,128,512,2048")
-    p.add_argument("--samples", type=int, default=54_000)
+    p.add_argument("--model", choices=sorted(MODELS), default="mlp")
+    p.add_argument("--batch-sizes", default=None, help="comma-separated (default: per model)")
+    p.add_argument("--samples", type=int, default=None, help="training samples (default: per model)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the fastest is kept")
     p.add_argument("--threads", type=int, default=runtime.cores())
     p.add_argument("--loops", default=",".join(LOOPS))
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
+    build_model, make_data, samples, batch_sizes = MODELS[args.model]
+    args.samples = args.samples or samples
+    args.batch_sizes = args.batch_sizes or batch_sizes
+    if args.model != "mlp" and "keras" in args.loops:
+        args.loops = ",".join(n for n in args.loops.split(",") if n != "keras")  # the notebook's Keras model is the MLP
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(args.threads))
     device = torch.device(args.device)
@@ -197,11 +278,11 @@ def main(argv=None) -> int:
             print(note, file=sys.stderr)
         else:
             loops.append(name)
-    data = synthetic(n_train=args.samples, n_val=0, n_test=0, shape=(1, 28, 28))
-    x, y = data.train[0].to(device), data.train[1].to(device)
-    flops = runtime.train_flops_per_sample(fashion_mlp(), x) * len(y)
+    x, y = make_data(args.samples)
+    x, y = x.to(device), y.to(device)
+    flops = train_flops_per_sample(build_model(), x) * len(y)
     rate = runtime.matmul_flops_per_s(args.threads)
-    print(f"{len(y)} samples, {flops / 1e9:.1f} GFLOP an epoch, matmul {rate / 1e9:.0f} GFLOP/s on "
+    print(f"model {args.model}: {len(y)} samples, {flops / 1e9:.1f} GFLOP an epoch, matmul {rate / 1e9:.0f} GFLOP/s on "
           f"{args.threads} thread(s): bound {flops / rate:.3f} s/epoch; torch {torch.__version__}", flush=True)
     best = {}
     for r in range(args.rounds):
@@ -216,12 +297,13 @@ def main(argv=None) -> int:
     bound = flops / rate
     print(f"\nseconds per epoch (x FLOP bound of {bound:.3f} s at {rate / 1e9:.0f} GFLOP/s, "
           f"{args.threads} thread(s); fastest of {args.rounds} interleaved rounds)\n")
-    print("| batch | " + " | ".join(loops) + " | blog / harness |")
-    print("|---:|" + "---:|" * (len(loops) + 1))
+    print("| batch | " + " | ".join(loops) + " | harness / plain | blog / harness |")
+    print("|---:|" + "---:|" * (len(loops) + 2))
     for bs in sizes:
         cells = [f"{best[n, bs]:.2f} (x{best[n, bs] / bound:.1f})" for n in loops]
+        overhead = f"{best['harness', bs] / best['plain', bs]:.3f}" if {"plain", "harness"} <= set(loops) else "-"
         ratio = f"{best['blog', bs] / best['harness', bs]:.2f}" if {"blog", "harness"} <= set(loops) else "-"
-        print(f"| {bs} | " + " | ".join(cells) + f" | {ratio} |")
+        print(f"| {bs} | " + " | ".join(cells) + f" | {overhead} | {ratio} |")
     return 0
 
 

@@ -244,10 +244,11 @@ def _prepare(model, data: Data, cfg: FitConfig, device):
     if cfg.subset is not None and train_split is not None:
         n = cfg.subset if isinstance(cfg.subset, int) else int(round(cfg.subset * split_len(train_split)))
         train_split = take_subset(train_split, n, seed=cfg.seed)
-    task = _task_of(cfg)
+    if train_split is None:
+        raise RecipeError("fit: data.train is None; give Data(train=(inputs, targets), ...)")
+    task = _task_of(cfg) or infer_task(train_split, data.val)
     check_data(Data(train=train_split, val=data.val), task, where="fit", finite=False)
     warn_batch_size(cfg.batch_size, split_len(train_split), where="fit", stacklevel=4)
-    task = task or infer_task(train_split)
     step = Recipe(model=lambda: model, data=lambda: data, task=task, loss=cfg.loss, optimizer=cfg.optimizer,
                   lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, train_step=cfg.train_step,
                   forward=cfg.forward, scheduler=cfg.step_scheduler, name="fit")
@@ -256,19 +257,21 @@ def _prepare(model, data: Data, cfg: FitConfig, device):
     return step, to_device(train_split, device, task), to_device(data.val, device, task)
 
 
-def infer_task(split) -> tasks.Task:
-    """The task a split's targets imply, for `fit`/`evaluate` called without one: integer labels
-    are classification (classes = largest label + 1), (N, C) floats class probabilities."""
-    _, y = as_pair(split, limit=None if is_pair(split) else 4096)
-    if not isinstance(y, torch.Tensor):
-        raise RecipeError("fit: targets that are not one tensor need an explicit task=; e.g. task=tasks.Regression()")
-    if y.is_floating_point() and y.dim() == 2 and y.shape[1] >= 2:
-        return tasks.Classification(y.shape[1])
-    if y.is_floating_point():
-        return tasks.Regression(1 if y.dim() == 1 else y.shape[1])
-    if y.dim() >= 2:
-        return tasks.Dense(max(2, int(y.max()) + 1 if len(y) else 2))
-    return tasks.Classification(max(2, int(y.max()) + 1 if len(y) else 2))
+def infer_task(*splits) -> tasks.Task:
+    """The task for `fit`/`evaluate` called without one: classification, as in contract v1, with
+    as many classes as the largest label + 1 (or the width of (N, C) targets) in the splits given."""
+    widths = [2]
+    for split in splits:
+        if split is None:
+            continue
+        _, y = as_pair(split, limit=None if is_pair(split) else 4096)
+        if not isinstance(y, torch.Tensor):
+            raise RecipeError("fit: targets that are not one tensor need an explicit task= (harness.tasks)")
+        if y.dim() == 2 and y.shape[1] > 1:
+            widths.append(y.shape[1])
+        elif len(y) and not y.is_floating_point() and y.dtype != torch.bool:
+            widths.append(int(y.max()) + 1)
+    return tasks.Classification(max(widths))
 
 
 def _steps_per_epoch(split, cfg: FitConfig) -> int:

@@ -16,6 +16,7 @@ only the leaf modules harness.errors, harness.tasks, harness.batching and harnes
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 import warnings
@@ -125,6 +126,13 @@ def step_result(out):
     return loss, (unwrap_outputs(outputs) if outputs is not None else None)
 
 
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _takes_model(factory) -> bool:
     """An optimizer factory whose first parameter is named `model` gets the model, not its parameters."""
     try:
@@ -204,6 +212,11 @@ class Recipe:
         from harness.lightning import from_lightning  # Lightning is an optional extra
         return from_lightning(module_factory, data, **fields)
 
+    @classmethod
+    def from_lightning(cls, module_factory: Callable, data: Callable, **fields) -> "Recipe":
+        """A recipe from a LightningModule factory: its training_step and configure_optimizers (harness.lightning)."""
+        return importlib.import_module("harness.lightning").from_lightning(module_factory, data, **fields)
+
     def replace(self, **changes) -> "Recipe":
         """A copy with some fields changed; a new task or num_classes brings its own default loss."""
         if ("task" in changes) != ("num_classes" in changes):
@@ -258,6 +271,8 @@ class Recipe:
         if self.scheduler is None:
             return None
         try:
+            if _accepts(self.scheduler, "epochs"):  # e.g. a Lightning schedule with interval "epoch"
+                return self.scheduler(optimizer, total_steps, epochs=self.epochs)
             return self.scheduler(optimizer, total_steps)
         except RecipeError:
             raise

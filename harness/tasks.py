@@ -37,7 +37,7 @@ def count(value, what: str, minimum: int = 1) -> int:
 
 
 def shape(t) -> str:
-    return "(" + ", ".join(str(s) for s in t.shape) + ")" if isinstance(t, torch.Tensor) else type(t).__name__
+    return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
 class Meter:
@@ -123,7 +123,9 @@ def _batch_mismatch(outputs, targets) -> Optional[str]:
     if outputs.dim() == 0 or targets.dim() == 0:
         return f"outputs {shape(outputs)} and targets {shape(targets)} need a batch dimension first"
     if len(outputs) != len(targets):
-        return (f"outputs hold {len(outputs)} samples but targets {len(targets)}; the model must keep the "
+        swapped = outputs.dim() >= 2 and targets.dim() >= 2 and outputs.shape[:2] == targets.shape[:2][::-1]
+        why = (" (the outputs look time-major (T, N, ...); use batch_first=True or permute)" if swapped else "")
+        return (f"outputs hold {len(outputs)} samples but targets {len(targets)}{why}; the model must keep the "
                 "batch dimension first (N, ...)")
     return None
 

@@ -1,7 +1,8 @@
 """`--recipe` resolution: built-ins, files, modules, and one clear usage line for every mistake."""
 import pytest
 
-from harness import Recipe, RecipeError, load_recipe
+from harness import Recipe, RecipeError
+from harness.recipes import load_recipe
 
 HEALTHY = """
 from harness import Recipe

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from harness.fit import default_step
+from harness.batching import as_pair, is_pair, lengths, split_len, take, tensors
+from harness.recipe import default_step
 
 BUDGET_STEPS = 150  # the whole suite's budget, in training steps of the recipe's own model
 
@@ -301,14 +303,19 @@ def sample_indices(n: int, k: int, seed: int) -> torch.Tensor:
 
 
 def rows(split, index: torch.Tensor):
-    """The rows `index` of a split, as (inputs, targets): tensor trees are indexed, a Dataset is
-    read item by item and collated, so the cost is that of the rows, not of the split."""
-    if isinstance(split, (tuple, list)) and len(split) == 2 and not isinstance(split, torch.utils.data.Dataset):
-        return tuple(torch.utils._pytree.tree_map(lambda t: t[index] if isinstance(t, torch.Tensor) else t, part)
-                     for part in split)
-    items = [split[i] for i in index.tolist()]
-    try:
-        x, y = torch.utils.data.default_collate(items)
-    except (TypeError, RuntimeError):  # items torch cannot collate as they are (arrays of objects, ...)
-        x, y = torch.stack([torch.as_tensor(item[0]) for item in items]), [item[1] for item in items]
-    return x, torch.as_tensor(y)
+    """The rows `index` of a split of any kind, as (inputs, targets): a pair's leaves are indexed, a
+    Dataset (or a DataLoader's) is read item by item and collated, so the cost is that of the rows."""
+    if is_pair(split):
+        return take(tensors(split[0]), index), take(tensors(split[1]), index)
+    if isinstance(split, torch.utils.data.DataLoader):
+        return as_pair(torch.utils.data.DataLoader(Subset(split.dataset, index.tolist()), collate_fn=split.collate_fn))
+    return as_pair(Subset(split, index.tolist()))
+
+
+def usable(split) -> bool:
+    """A split a batch can be drawn from: non-empty, and (for a pair) every leaf of one length."""
+    if split is None:
+        return False
+    if is_pair(split) and len(set(lengths(split))) > 1:
+        return False
+    return split_len(split) > 0

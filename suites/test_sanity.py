@@ -16,7 +16,7 @@ from harness.checks import data as data_checks
 from harness.checks import model as model_checks
 from harness.checks.overfit import check_overfit
 from harness.checks.step import check_train_step
-from harness.data import is_tensor_split, split_len
+from harness.batching import split_len, take, to_device
 from harness.recipe import RecipeError
 from harness.suites import budget
 
@@ -31,11 +31,10 @@ def sample(recipe, recipe_data, device, harness_settings):
     """max(2 x 64, batch size) training rows drawn from the whole split, on the device; None when
     the split cannot give a batch. Only those rows are read, so the cost does not grow with the split."""
     train = recipe_data.train
-    if train is None or is_tensor_split(train) and len(train[0]) != len(train[1]) or split_len(train) == 0:
+    if not budget.usable(train):
         return None
     index = budget.sample_indices(split_len(train), max(2 * BATCH, recipe.batch_size), harness_settings["seed"])
-    x, y = budget.rows(train, index)
-    return x.to(device), y.to(device)
+    return to_device(budget.rows(train, index), device)
 
 
 @pytest.fixture
@@ -45,8 +44,12 @@ def batches(sample):
     if sample is None:
         pytest.fail("no batch to test the model with: the train split is empty or its inputs and targets "
                     "differ in length; fix the data first (see test_split_shapes)", pytrace=False)
-    x, y = sample
-    return (x[:BATCH].clone(), y[:BATCH].clone()), (x[BATCH:2 * BATCH].clone(), y[BATCH:2 * BATCH].clone())
+    first, second = slice(0, BATCH), slice(BATCH, 2 * BATCH)
+    return tuple(tuple(_copy(take(side, rows)) for side in sample) for rows in (first, second))
+
+
+def _copy(tree):
+    return torch.utils._pytree.tree_map(lambda t: t.clone(), tree)
 
 
 @pytest.fixture
@@ -88,9 +91,9 @@ def step_seconds(recipe, session_model, sample, device):
     session (None when there is no model or batch to time). The expensive checks size from it."""
     if isinstance(session_model, str) or sample is None:
         return None
-    x, y = sample
+    x, y = (take(side, slice(0, recipe.batch_size)) for side in sample)
     try:
-        return budget.time_step(recipe, session_model[0], (x[:recipe.batch_size], y[:recipe.batch_size]), device)
+        return budget.time_step(recipe, session_model[0], (x, y), device)
     except Exception:  # a step that cannot run is reported by the checks, one failure each
         return None
 

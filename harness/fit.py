@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import torch
 
-from harness import runtime, tasks
+from harness import parse, runtime, tasks
 from harness.batching import as_pair, batch_len, batches, is_pair, split_len, subset as take_subset
 from harness.batching import to_device as tree_to_device
 from harness.recipe import (DEFAULT_FORWARD, Data, Recipe, RecipeError, check_data, check_hparams, check_inputs_match_model,
@@ -125,20 +125,8 @@ class FitConfig:
 
 
 def resolve_device(device, flag: str = "--device") -> torch.device:
-    """'auto' -> cuda when available, else cpu; a device this machine lacks is a RecipeError naming `flag`."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise RecipeError(f"{flag} {device!r}: not a device; use cpu, cuda or auto") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RecipeError(f"{flag} {device!r}: CUDA is not available on this machine; use cpu or auto")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise RecipeError(f"{flag} {device!r}: MPS (Apple GPU) is not available on this machine; use cpu or auto")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise RecipeError(f"{flag} {device!r}: training on {dev.type} is not supported; use cpu, cuda or auto")
-    return dev
+    """'auto' -> cuda when available, else cpu; a device this machine lacks is one line naming `flag`."""
+    return parse.device(device, flag)
 
 
 def to_device(split, device, task: Optional[tasks.Task] = None):

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 import torch
 
-from harness import batching, tasks
+from harness import batching, parse, tasks
 from harness.batching import is_pair, split_len
 from harness.errors import HarnessWarning, RecipeError
 from harness.schedules import plain_sgd
@@ -347,14 +346,13 @@ def checked_loss(loss):
 # --- validation at the boundary -------------------------------------------------------------------
 
 def check_hparams(lr=None, batch_size=None, epochs=None, where="fit"):
-    """Validate hyperparameters at the boundary; one line naming the parameter and the fix."""
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
-                           or not math.isfinite(lr) or lr <= 0):
-        raise RecipeError(f"{where}: lr must be a positive finite number, got {lr!r}; try lr=0.1 for plain SGD or 1e-3 for Adam")
-    if batch_size is not None and (isinstance(batch_size, bool) or not hasattr(batch_size, "__index__") or batch_size < 1):
-        raise RecipeError(f"{where}: batch_size must be an integer >= 1, got {batch_size!r}; try batch_size=128")
-    if epochs is not None and (isinstance(epochs, bool) or not hasattr(epochs, "__index__") or epochs < 1):
-        raise RecipeError(f"{where}: epochs must be an integer >= 1, got {epochs!r}; try epochs=15")
+    """Validate hyperparameters at the boundary (harness.parse); one line naming the parameter and the fix."""
+    if lr is not None:
+        parse.positive_number(lr, f"{where}: lr", "try lr=0.1 for plain SGD or 1e-3 for Adam")
+    if batch_size is not None:
+        parse.integer(batch_size, f"{where}: batch_size", 1, "try batch_size=128")
+    if epochs is not None:
+        parse.integer(epochs, f"{where}: epochs", 1, "try epochs=15")
 
 
 def warn_batch_size(batch_size, n_train: int, where="fit", stacklevel: int = 3) -> Optional[str]:

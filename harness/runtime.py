@@ -27,6 +27,8 @@ from typing import Optional
 
 import torch
 
+from harness import parse
+
 MEASURE_MIN_SAMPLES = 20_000  # samples per run below which measuring would cost more than it saves
 MEASURE_TTL = 60.0            # seconds a measurement is trusted: the load from other processes moves
 _override: Optional[int] = None
@@ -41,10 +43,15 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_worker(workers: int) -> int:
+    """The one thread-cap rule: the cores this process may use, shared evenly by `workers`
+    processes (pytest-xdist workers, sweep worker processes), at least 1 each."""
+    return max(1, cores() // max(1, int(workers)))
+
+
 def thread_cap() -> int:
-    """cores // pytest-xdist workers (at least 1); the most threads a run should use."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
-    return max(1, cores() // max(1, workers))
+    """threads_per_worker(pytest-xdist workers): the most threads a run in this process should use."""
+    return threads_per_worker(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
 
 
 def set_threads_override(n) -> None:
@@ -54,14 +61,10 @@ def set_threads_override(n) -> None:
 
 
 def parse_threads(value) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1:
-        raise ValueError(f"HARNESS_THREADS / threads must be an integer >= 1 or 'auto', got {value!r}; "
-                         "e.g. HARNESS_THREADS=1")
-    return n
+    """A thread count from HARNESS_THREADS / --threads (a string or an int), via harness.parse."""
+    text = value.strip() if isinstance(value, str) else value
+    number = int(text) if isinstance(text, str) and text.lstrip("-").isdigit() else text
+    return parse.integer(number, "HARNESS_THREADS / threads", 1, "give an integer >= 1 or 'auto', e.g. HARNESS_THREADS=1")
 
 
 def override():

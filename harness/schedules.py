@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from harness import parse
 from harness.errors import RecipeError
 
 
@@ -52,11 +53,8 @@ def warmup(epochs: int, start_factor: float = 0.1):
 
 def parse_optimizer(name: str, momentum: float = 0.0, weight_decay: float = 0.0):
     """'sgd' or 'adam' -> a factory; used by the CLI."""
-    if name == "sgd":
-        return sgd(momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return adam(weight_decay=weight_decay)
-    raise RecipeError(f"--optimizer {name!r}: unknown; use sgd or adam")
+    name = parse.choice(name, "--optimizer", ("sgd", "adam"))
+    return sgd(momentum=momentum, weight_decay=weight_decay) if name == "sgd" else adam(weight_decay=weight_decay)
 
 
 def parse_scheduler(text):

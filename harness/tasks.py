@@ -23,17 +23,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from harness import parse
 from harness.errors import RecipeError
 
 
 def count(value, what: str, minimum: int = 1) -> int:
     """An integer count (int or numpy integer, not bool) >= minimum, else a one-line RecipeError."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise RecipeError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    value = int(value.__index__())
-    if value < minimum:
-        raise RecipeError(f"{what} must be an integer >= {minimum}, got {value}")
-    return value
+    return parse.integer(value, what, minimum)
 
 
 def shape(t) -> str:

@@ -1,10 +1,12 @@
-"""Five learning rates: sequential runs against worker processes and a stacked model, side by side.
+"""Five learning rates: sequential runs against worker processes and a stacked model, side by side;
+and `harness sweep` against an older checkout of the code.
 
     .venv/bin/python benchmarks/sweep_speed.py                          # batch 8, 32, 128
     SWEEP_SAMPLES=20000 .venv/bin/python benchmarks/sweep_speed.py --batch-sizes 32 --rounds 1
+    .venv/bin/python benchmarks/sweep_speed.py --against /work/baseline --rounds 3   # CLI, new vs old code
 
 For each batch size it runs the same 5-lr sweep (the seed notebook's MLP, plain SGD, --epochs epochs
-on FashionMNIST-shaped synthetic data) through `harness.study.runs.execute` four ways, interleaved
+on FashionMNIST-shaped synthetic data) through `harness.study.run_study` four ways, interleaved
 round by round, and prints wall seconds (process start-up included) and the speed-up over
 sequential:
 
@@ -46,15 +48,45 @@ WAYS = {"sequential": dict(jobs=1, vectorize="off"), "processes": dict(jobs=2, v
         "stacked": dict(jobs=1, vectorize="on"), "both": dict(jobs=2, vectorize="on")}
 
 
+def against(old: str, rounds: int, extra: list) -> int:
+    """`harness sweep lr` (5 lrs, the default recipe) with this tree and with OLD on PYTHONPATH,
+    interleaved round by round; wall seconds of the whole command, start-up included."""
+    import subprocess
+    import tempfile
+
+    here = str(Path(__file__).resolve().parents[1])
+    command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "1e-4,1e-3,1e-2,1e-1,1", "--no-figures",
+               "--quiet", *extra]
+    times: dict = {"new": [], "old": []}
+    for r in range(rounds):
+        for name, tree in (("new", here), ("old", old)) if r % 2 == 0 else (("old", old), ("new", here)):
+            with tempfile.TemporaryDirectory() as out:
+                env = {**os.environ, "PYTHONPATH": tree}
+                t0 = time.perf_counter()
+                subprocess.run(command + ["--out", out], env=env, check=True, capture_output=True, cwd=tree)
+                times[name].append(time.perf_counter() - t0)
+                print(f"  round {r + 1} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    print(f"harness sweep lr ({' '.join(extra) or 'defaults'}): new {med['new']:.2f} s, old {med['old']:.2f} s "
+          f"(medians of {rounds}); new/old = {med['new'] / med['old']:.3f}")
+    return 0
+
+
 def main(argv=None) -> int:
-    from harness.study.runs import Config, execute
+    import tempfile
+
+    from harness.study import Config, run_study
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", default="8,32,128")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--ways", default="sequential,processes,stacked", help=f"any of {','.join(WAYS)}")
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--against", default=None, help="an older checkout: time `harness sweep lr` in both")
+    p.add_argument("--extra", default="", help="more `harness sweep lr` arguments for --against")
     args = p.parse_args(argv)
+    if args.against:
+        return against(args.against, args.rounds, args.extra.split())
     ways = args.ways.split(",")
     data = sweep_data()
     best = {}
@@ -64,8 +96,8 @@ def main(argv=None) -> int:
             for way in ways:
                 torch.set_num_threads(os.cpu_count() or 1)
                 t0 = time.perf_counter()
-                with redirect_stderr(io.StringIO()) as said:
-                    execute(SPEC, configs, on_result=lambda c, res: None, data=data, **WAYS[way])
+                with redirect_stderr(io.StringIO()) as said, tempfile.TemporaryDirectory() as out:
+                    run_study(SPEC, configs, out, data=data, **WAYS[way])
                 seconds = time.perf_counter() - t0
                 best[way, bs] = min(best.get((way, bs), math.inf), seconds)
                 print(f"  round {r + 1} batch {bs:4d} {way:10s} {seconds:7.2f} s  [{said.getvalue().strip()}]",

@@ -2,21 +2,26 @@
 
     harness sweep lr --values 1e-4,1e-3,1e-2,1e-1,1 --batch-size 128 --epochs 15
     harness sweep batch-size --values 8,32,128,512,2048 --lr 0.01
-    harness search --trials 5 --lr 1e-3,1e-2,1e-1 --batch-size 16,32,64,128,256
+    harness search --trials 8 --lr 1e-4:1 --batch-size 8:512 --seeds 2 --sampler qmc
+    harness search --storage postgresql+psycopg://me@db/studies --study mlp --jobs 2   # on every machine
+    harness report --storage postgresql+psycopg://me@db/studies --study mlp --out results/mlp
     harness train --lr 0.1 --patience 3 --scheduler step:5:0.1
     harness eda
     harness lr-find
 
-Every command takes --recipe (default digits28), --out DIR, --device, --seed and --seeds K
-(repeat each configuration with K seeds, report mean ± std). Runs are saved one by one under
-OUT/runs/, so an interrupted sweep resumes when the same command is run again. A bad argument
+Every command takes --recipe (default digits28), --out DIR (default results/<recipe>/<command>),
+--device, --seed and --seeds K (run each configuration with K seeds, report mean ± std).
+Sweeps and searches are Optuna studies stored in OUT/study.db (or --storage URL): each trial is
+saved as it finishes, so running the same command again continues the study. A bad argument
 is one line naming the flag, with exit status 2.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +30,16 @@ from harness.recipes import DEFAULT as DEFAULT_RECIPE
 
 LR_VALUES = "1e-4,1e-3,1e-2,1e-1,1"
 BATCH_VALUES = "8,32,128,512,2048"
+
+
+class Once(argparse.Action):
+    """An option that may be given once: a second --recipe is an error, not a silent override."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, f"_{self.dest}_given", False):
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)!r} and {values!r}); give it once")
+        setattr(namespace, f"_{self.dest}_given", True)
+        setattr(namespace, self.dest, values)
 
 
 class Parser(argparse.ArgumentParser):
@@ -114,8 +129,8 @@ def subset_size(text: str):
 def build_parser() -> Parser:
     common = Parser(add_help=False)
     g = common.add_argument_group("common")
-    g.add_argument("--recipe", default=None, help="built-in name, path/to/file.py[:NAME] or module:NAME (default digits28)")
-    g.add_argument("--out", default=None, help="results folder (default results/<command>)")
+    g.add_argument("--recipe", default=None, action=Once, help="built-in name, path/to/file.py[:NAME] or module:NAME (default digits28)")
+    g.add_argument("--out", default=None, action=Once, help="results folder (default results/<recipe>/<command>)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     g.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     g.add_argument("--data-root", default=None, help="folder with FashionMNIST / CIFAR-10 files")
@@ -141,22 +156,42 @@ def build_parser() -> Parser:
                    help="train an lr sweep as one stacked model (auto: on CUDA only)")
     t.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
+    shared = Parser(add_help=False)
+    o = shared.add_argument_group("study storage")
+    o.add_argument("--storage", default=None, action=Once,
+                   help="Optuna storage URL shared by workers on any machine, e.g. postgresql+psycopg://user@host/db "
+                        "(default: sqlite in --out)")
+    o.add_argument("--study", default=None, action=Once, help="study name in the storage (default <recipe>-<command>)")
+    o.add_argument("--prune", choices=("none", "median", "hyperband"), default="none",
+                   help="also prune trials on the val loss per epoch (diverged runs are always pruned)")
+    o.add_argument("--heartbeat", type=positive_int, default=None,
+                   help="seconds between a running trial's heartbeats; a trial silent for 3x is retried (default 10)")
+
     parser = Parser(prog="harness", description="Sweeps, search, training and EDA for a training recipe.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("sweep", parents=[common, training], help="sweep the lr or the batch size")
+    p = sub.add_parser("sweep", parents=[common, training, shared], help="sweep the lr or the batch size (a grid)")
     p.add_argument("kind", choices=("lr", "batch-size"))
     p.add_argument("--values", default=None,
                    help=f"comma-separated values (default lr: {LR_VALUES}; batch-size: {BATCH_VALUES})")
     p.add_argument("--lr", type=positive_float, default=None, help="fixed lr of a batch-size sweep")
     p.add_argument("--batch-size", type=positive_int, default=None, help="fixed batch size of an lr sweep")
 
-    p = sub.add_parser("search", parents=[common, training], help="the blog's random search")
-    p.add_argument("--trials", type=positive_int, default=5)
-    p.add_argument("--lr", type=list_of(positive_float), default=list_of(positive_float)(LR_VALUES))
-    p.add_argument("--batch-size", type=list_of(positive_int), default=[16, 32, 64, 128, 256])
+    p = sub.add_parser("search", parents=[common, training, shared],
+                       help="search lr and batch size with Optuna (QMC, random or TPE)")
+    p.add_argument("--trials", type=positive_int, default=8, help="distinct configurations (each run --seeds times)")
+    p.add_argument("--sampler", choices=("qmc", "random", "tpe"), default="qmc",
+                   help="qmc: scrambled Sobol points (default); random; tpe: adapts to the results")
+    p.add_argument("--lr", default="1e-4:1", help="LOW:HIGH (log scale) or comma-separated values (default 1e-4:1)")
+    p.add_argument("--batch-size", default="8:512",
+                   help="LOW:HIGH (log scale, whole numbers) or comma-separated values (default 8:512)")
 
-    p = sub.add_parser("train", parents=[common, training], help="one run, its history and curves")
+    p = sub.add_parser("report", parents=[common], help="the table, CSV and figures of a study (any storage)")
+    p.add_argument("--storage", default=None, action=Once, help="Optuna storage URL (default: OUT/study.db)")
+    p.add_argument("--study", default=None, action=Once, help="study name (default: the only one in the storage)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+
+    p = sub.add_parser("train", parents=[common, training, shared], help="one run, its history and curves")
     p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--batch-size", type=positive_int, default=None)
 
@@ -168,6 +203,7 @@ def build_parser() -> Parser:
     p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=("sgd", "adam"), default=None)
+
     return parser
 
 
@@ -184,19 +220,31 @@ def main(argv=None) -> int:
             parser.error(f"--values: {e}")
     if getattr(args, "lr_min", None) and args.lr_min >= args.lr_max:
         parser.error(f"--lr-min {args.lr_min:g}: must be below --lr-max {args.lr_max:g}")
+    from harness.study.trials import TrialError
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a kill stops workers and keeps finished trials
     try:
         return COMMANDS[args.command](args)
     except RecipeError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
+    except TrialError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 1
     except OSError as e:  # a file system problem outside the output folder (disk full, permissions)
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        out = getattr(args, "_out", None)
-        print(f"\nharness: interrupted; finished runs are saved under {out}/runs. "
+        where = getattr(args, "_where", None) or getattr(args, "_out", None)
+        print(f"\nharness: interrupted; finished trials are saved in {where}. "
               "Run the same command again to resume.", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _setup(args):
@@ -205,7 +253,7 @@ def _setup(args):
 
     from harness import data as harness_data
     from harness.fit import resolve_device
-    from harness.recipe import load_recipe
+    from harness.recipes import load_recipe
 
     if args.threads == "auto":
         from harness import runtime
@@ -219,9 +267,18 @@ def _setup(args):
     recipe = load_recipe(args.recipe)
     device = resolve_device(args.device)
     suffix = f"-{args.kind}" if args.command == "sweep" else ""
-    args._out = Path(args.out or f"results/{args.command}{suffix}")
+    # the default study name: one study per folder (another recipe there is refused); in a shared
+    # --storage the recipe's name keeps different recipes' studies apart
+    args._name = (f"{_slug(recipe.name)}-" if getattr(args, "storage", None) else "") + f"{args.command}{suffix}"
+    args._out = Path(args.out or f"results/{_slug(recipe.name)}/{args.command}{suffix}")
     _check_writable(args._out)  # before any training, not after the first run
     return recipe, recipe.load_data(), device
+
+
+def _slug(text: str) -> str:
+    """A recipe's name as one folder name: 'tests/gallery/healthy.py:LSTM' -> 'healthy-LSTM'."""
+    text = re.sub(r"\.py(?=:|$)", "", text.replace("\\", "/").split("/")[-1])
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "recipe"
 
 
 def _check_writable(out: Path) -> None:
@@ -258,17 +315,36 @@ def _options(args) -> tuple:
     return tuple(sorted(opts.items()))
 
 
-def _study(args, recipe, data, device, configs, vary, title) -> int:
+def _study(args, recipe, data, device, configs, vary, title, kind=None, settings=None, tpe=None, space=None) -> int:
     from harness import study
 
-    results = study.run_study(args.recipe or DEFAULT_RECIPE, configs, args._out, device=device, recipe=recipe, data=data,
-                              jobs=args.jobs, vectorize=args.vectorize, progress=not args.quiet)
+    spec = args.recipe or DEFAULT_RECIPE
+    name = args.study or args._name
+    args._where = f"study {name!r} ({args.storage or args._out / 'study.db'})"
+    settings = {"command": args.command + (f" {args.kind}" if args.command == "sweep" else ""), **(settings or {}),
+                "epochs": configs[0].epochs if configs else tpe["epochs"],
+                "options": [list(o) for o in (configs[0].options if configs else tpe["options"])]}
+    extra = {"heartbeat": args.heartbeat} if args.heartbeat else {}
+    results = study.run_study(spec, configs, args._out, device=device, recipe=recipe, data=data, jobs=args.jobs,
+                              vectorize=args.vectorize, progress=not args.quiet, storage=args.storage, study=name,
+                              settings=settings, kind=kind, tpe=tpe, space=space, prune=args.prune,
+                              meta={"title": title, "vary": list(vary)}, **extra)
+    return _report(args, results, vary, title)
+
+
+def _report(args, results, vary, title) -> int:
+    from harness import study
+
     rows = study.summarize(results)
     paths = study.write_outputs(args._out, results, rows, vary, title=title, figures=not args.no_figures)
     print(f"{title} ({len(results)} runs, sorted by Accuracy)")
     print(study.format_table(rows))
     print(f"wrote {paths['table.csv']}, {paths['results.json']} and {len(paths) - 3} figures under {args._out}")
     return 0
+
+
+def _seeds(args) -> list:
+    return list(range(args.seed, args.seed + args.seeds))
 
 
 def cmd_sweep(args) -> int:
@@ -278,39 +354,75 @@ def cmd_sweep(args) -> int:
     epochs = args.epochs or recipe.epochs
     lr, batch = args.lr or recipe.lr, args.batch_size or recipe.batch_size
     configs = sweep_configs(args.kind, args.values, lr=lr, batch_size=batch, epochs=epochs,
-                            seeds=range(args.seed, args.seed + args.seeds), options=_options(args))
+                            seeds=_seeds(args), options=_options(args))
     if args.kind == "lr":
         title = f"{recipe.name}: lr sweep, batch {batch}, {epochs} epochs"
+        settings = {"lr": args.values, "batch size": batch}
     else:
         title = f"{recipe.name}: batch-size sweep, lr {lr:g}, {epochs} epochs"
+        settings = {"batch size": args.values, "lr": lr}
     vary = ("learning_rate",) if args.kind == "lr" else ("batch_size",)
-    return _study(args, recipe, data, device, configs, vary, title)
+    return _study(args, recipe, data, device, configs, vary, title, kind=args.kind,
+                  settings={**settings, "seeds": _seeds(args)})
 
 
 def cmd_search(args) -> int:
-    from harness.study import search_configs
+    from harness.study import Space, search_configs
 
     recipe, data, device = _setup(args)
     epochs = args.epochs or recipe.epochs
-    configs = search_configs(args.trials, args.lr, args.batch_size, epochs=epochs, rng_seed=args.seed,
-                             seeds=range(args.seed, args.seed + args.seeds), options=_options(args))
-    title = f"{recipe.name}: random search, {args.trials} trials, {epochs} epochs"
-    return _study(args, recipe, data, device, configs, ("learning_rate", "batch_size"), title)
+    space = Space.parse(args.lr, args.batch_size)
+    settings = {"sampler": args.sampler, "trials": args.trials, "space": space.describe(), "seeds": _seeds(args)}
+    title = f"{recipe.name}: {args.sampler} search, {args.trials} configurations x {args.seeds} seeds, {epochs} epochs"
+    vary = ("learning_rate", "batch_size")
+    if args.sampler == "tpe":
+        tpe = {"trials": args.trials, "seeds": _seeds(args), "epochs": epochs, "options": list(_options(args)),
+               "seed": args.seed}
+        return _study(args, recipe, data, device, [], vary, title, settings=settings, tpe=tpe, space=space)
+    configs = search_configs(args.trials, space, epochs=epochs, seeds=_seeds(args), options=_options(args),
+                             sampler=args.sampler, rng_seed=args.seed)
+    return _study(args, recipe, data, device, configs, vary, title, settings=settings, space=space)
+
+
+def cmd_report(args) -> int:
+    """The table, CSV, results.json and figures of an existing study, from any storage."""
+    from harness.study import load_study_results
+    from harness.study.storage import default_url
+
+    args._out = Path(args.out or (f"results/report-{_slug(args.study)}" if args.study else "results/report"))
+    if args.storage is None and args.out is None:
+        print("harness: error: report: give --out DIR (a sweep's folder) or --storage URL [--study NAME]",
+              file=sys.stderr)
+        return 2
+    url = args.storage or default_url(args._out)
+    if args.storage is None and not (args._out / "study.db").is_file():
+        print(f"harness: error: --out {str(args._out)!r}: no study.db there; give the folder a sweep or search "
+              "wrote, or --storage URL", file=sys.stderr)
+        return 2
+    the_study, results = load_study_results(url, args.study)
+    if not results:
+        print(f"harness: error: study {the_study.study_name!r} has no finished trials yet", file=sys.stderr)
+        return 2
+    _check_writable(args._out)
+    title = the_study.user_attrs.get("title", the_study.study_name)
+    vary = tuple(the_study.user_attrs.get("vary", ("learning_rate", "batch_size")))
+    args.no_figures = getattr(args, "no_figures", False)
+    return _report(args, results, vary, title)
 
 
 def cmd_train(args) -> int:
     from harness.io import atomic_write_json
-    from harness.study.runs import Config
+    from harness.study import Config
 
     recipe, data, device = _setup(args)
     configs = [Config(lr=args.lr or recipe.lr, batch_size=args.batch_size or recipe.batch_size,
-                      epochs=args.epochs or recipe.epochs, seed=s, options=_options(args))
-               for s in range(args.seed, args.seed + args.seeds)]
+                      epochs=args.epochs or recipe.epochs, seed=s, options=_options(args)) for s in _seeds(args)]
     title = f"{recipe.name}: train lr {configs[0].lr:g}, batch {configs[0].batch_size}"
-    code = _study(args, recipe, data, device, configs, ("learning_rate", "batch_size"), title)
-    from harness.study import load_done
-    done = load_done(args._out)
-    histories = [done[c.key()]["history"] for c in configs]
+    args._results = []
+    code = _study(args, recipe, data, device, configs, ("learning_rate", "batch_size"), title,
+                  settings={"lr": configs[0].lr, "batch size": configs[0].batch_size, "seeds": _seeds(args)})
+    results = json.loads((args._out / "results.json").read_text())["runs"]
+    histories = [r["history"] for r in results]
     atomic_write_json(args._out / "history.json", histories[0] if len(histories) == 1 else histories)
     h = histories[0]
     print(f"epochs run {len(h['train_loss'])}, best epoch {h['best_epoch']}, stopped early {h['stopped_early']}, "
@@ -354,7 +466,8 @@ def cmd_lr_find(args) -> int:
     return 0
 
 
-COMMANDS = {"sweep": cmd_sweep, "search": cmd_search, "train": cmd_train, "eda": cmd_eda, "lr-find": cmd_lr_find}
+COMMANDS = {"sweep": cmd_sweep, "search": cmd_search, "report": cmd_report, "train": cmd_train, "eda": cmd_eda,
+            "lr-find": cmd_lr_find}
 
 
 if __name__ == "__main__":

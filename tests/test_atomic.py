@@ -4,7 +4,7 @@
 
 A crash at any point of a write leaves the old file whole; a checkpoint is a plain dict of
 tensors that `torch.load(weights_only=True)` reads; Ctrl-C during `harness sweep` keeps the
-finished runs and the same command resumes without re-running them.
+finished trials in the study and the same command resumes without re-running them.
 """
 import json
 import os
@@ -130,31 +130,40 @@ def sweep_command(out: Path) -> list:
             "--epochs", "8", "--out", str(out), "--no-figures", "--threads", "1"]
 
 
+def finished(out: Path) -> dict:
+    """Finished trials of the sweep's study: key -> (completion time, table row)."""
+    import optuna
+    try:
+        study = optuna.load_study(study_name="sweep-lr", storage=f"sqlite:///{out / 'study.db'}")
+        return {t.user_attrs["key"]: (t.datetime_complete, t.user_attrs["row"]) for t in study.get_trials()
+                if t.state.name in ("COMPLETE", "PRUNED")}
+    except Exception:  # no study yet
+        return {}
+
+
 def test_ctrl_c_keeps_finished_runs_and_the_same_command_resumes(tmp_path):
     out = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(sweep_command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    runs = out / "runs"
     deadline = time.monotonic() + 300
-    while not list(runs.glob("*.json")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
+    while not finished(out) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)  # Ctrl-C, after the first run is saved
     stdout, stderr = proc.communicate(timeout=120)
-    finished = {p.name: p.read_bytes() for p in runs.glob("*.json")}
+    done = finished(out)
     if proc.returncode == 0:
         pytest.skip("the sweep finished before Ctrl-C arrived (machine too fast for this test)")
     assert proc.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr
-    assert "interrupted; finished runs are saved under" in stderr and "Run the same command again" in stderr
-    assert 1 <= len(finished) < 6
-    for content in finished.values():
-        json.loads(content)  # every saved run is whole
-    assert leftovers(runs) == []
+    assert "interrupted; finished trials are saved in study 'sweep-lr'" in stderr
+    assert "Run the same command again" in stderr
+    assert 1 <= len(done) < 6
+    assert leftovers(out) == []
 
     again = subprocess.run(sweep_command(out), env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert f"resuming: {len(finished)} of 6 runs already in" in again.stderr
-    assert len(list(runs.glob("*.json"))) == 6
-    assert all((runs / name).read_bytes() == content for name, content in finished.items())  # not re-run
+    assert f"resuming: {len(done)} of 6 trials already finished" in again.stderr
+    after = finished(out)
+    assert len(after) == 6 and {k: after[k] for k in done} == done  # not re-run
     results = json.loads((out / "results.json").read_text())
     assert len(results["runs"]) == 6

@@ -1,4 +1,5 @@
-"""The `harness` command: outputs of every subcommand, one-line argument errors, resume after a kill.
+"""The `harness` command: outputs of every subcommand, one-line argument errors, resume after a kill,
+reports from a study's storage, the default folder per recipe.
 
     OMP_NUM_THREADS=1 python -m pytest tests/test_cli.py -q -p no:cacheprovider
 """
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from harness.cli import main
@@ -29,6 +31,16 @@ def harness(*args, timeout=300):
 def table(out: Path) -> list:
     with open(out / "table.csv") as f:
         return list(csv.DictReader(f))
+
+
+def finished(out: Path, name: str = "sweep-lr") -> dict:
+    """Finished trials in OUT/study.db: key -> completion time ({} while there is no study yet)."""
+    try:
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
+        return {t.user_attrs["key"]: t.datetime_complete for t in study.get_trials()
+                if t.state.name in ("COMPLETE", "PRUNED")}
+    except Exception:  # not created yet, or its tables are being written
+        return {}
 
 
 def pngs(out: Path) -> list:
@@ -66,7 +78,7 @@ def test_seeds_report_mean_and_std(tmp_path, capsys):
     assert "±" in capsys.readouterr().out
     (row,) = table(tmp_path)
     assert row["seeds"] == "3" and float(row["Accuracy_std"]) >= 0
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 3
+    assert len(finished(tmp_path)) == 3
 
 
 def test_search_runs_the_trials(tmp_path):
@@ -75,6 +87,44 @@ def test_search_runs_the_trials(tmp_path):
     rows = table(tmp_path)
     assert len(rows) == 3 and len({(r["learning_rate"], r["batch_size"]) for r in rows}) == 3
     assert "overlay.png" in pngs(tmp_path)
+
+
+def test_search_over_ranges_with_seeds(tmp_path, capsys):
+    assert main(["search", "--trials", "2", "--seeds", "2", "--lr", "0.01:1", "--batch-size", "32:256",
+                 "--epochs", "1", "--recipe", TINY, "--out", str(tmp_path), "--quiet", "--no-figures"]) == 0
+    rows = table(tmp_path)
+    assert len(rows) == 2 and all(r["seeds"] == "2" for r in rows)
+    assert all(0.01 <= float(r["learning_rate"]) <= 1 and 32 <= int(r["batch_size"]) <= 256 for r in rows)
+
+
+def test_report_reads_a_study_from_its_storage(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "lr", "--values", "0.05,0.1", "--epochs", "1", "--recipe", TINY, "--out", str(out),
+                 "--quiet", "--no-figures"]) == 0
+    swept = capsys.readouterr().out
+    url = f"sqlite:///{out / 'study.db'}"
+    assert main(["report", "--storage", url, "--study", "sweep-lr", "--out", str(tmp_path / "r"), "--no-figures"]) == 0
+    assert table(tmp_path / "r") == table(out)
+    assert capsys.readouterr().out.splitlines()[1:3] == swept.splitlines()[1:3]
+    assert main(["report", "--storage", url, "--study", "nope", "--out", str(tmp_path / "r")]) == 2
+    assert "'nope': not in" in capsys.readouterr().err
+
+
+def test_the_default_folder_is_per_recipe(tmp_path):
+    args = ["sweep", "lr", "--values", "0.1", "--epochs", "1", "--quiet", "--no-figures"]
+    for recipe in (TINY, "digits28"):
+        result = subprocess.run([sys.executable, "-m", "harness", *args, "--recipe", recipe], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300,
+                                env={**ENV, "PYTHONPATH": str(Path(__file__).parents[1])})
+        assert result.returncode == 0, result.stderr
+    assert {p.parent.parent.name for p in tmp_path.glob("results/*/sweep-lr/study.db")} == {"tiny", "digits28"}
+
+
+def test_recipe_given_twice_is_an_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "lr", "--recipe", "digits28", "--recipe", TINY])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("harness: error: --recipe given twice") and len(err.splitlines()) == 1
 
 
 def test_train_with_early_stopping_and_a_scheduler(tmp_path, capsys):
@@ -123,21 +173,26 @@ def test_python_dash_m_harness_and_a_one_line_error():
     assert "sweep" in harness("--help").stdout
 
 
+def wait_for_a_finished_trial(proc, out: Path) -> None:
+    deadline = time.time() + 240
+    while not finished(out) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+
+
 def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
     args = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1", "--epochs", "25",
-            "--out", str(tmp_path), "--no-figures"]
+            "--out", str(tmp_path), "--no-figures", "--heartbeat", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
-    deadline = time.time() + 240
-    while not list((tmp_path / "runs").glob("*.json")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
+    wait_for_a_finished_trial(proc, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
-    assert 1 <= len(finished) < 4 and not (tmp_path / "table.csv").exists()
+    done = finished(tmp_path)
+    assert 1 <= len(done) < 4 and not (tmp_path / "table.csv").exists()
     result = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=240)
     assert result.returncode == 0, result.stderr
-    assert f"resuming: {len(finished)} of 4 runs already in" in result.stderr
-    assert {n: p.stat().st_mtime_ns for n in finished for p in [tmp_path / "runs" / n]} == finished  # not re-run
+    assert f"resuming: {len(done)} of 4 trials already finished" in result.stderr
+    after = finished(tmp_path)
+    assert {k: after[k] for k in done} == done and len(after) == 4  # not re-run, and the killed one retried
     assert len(table(tmp_path)) == 4
 
 
@@ -145,10 +200,8 @@ def test_ctrl_c_keeps_finished_runs_and_says_how_to_resume(tmp_path):
     args = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1", "--epochs", "25",
             "--out", str(tmp_path), "--no-figures"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.time() + 240
-    while not list((tmp_path / "runs").glob("*.json")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
+    wait_for_a_finished_trial(proc, tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "run the same command again to resume" in err.lower(), err
-    assert list((tmp_path / "runs").glob("*.json"))
+    assert "Traceback" not in err and finished(tmp_path)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness import load_recipe
-from harness.study.runs import Config, execute, run_config
+from harness.study import Config, run_config, run_study
 
 MB = 2**20
 
@@ -79,12 +79,11 @@ def test_memory_is_flat_over_sequential_runs(one_thread, record_property):
     assert r20 - r5 < 12 * MB  # 15 leaked models would be about 14 MB, and allocator noise is a few MB
 
 
-def test_execute_releases_every_model(one_thread):
+def test_a_study_releases_every_model(one_thread, tmp_path):
     recipe, built = tracked_recipe()
-    kept = []
-    execute(None, configs(8), on_result=lambda config, result: kept.append(result), recipe=recipe)
+    kept = run_study(None, configs(8), tmp_path, recipe=recipe, progress=False)
     gc.collect()
-    assert len(kept) == 8 and len(built) == 8
+    assert len(kept) == 8 and len(built) == 9  # eight runs and the recipe fingerprint (its parameter count)
     assert sum(ref() is not None for ref in built) == 0
     assert all(isinstance(r["history"], dict) for r in kept)  # results hold plain data, not tensors
     assert not any(isinstance(v, torch.Tensor) for r in kept for v in r["row"].values())

@@ -1,18 +1,27 @@
-"""The study engine: configs, resume, the table (mean ± std over seeds), CSV/JSON and the figures.
+"""The study engine on Optuna, in one process: plans, resume, identity, pruning, reports.
 
     OMP_NUM_THREADS=1 python -m pytest tests/test_study.py -q -p no:cacheprovider
+
+Worker processes, kills and shared storages are tested in tests/test_study_workers.py.
 """
 import csv
 import io
 import json
+import os
+import stat
 
 import numpy as np
+import optuna
 import pytest
+import torch
 
 from harness import study
 from harness.data import digits28
 from harness.eda import format_summary, summarize_data, write_eda
-from harness.study.runs import Config
+from harness.recipe import RecipeError
+from harness.study import Config, Space
+from harness.study.reports import labels
+from harness.study.storage import counts, default_url, load_existing
 from tests.recipes_dynamics.recipes import TINY
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -22,6 +31,8 @@ def is_png(path) -> bool:
     return path.is_file() and path.read_bytes()[:8] == PNG and path.stat().st_size > 1000
 
 
+# --- plans: grids and sampled points, never a repeat by accident -------------------------------------
+
 def test_sweep_configs_vary_one_setting():
     lr = study.sweep_configs("lr", [1e-3, 1e-2], lr=0.5, batch_size=64, epochs=3, seeds=[0, 1])
     assert [(c.lr, c.batch_size, c.seed) for c in lr] == [(1e-3, 64, 0), (1e-3, 64, 1), (1e-2, 64, 0), (1e-2, 64, 1)]
@@ -30,13 +41,33 @@ def test_sweep_configs_vary_one_setting():
     assert len({c.key() for c in lr + bs}) == 6
 
 
-def test_search_draws_distinct_pairs_reproducibly():
-    a = study.search_configs(5, [1e-3, 1e-2, 1e-1], [16, 32, 64], epochs=2, rng_seed=7)
-    b = study.search_configs(5, [1e-3, 1e-2, 1e-1], [16, 32, 64], epochs=2, rng_seed=7)
-    assert a == b and len({(c.lr, c.batch_size) for c in a}) == 5
-    assert all(c.lr in (1e-3, 1e-2, 1e-1) and c.batch_size in (16, 32, 64) for c in a)
-    assert len(study.search_configs(12, [1e-3, 1e-2], [16, 32], epochs=2)) == 12  # repeats once the grid is used
+@pytest.mark.parametrize("sampler", ["qmc", "random"])
+def test_search_plans_are_distinct_reproducible_and_in_range(sampler):
+    space = Space.parse("1e-4:1", "8:512")
+    a = study.search_configs(12, space, epochs=2, seeds=[0, 1, 2], sampler=sampler, rng_seed=7)
+    b = study.search_configs(12, space, epochs=2, seeds=[0, 1, 2], sampler=sampler, rng_seed=7)
+    assert a == b and len(a) == 36
+    points = [(c.lr, c.batch_size) for c in a if c.seed == 0]
+    assert len(set(points)) == 12  # no configuration twice
+    assert all(1e-4 <= lr <= 1 and 8 <= bs <= 512 for lr, bs in points)
+    assert sorted(c.seed for c in a if (c.lr, c.batch_size) == points[0]) == [0, 1, 2]  # seeds are seeds
+    assert len({c.key() for c in a}) == 36
 
+
+def test_search_on_a_small_space_refuses_instead_of_repeating():
+    with pytest.raises(RecipeError, match=r"--trials 7: the space .* holds only 6 distinct"):
+        study.search_configs(7, Space.parse("1e-3,1e-2,1e-1", "16,32"), epochs=2)
+    plan = study.search_configs(6, Space.parse("1e-3,1e-2,1e-1", "16,32"), epochs=2)
+    assert len({(c.lr, c.batch_size) for c in plan}) == 6
+
+
+def test_bad_ranges_name_the_flag():
+    for lr, bs, flag in (("1:0.1", "8:16", "--lr"), ("x", "8:16", "--lr"), ("0.1", "8.5:16", "--batch-size")):
+        with pytest.raises(RecipeError, match=flag):
+            Space.parse(lr, bs)
+
+
+# --- tables ----------------------------------------------------------------------------------------------
 
 def fake_result(lr, seed, acc, seconds=1.0, diverged=False):
     config = Config(lr=lr, batch_size=32, epochs=2, seed=seed)
@@ -61,12 +92,6 @@ def test_summarize_sorts_by_accuracy_and_pools_seeds():
     assert len({len(line) for line in text.splitlines()}) == 1  # aligned
 
 
-def test_single_seed_rows_are_the_runs_rows():
-    results = [fake_result(0.01, 0, 0.6), fake_result(0.1, 0, 0.9)]
-    rows = study.summarize(results)
-    assert rows == [results[1]["row"], results[0]["row"]] and "±" not in study.format_table(rows)
-
-
 def test_csv_has_the_notebook_columns_and_one_row_per_config():
     rows = study.summarize([fake_result(0.01, 0, 0.6), fake_result(0.1, 0, 0.9)])
     table = list(csv.DictReader(io.StringIO(study.to_csv(rows))))
@@ -74,36 +99,113 @@ def test_csv_has_the_notebook_columns_and_one_row_per_config():
     assert [float(r["Accuracy"]) for r in table] == [0.9, 0.6]
 
 
+def test_two_lrs_that_print_alike_get_different_figure_names():
+    configs = [{"lr": 0.1, "batch_size": 32}, {"lr": 0.1000000001, "batch_size": 32}, {"lr": 0.5, "batch_size": 32}]
+    names = labels(configs, ("learning_rate",))
+    assert len(set(names)) == 3 and names[2] == "lr=0.5"
+
+
+# --- running studies in this process --------------------------------------------------------------------
+
 @pytest.fixture(scope="module")
 def data():
     return digits28()
 
 
-def test_run_study_saves_each_run_and_resumes(tmp_path, data, capsys):
-    configs = study.sweep_configs("lr", [0.01, 0.1, 1.0], lr=0.1, batch_size=128, epochs=2)
+def sweep(values, **kw):
+    return study.sweep_configs("lr", values, lr=0.1, batch_size=128, epochs=2, **kw)
+
+
+def test_a_study_resumes_and_runs_only_the_rest(tmp_path, data, capsys):
+    configs = sweep([0.01, 0.1, 1.0])
     first = study.run_study(None, configs[:2], tmp_path, recipe=TINY, data=data)
-    saved = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
-    assert len(saved) == 2 and [r["key"] for r in first] == [c.key() for c in configs[:2]]
+    assert [r["key"] for r in first] == [c.key() for c in configs[:2]]
     capsys.readouterr()
     results = study.run_study(None, configs, tmp_path, recipe=TINY, data=data)
-    err = capsys.readouterr().err
-    assert "resuming: 2 of 3 runs already" in err and err.count("3/3") == 1
-    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json") if p.name in saved} == saved
+    assert "resuming: 2 of 3 trials already finished" in capsys.readouterr().err
     assert [r["config"]["lr"] for r in results] == [0.01, 0.1, 1.0]
-    assert len(results[0]["history"]["train_loss"]) == 2
+    assert [r["history"] for r in results[:2]] == [r["history"] for r in first]  # not re-run
+    trials = load_existing(default_url(tmp_path), "study").get_trials()
+    assert len(trials) == 3 and len(results[0]["history"]["train_loss"]) == 2
 
 
-def test_a_half_written_run_file_is_run_again(tmp_path, data):
-    configs = study.sweep_configs("lr", [0.1], lr=0.1, batch_size=128, epochs=2)
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / f"{configs[0].key()}.json").write_text('{"key": "')
-    assert study.load_done(tmp_path) == {}
-    assert len(study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False)) == 1
+def test_each_trial_holds_what_the_reports_need(tmp_path, data):
+    study.run_study(None, sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False)
+    trial = load_existing(default_url(tmp_path), None).get_trials()[0]
+    assert trial.params == {"lr": 0.1, "batch_size": 128, "seed": 0} and trial.value == trial.user_attrs["row"]["Accuracy"]
+    assert {"key", "config", "row", "history", "seconds"} <= set(trial.user_attrs)
+    assert len(trial.user_attrs["history"]["val_loss"]) == 2
 
 
-def test_write_outputs_writes_tables_json_and_pngs(tmp_path, data):
+def test_another_recipe_in_the_same_folder_is_refused_naming_both(tmp_path, data):
+    study.run_study("tiny", sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False)
+    other = TINY.replace(model=lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), name="small")
+    with pytest.raises(RecipeError) as info:
+        study.run_study("small", sweep([0.1]), tmp_path, recipe=other, data=data, progress=False)
+    line = str(info.value)
+    assert "\n" not in line and "tiny (Sequential, 235,146 params" in line and "small (Sequential, 7,850 params" in line
+    with pytest.raises(RecipeError, match="epochs"):  # other settings, same recipe
+        study.run_study("tiny", study.sweep_configs("lr", [0.1], lr=0.1, batch_size=128, epochs=3), tmp_path,
+                        recipe=TINY, data=data, progress=False)
+
+
+def test_a_factory_that_ignores_lr_fails_naming_it(tmp_path, data):
+    def fixed_sgd(params, lr):
+        return torch.optim.SGD(params, lr=0.1)
+    recipe = TINY.replace(optimizer=fixed_sgd)
+    with pytest.raises(RecipeError) as info:
+        study.run_study(None, sweep([0.01, 0.1]), tmp_path, recipe=recipe, data=data, progress=False, kind="lr")
+    assert "fixed_sgd ignores its lr argument" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_diverged_run_is_a_pruned_trial_with_its_reason(tmp_path, data):
+    results = study.run_study(None, sweep([50.0]), tmp_path, recipe=TINY.replace(epochs=4), data=data,
+                              progress=False)
+    trial = load_existing(default_url(tmp_path), None).get_trials()[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["pruned_reason"].startswith("diverged")
+    assert results[0]["row"]["diverged"] and results[0]["state"] == "pruned"
+
+
+def test_median_pruning_stops_a_slow_trial(tmp_path, data):
+    configs = study.sweep_configs("lr", [0.1, 0.2, 0.15, 1e-5], lr=0.1, batch_size=128, epochs=4)
+    study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False, prune="median")
+    trials = load_existing(default_url(tmp_path), None).get_trials()
+    slow = next(t for t in trials if t.params["lr"] == 1e-5)
+    assert slow.state == optuna.trial.TrialState.PRUNED and "median pruner at epoch" in slow.user_attrs["pruned_reason"]
+    assert len(slow.user_attrs["history"]["val_loss"]) < 4
+
+
+def test_tpe_search_runs_distinct_configurations_with_explicit_seeds(tmp_path, data):
+    tpe = {"trials": 4, "seeds": [0, 1], "epochs": 1, "options": [], "seed": 0}
+    results = study.run_study(None, [], tmp_path, recipe=TINY, data=data, progress=False, tpe=tpe,
+                              space=Space.parse("1e-3:1", "32:256"))
+    points = {(r["config"]["lr"], r["config"]["batch_size"]) for r in results}
+    assert len(results) == 8 and len(points) == 4
+    assert all(sorted(r["config"]["seed"] for r in results if (r["config"]["lr"], r["config"]["batch_size"]) == p)
+               == [0, 1] for p in points)
+    assert counts(load_existing(default_url(tmp_path), None))["complete"] + 0 >= 1
+
+
+def test_a_stale_trial_of_a_killed_worker_is_retried(tmp_path, data):
+    """A RUNNING trial whose heartbeat stopped (its worker was killed) runs again, once."""
+    configs = sweep([0.01, 0.1])
+    study.run_study(None, configs[:1], tmp_path, recipe=TINY, data=data, progress=False, heartbeat=1)
+    storage = optuna.storages.RDBStorage(default_url(tmp_path), heartbeat_interval=1, grace_period=3)
+    s = optuna.load_study(study_name="study", storage=storage)
+    s.enqueue_trial(configs[1].params(), user_attrs={"key": configs[1].key(),
+                                                     "config": json.loads(json.dumps(configs[1].__dict__))})
+    zombie = s.ask()  # claimed by a "worker" that dies right after its first heartbeat
+    storage.record_heartbeat(zombie._trial_id)
+    results = study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False, heartbeat=1)
+    states = [t.state.name for t in s.get_trials()]
+    assert [r["config"]["lr"] for r in results] == [0.01, 0.1]
+    assert states.count("COMPLETE") == 2 and states.count("FAIL") == 1  # the zombie failed, its retry finished
+
+
+def test_report_and_outputs_come_from_the_study(tmp_path, data):
     configs = study.sweep_configs("batch-size", [64, 256], lr=0.1, batch_size=128, epochs=2, seeds=[0, 1])
-    results = study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False)
+    study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False)
+    _, results = study.load_study_results(default_url(tmp_path), None)
     rows = study.summarize(results)
     paths = study.write_outputs(tmp_path, results, rows, ("batch_size",), title="test")
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -114,6 +216,20 @@ def test_write_outputs_writes_tables_json_and_pngs(tmp_path, data):
     assert all(is_png(p) for p in pngs)
     assert (tmp_path / "table.txt").read_text().count("±") >= 2
 
+
+def test_output_files_get_the_users_mode(tmp_path, data):
+    old = os.umask(0o022)
+    try:
+        configs = sweep([0.1])
+        results = study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False)
+        study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
+    finally:
+        os.umask(old)
+    for name in ("study.db", "table.txt", "table.csv", "results.json", "figures/overlay.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+# --- EDA ---------------------------------------------------------------------------------------------------
 
 def test_eda_counts_and_channel_stats_match_numpy(tmp_path, data):
     s = summarize_data(data, 10)
@@ -133,17 +249,3 @@ def test_eda_on_rgb_images(tmp_path):
     s = summarize_data(d)
     assert len(s["channels"]) == 3 and s["resolution"] == "32x32"
     assert is_png(write_eda(tmp_path, d, s)["samples.png"])
-
-
-def test_jobs_and_vectorize_reach_execute_when_it_takes_them(tmp_path, data, monkeypatch):
-    seen = {}
-
-    def execute(spec, configs, on_result, device="cpu", recipe=None, data=None, jobs=1, vectorize=False):
-        seen.update(jobs=jobs, vectorize=vectorize)
-        for c in configs:
-            on_result(c, {**fake_result(c.lr, c.seed, 0.5), "key": c.key()})
-
-    monkeypatch.setattr(study.sweeps, "execute", execute)
-    configs = study.sweep_configs("lr", [0.01, 0.1], lr=0.1, batch_size=32, epochs=2)
-    study.run_study(None, configs, tmp_path, recipe=TINY, data=data, jobs=2, vectorize=True, progress=False)
-    assert seen == {"jobs": 2, "vectorize": True}

@@ -9,7 +9,7 @@ import pytest
 
 from harness import data as hdata, models
 from harness.recipe import Recipe
-from harness.study.runs import Config, execute, run_config
+from harness.study import Config, run_config, run_study
 from harness.study.stacked import run_configs, why_not
 
 SPEC = f"{Path(__file__).resolve()}:RECIPE"
@@ -81,39 +81,30 @@ def test_why_not_names_the_model_or_step(recipe, reason):
     assert reason in why_not(recipe, sweep((0.1, 0.2)))
 
 
-def test_execute_vectorized_gives_the_sequential_table(capfd):
+def test_a_vectorized_study_gives_the_sequential_table(tmp_path, capfd):
     configs = sweep((1e-3, 1e-2, 3e-2), epochs=2)
-    table = {}
-    chosen = execute(None, configs, on_result=lambda c, r: table.__setitem__(c, r), recipe=RECIPE,
-                     data=DATA, vectorize="on")
-    assert chosen.vectorized and "vectorize on" in capfd.readouterr().err
-    assert_same([table[c] for c in configs], [run_config(RECIPE, DATA, c) for c in configs])
+    results = run_study(None, configs, tmp_path, recipe=RECIPE, data=DATA, vectorize="on")
+    assert "lr-only groups stacked" in capfd.readouterr().err
+    assert_same(results, [run_config(RECIPE, DATA, c) for c in configs])
 
 
-def test_execute_vectorized_in_two_workers_gives_the_sequential_table():
+def test_a_vectorized_study_in_two_workers_gives_the_sequential_table(tmp_path):
     configs = sweep((1e-3, 1e-2, 3e-2), epochs=2)
-    table = {}
-    chosen = execute(SPEC, configs, on_result=lambda c, r: table.__setitem__(c, r), vectorize="on", jobs=2)
-    assert chosen.vectorized and chosen.jobs == 2 and sorted(map(len, chosen.tasks)) == [1, 2]
-    assert_same([table[c] for c in configs], [run_config(RECIPE, DATA, c) for c in configs])
+    results = run_study(SPEC, configs, tmp_path, vectorize="on", jobs=2, progress=False)
+    assert_same(results, [run_config(RECIPE, DATA, c) for c in configs])
 
 
-def test_auto_on_cpu_falls_back_and_says_why(capfd):
-    execute(None, sweep((1e-3, 1e-2), epochs=1), on_result=lambda c, r: None, recipe=RECIPE, data=DATA,
-            vectorize="auto", device="cpu")
-    assert "not vectorized: auto on CPU" in capfd.readouterr().err
+def test_auto_on_cpu_does_not_stack(tmp_path, capfd):
+    run_study(None, sweep((1e-3, 1e-2), epochs=1), tmp_path, recipe=RECIPE, data=DATA, vectorize="auto", device="cpu")
+    assert "stacked" not in capfd.readouterr().err
 
 
-def test_a_grid_stacks_each_batch_size_separately():
+def test_a_grid_stacks_each_batch_size_separately(tmp_path):
     configs = sweep((1e-3, 1e-2), epochs=1, batch_size=32) + sweep((1e-3, 1e-2), epochs=1, batch_size=64)
-    table = {}
-    chosen = execute(None, configs, on_result=lambda c, r: table.__setitem__(c, r), recipe=RECIPE,
-                     data=DATA, vectorize="on")
-    assert [len(t) for t in chosen.tasks] == [2, 2]
-    assert_same([table[c] for c in configs], [run_config(RECIPE, DATA, c) for c in configs])
+    results = run_study(None, configs, tmp_path, recipe=RECIPE, data=DATA, vectorize="on", progress=False)
+    assert_same(results, [run_config(RECIPE, DATA, c) for c in configs])
 
 
-def test_nothing_to_stack_is_said(capfd):
-    configs = sweep((1e-2,), epochs=1, batch_size=32) + sweep((1e-2,), epochs=1, batch_size=64)
-    execute(None, configs, on_result=lambda c, r: None, recipe=RECIPE, data=DATA, vectorize="on")
-    assert "no two configs differ only in lr" in capfd.readouterr().err
+def test_what_cannot_be_stacked_is_said(tmp_path, capfd):
+    run_study(None, sweep((0.1, 0.2), optimizer="adam"), tmp_path, recipe=RECIPE, data=DATA, vectorize="on")
+    assert "not vectorized: the optimizer is Adam, not SGD" in capfd.readouterr().err

@@ -35,6 +35,7 @@ from harness.data import split_len, subset as take_subset
 from harness.fit import (DIVERGE_CHECK_EVERY, EVAL_BATCH, History, _divergence, _score, batches,
                          evaluate, to_device)
 from harness.recipe import Data, Recipe
+from harness.study.one_run import make_result, run_config
 
 
 def why_not(recipe: Recipe, configs: list) -> str:
@@ -79,8 +80,6 @@ def _sgd_settings(recipe: Recipe, config):
 
 def run_configs(recipe: Recipe, data: Data, configs: list, device="cpu") -> list:
     """Train `configs` (same except lr) as one stacked model; return a run_config-shaped result for each."""
-    from harness.study.runs import make_result, run_config  # runs imports this module
-
     if len(configs) == 1:  # a share of a split sweep can be a single config
         return [run_config(recipe, data, configs[0], device)]
     reason = why_not(recipe, configs)

@@ -1,239 +1,178 @@
-"""The study: sweeps and random search over Configs, saved run by run so a killed study resumes.
+"""Sweeps and searches as Optuna studies: plan, run (here, in worker processes, or on many
+machines), and read back.
 
     from harness.study import sweep_configs, run_study, summarize, write_outputs
     configs = sweep_configs("lr", [1e-4, 1e-3, 1e-2, 1e-1, 1.0], lr=0.1, batch_size=128, epochs=15)
-    results = run_study("digits28", configs, "results/sweep-lr")     # skips runs already in runs/
-    rows = summarize(results)                                        # sorted by Accuracy, mean/std over seeds
-    write_outputs("results/sweep-lr", results, rows, vary=("learning_rate",))
+    results = run_study("digits28", configs, "results/digits28/sweep-lr")   # resumes what is there
+    rows = summarize(results)
+    write_outputs("results/digits28/sweep-lr", results, rows, vary=("learning_rate",))
 
-Every finished run is written at once, atomically, to OUT/runs/<Config.key()>.json, so
-running the same command again picks up where it stopped. `harness sweep|search|train`
-(harness/cli.py) are thin wrappers around these functions.
+The study lives in OUT/study.db (SQLite) unless `storage` names a database that other
+processes and machines share (`harness search --storage URL --study NAME` on each). Running
+the same command again continues the study: finished trials stay, the rest run. A study
+belongs to one recipe (its identity: spec, model class, parameter count, task, data sizes) and
+one set of settings; anything else is refused in one line naming both.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import random
-import statistics
 import sys
-import time
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from harness.io import atomic_write_json, atomic_write_text
-from harness.recipe import load_recipe
-from harness.study.runs import Config, execute
+from harness.recipe import RecipeError
+from harness.recipes import load_recipe
+from harness.study.configs import Config, recipe_identity
+from harness.study.one_run import check_lr_is_used, check_swept_value_used
+from harness.study.progress import StudyProgress
+from harness.study.storage import (HEARTBEAT, default_url, distributions_for, finished_results, open_storage,
+                                   open_study, redact)
+from harness.study.trials import Job, TrialError, run_trials, finished_keys
 
-METRICS = ("Accuracy", "Precision_macro", "Recall_macro", "F1_macro", "Train_time_s", "Infer_time_s")
-COLUMNS = ("learning_rate", "batch_size") + METRICS + ("steps", "epochs_run", "diverged")
-
-
-# --- which runs ------------------------------------------------------------------------------
-
-def sweep_configs(kind: str, values: Sequence, *, lr: float, batch_size: int, epochs: int,
-                  seeds: Sequence[int] = (0,), options: tuple = ()) -> list:
-    """One Config per (value, seed): kind 'lr' varies the lr at a fixed batch size, 'batch-size' the reverse."""
-    if kind not in ("lr", "batch-size"):
-        raise ValueError(f"sweep kind must be 'lr' or 'batch-size', got {kind!r}")
-    return [Config(lr=v if kind == "lr" else lr, batch_size=batch_size if kind == "lr" else v,
-                   epochs=epochs, seed=s, options=options) for v in values for s in seeds]
-
-
-def search_configs(trials: int, lrs: Sequence[float], batch_sizes: Sequence[int], *, epochs: int,
-                   seeds: Sequence[int] = (0,), options: tuple = (), rng_seed: int = 0) -> list:
-    """The blog's random search: `trials` (lr, batch size) pairs drawn from the grid, seeded.
-
-    Pairs are drawn without repeats while the grid has unused pairs (a repeat would only
-    re-run the same configuration), then with repeats.
-    """
-    rng = random.Random(rng_seed)
-    grid = [(lr, b) for lr in lrs for b in batch_sizes]
-    pairs = rng.sample(grid, min(trials, len(grid))) + [rng.choice(grid) for _ in range(trials - len(grid))]
-    return [Config(lr=lr, batch_size=b, epochs=epochs, seed=s, options=options) for lr, b in pairs for s in seeds]
-
-
-# --- running them, resumably ------------------------------------------------------------------
-
-def runs_dir(out) -> Path:
-    return Path(out) / "runs"
-
-
-def load_done(out) -> dict:
-    """Results already saved under OUT/runs, by key (an unreadable file counts as not done)."""
-    done = {}
-    for path in sorted(runs_dir(out).glob("*.json")):
-        try:
-            result = json.loads(path.read_text())
-            done[result["key"]] = result
-        except (OSError, ValueError, KeyError):
-            continue
-    return done
+VECTORIZE_MODES = ("auto", "on", "off")
 
 
 def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None, jobs: Optional[int] = None,
-              vectorize: Optional[str] = None, progress: bool = True) -> list:
-    """Run the configs not yet saved under OUT/runs; return every config's result, in config order.
+              vectorize: Optional[str] = None, progress: bool = True, storage: Optional[str] = None,
+              study: Optional[str] = None, settings: Optional[dict] = None, kind: Optional[str] = None,
+              tpe: Optional[dict] = None, space=None, prune: str = "none", heartbeat: int = HEARTBEAT,
+              meta: Optional[dict] = None) -> list:
+    """Run every config of `configs` not yet finished in the study; return all their results, in
+    config order (with `tpe`, the study's results in trial order).
 
-    Each result is saved as soon as it arrives. `jobs` (worker processes) and `vectorize`
-    ('auto'|'on'|'off': an lr sweep as one stacked model) go to `harness.study.runs.execute`, which
-    needs `spec` to load the recipe in its workers.
+    jobs: worker processes on this machine (0: one per core), each with cores // jobs threads;
+    needs `spec`, the recipe spec workers load. vectorize: 'on' trains configs that differ only in lr
+    as one stacked model (harness.study.stacked), 'auto' on CUDA only. settings: what, beside
+    the recipe, makes this study what it is (the CLI passes its arguments); a study made with
+    other settings is refused. kind 'lr'|'batch-size' checks that the swept value was used.
     """
+    from harness import runtime
+    from harness.fit import resolve_device
+
     recipe = recipe or load_recipe(spec)
+    given = data is not None
     data = data or recipe.load_data()
-    done = load_done(out)
-    todo = [c for c in configs if c.key() not in done]
-    bar = Progress(len(configs), len(configs) - len(todo), enabled=progress)
-    if len(todo) < len(configs):
-        bar.note(f"resuming: {len(configs) - len(todo)} of {len(configs)} runs already in {runs_dir(out)}")
+    configs = list(configs)
+    device = resolve_device(device)
+    settings = settings if settings is not None else _settings_of(configs)
+    identity = {"recipe": recipe_identity(spec, recipe, data), "settings": settings}
+    url = storage or default_url(out)
+    name = study or "study"
+    if storage is None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    if kind == "lr" and configs:
+        check_lr_is_used(recipe, configs[0])
+    optuna_storage = open_storage(url, heartbeat)
+    the_study = open_study(optuna_storage, name, identity, configs, distributions_for(configs, space))
+    for attr, value in (meta or {}).items():
+        if the_study.user_attrs.get(attr) != value:
+            the_study.set_user_attr(attr, value)
+    total = tpe["trials"] * len(tpe["seeds"]) if tpe else len(configs)
+    left = total - len(finished_keys(the_study) & ({c.key() for c in configs} if configs else
+                                                    finished_keys(the_study)))
+    jobs = runtime.cores() if jobs == 0 else (jobs or 1)
+    jobs = max(1, min(jobs, left)) if left else 1
+    if jobs > 1 and spec is None:
+        print("sequential: --jobs needs a recipe spec (built-in name or file.py:NAME) that workers can load",
+              file=sys.stderr)
+        jobs = 1
+    stacked = _vectorize(vectorize, recipe, configs, device)
+    job = Job(storage=url, study=name, spec=spec, device=str(device), heartbeat=heartbeat, prune=prune,
+              vectorize=stacked, group=max(1, math.ceil(_largest_lr_group(configs) / jobs)), tpe=tpe,
+              data_settings=_data_settings())
+    if left < total and progress:
+        print(f"resuming: {total - left} of {total} trials already finished in study {name!r} at {redact(url)}",
+              file=sys.stderr, flush=True)
+    if progress:
+        print(_describe(left, jobs, stacked, url, name), file=sys.stderr, flush=True)
+    with StudyProgress(the_study, total, enabled=progress):
+        if left and jobs > 1:
+            from harness.study.workers import run_workers
+            with _shipped(job, given, data, out):
+                run_workers(job, jobs, max(1, runtime.thread_cap() // jobs))
+        elif left:
+            run_trials(job, recipe=recipe, data=data)
+    results = finished_results(the_study)
+    if configs:
+        by_key = {r["key"]: r for r in results}
+        missing = [c for c in configs if c.key() not in by_key and c.key() not in finished_keys(the_study)]
+        if missing:
+            raise TrialError(f"{len(missing)} of {len(configs)} trials did not finish (first: "
+                             f"{describe(missing[0])}); run the same command again to retry them")
+        results = [by_key[c.key()] for c in configs if c.key() in by_key]
+    check_swept_value_used(recipe, results, kind or "")
+    return results
 
-    def save(config, result):
-        atomic_write_json(runs_dir(out) / f"{result['key']}.json", result)
-        done[result["key"]] = result
-        bar.advance(describe(config), result["row"])
 
-    extra = {k: v for k, v in (("jobs", jobs), ("vectorize", vectorize)) if v is not None}
-    try:
-        if todo:
-            execute(spec, todo, on_result=save, device=device, recipe=recipe, data=data, **extra)
-    finally:
-        bar.close()
-    return [done[c.key()] for c in configs]
+@contextmanager
+def _shipped(job: Job, given: bool, data, out):
+    """Data the caller passed in (not the recipe's own) goes to the workers as a tensor file."""
+    from harness.recipe import is_tensor_split
+
+    if not given or not all(s is None or is_tensor_split(s) for s in (data.train, data.val, data.test)):
+        yield
+        return
+    import torch
+    with tempfile.TemporaryDirectory(prefix="harness-data-") as folder:
+        job.data_file = str(Path(folder) / "data.pt")
+        torch.save({"train": data.train, "val": data.val, "test": data.test}, job.data_file)
+        try:
+            yield
+        finally:
+            job.data_file = None
 
 
 def describe(config: Config) -> str:
     return f"lr={config.lr:g} batch={config.batch_size} seed={config.seed}"
 
 
-class Progress:
-    """A one-line progress bar on stderr: redrawn in place on a terminal, one line per run otherwise."""
-
-    def __init__(self, total: int, done: int = 0, enabled: bool = True, stream=None):
-        self.total, self.done, self.enabled = total, done, enabled
-        self.stream = stream or sys.stderr
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
-        self.start = time.perf_counter()
-
-    def note(self, text: str):
-        if self.enabled:
-            print(text, file=self.stream, flush=True)
-
-    def advance(self, what: str, row: dict):
-        self.done += 1
-        if not self.enabled:
-            return
-        width = 20
-        filled = int(width * self.done / max(self.total, 1))
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {what} "
-                f"acc {row['Accuracy']:.3f}{' diverged' if row['diverged'] else ''} "
-                f"({time.perf_counter() - self.start:.0f}s)")
-        print(("\r" + line.ljust(100)) if self.tty else line, end="" if self.tty else "\n",
-              file=self.stream, flush=True)
-
-    def close(self):
-        if self.enabled and self.tty:
-            print(file=self.stream, flush=True)
+def _describe(left: int, jobs: int, stacked: bool, url: str, name: str) -> str:
+    how = f"{jobs} worker processes" if jobs > 1 else "in this process"
+    return (f"running {left} trials {how}{', lr-only groups stacked' if stacked else ''}; "
+            f"study {name!r} at {redact(url)}")
 
 
-# --- the table ----------------------------------------------------------------------------------
-
-def summarize(results: list) -> list:
-    """One row per configuration (seeds pooled), sorted by Accuracy, best first.
-
-    With one seed the row is the run's row. With several, metrics are means, `<metric>_std`
-    their sample standard deviations, `seeds` the count and `diverged` the number that diverged.
-    """
-    groups: dict = {}
-    for r in results:
-        c = r["config"]
-        groups.setdefault((c["lr"], c["batch_size"], c["epochs"], json.dumps(c["options"])), []).append(r["row"])
-    rows = []
-    for members in groups.values():
-        if len(members) == 1:
-            rows.append(dict(members[0]))
-            continue
-        row = {k: v for k, v in members[0].items() if k != "seed"}
-        row["seeds"] = len(members)
-        for m in METRICS + ("steps", "epochs_run"):
-            values = [x[m] for x in members]
-            row[m] = statistics.fmean(values)
-            row[f"{m}_std"] = statistics.stdev(values)
-        row["diverged"] = sum(bool(x["diverged"]) for x in members)
-        rows.append(row)
-    return sorted(rows, key=lambda r: -r["Accuracy"] if math.isfinite(r["Accuracy"]) else math.inf)
+def _settings_of(configs: list) -> dict:
+    """Settings that every config of an API call shares (more configs may join the study later)."""
+    return {"epochs": sorted({c.epochs for c in configs}), "options": sorted({repr(c.options) for c in configs})}
 
 
-def format_table(rows: list, columns: Sequence[str] = COLUMNS) -> str:
-    """An aligned text table; a metric with a `_std` column prints as 'mean ± std'."""
-    def cell(row, col):
-        v = row.get(col, "")
-        if col == "diverged" and "seeds" in row:
-            return f"{v}/{row['seeds']}"  # seeds that diverged
-        if isinstance(v, bool):
-            return str(v)
-        if isinstance(v, float) and col not in ("learning_rate",):
-            text, std = (f"{v:.4f}", ".4f") if col in METRICS else (f"{v:.4g}", ".3g")
-            return text + (f" ± {row[col + '_std']:{std}}" if col + "_std" in row else "")
-        if isinstance(v, float):
-            return f"{v:g}"
-        return str(v)
-    cols = [c for c in columns if any(c in r for r in rows)] or list(columns)
-    cells = [[cell(r, c) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(line[i]) for line in cells)) if cells else len(c) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in cells]
-    return "\n".join(lines)
+def _data_settings() -> list:
+    from harness import data as data_module
+    return [data_module.settings.root, data_module.settings.download]
 
 
-def to_csv(rows: list) -> str:
-    keys = list(COLUMNS) + [k for r in rows for k in r if k not in COLUMNS]
-    keys = list(dict.fromkeys(k for k in keys if any(k in r for r in rows)))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+def _largest_lr_group(configs: list) -> int:
+    from collections import Counter
+    from dataclasses import replace
+    return max(Counter(replace(c, lr=0.0) for c in configs).values(), default=1)
 
 
-def label(config: dict, vary: Sequence[str]) -> str:
-    """'lr=0.1', 'batch=8' or 'lr=0.01 batch=32': the varied settings of a run, for legends."""
-    parts = {"learning_rate": f"lr={config['lr']:g}", "batch_size": f"batch={config['batch_size']}"}
-    return " ".join(parts[v] for v in vary)
+def _vectorize(mode, recipe, configs: list, device) -> bool:
+    """Whether claims may stack configs that differ only in lr (and why not, on stderr)."""
+    mode = {True: "on", False: "off", None: "off"}.get(mode, mode)
+    if mode not in VECTORIZE_MODES:
+        raise RecipeError(f"--vectorize {mode!r}: use auto, on or off")
+    if mode == "off" or _largest_lr_group(configs) < 2:
+        return False
+    if mode == "auto" and device.type != "cuda":
+        return False  # stacked copies were slower than separate runs on CPU (their weights outgrow the cache)
+    from harness.study.stacked import why_not
+    group = [c for c in configs if asdict(c) | {"lr": 0} == asdict(configs[0]) | {"lr": 0}]
+    reason = why_not(recipe, group)
+    if reason:
+        print(f"not vectorized: {reason}", file=sys.stderr)
+    return not reason
 
 
-def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: str = "",
-                  figures: bool = True) -> dict:
-    """Write table.txt, table.csv, results.json (rows and every run's history) and the figures.
-
-    Returns the paths written, by name.
-    """
-    from harness import figures as fig
-
-    out = Path(out)
-    paths = {"table.txt": out / "table.txt", "table.csv": out / "table.csv", "results.json": out / "results.json"}
-    atomic_write_text(paths["table.txt"], format_table(rows) + "\n")
-    atomic_write_text(paths["table.csv"], to_csv(rows))
-    atomic_write_json(paths["results.json"], {"title": title, "vary": list(vary), "rows": rows, "runs": results})
-    if not figures:
-        return paths
-    first = {}  # one run per configuration (its first seed) for the overlay
-    for r in results:
-        name = label(r["config"], vary)
-        first.setdefault(name, r["history"])
-        seed = f"_seed{r['config']['seed']}" if len({x['config']['seed'] for x in results}) > 1 else ""
-        path = out / "figures" / f"curves_{slug(name)}{seed}.png"
-        fig.curves(r["history"], f"{title} {name}{seed.replace('_', ' ')}".strip(), path)
-        paths[path.name] = path
-    paths["overlay.png"] = out / "figures" / "overlay.png"
-    fig.overlay(first, title, paths["overlay.png"])
-    paths["bars.png"] = out / "figures" / "bars.png"
-    ordered = sorted(rows, key=lambda r: tuple(r[v] for v in vary))
-    fig.bars([label({"lr": r["learning_rate"], "batch_size": r["batch_size"]}, vary) for r in ordered],
-             ordered, title, paths["bars.png"])
-    return paths
+def load_study_results(storage: str, name: Optional[str]):
+    """(study, results) of an existing study, for `harness report`."""
+    from harness.study.storage import load_existing
+    study = load_existing(storage, name)
+    return study, finished_results(study)
 
 
-def slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in text.replace("=", ""))
+__all__ = ["run_study", "load_study_results", "describe", "Config", "open_storage"]

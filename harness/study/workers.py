@@ -1,88 +1,123 @@
-"""Run configurations in worker processes, each with a capped number of torch threads.
+"""Worker processes on this machine: K processes, each running the study's trial loop with
+cores // K torch threads, that die with their parent.
 
-    from harness.study.workers import run_parallel
-    for config, result in run_parallel("digits28", configs, jobs=2, threads=1):
-        ...                                   # results arrive as they finish, in any order
+    from harness.study.workers import run_workers
+    run_workers(job, jobs=2, threads=1)      # returns when the study has nothing left to run
 
-Workers are forked from a "forkserver" that imported torch once but never ran an op (so no
-thread pool is forked; "spawn" where there is no forkserver, e.g. Windows). An initializer
-sets torch.set_num_threads(threads) and pins fit's thread choice to it, so jobs x threads
-never exceeds the cores: two processes of two threads each on two cores run about 9x slower
-at batch 8 than two of one thread each. A worker re-loads the recipe from its spec string (a built-in
-name or file.py:NAME), loads its data once, and reuses both for every config it runs;
-tensor data passed in by the caller is sent to the workers instead of re-loaded.
+    python -m harness.study.workers JOB_JSON THREADS PARENT_PID   # what each worker runs
+
+Each worker is a fresh `python -m harness.study.workers` (no forkserver, no multiprocessing
+resource tracker: nothing is left behind to outlive the parent). It joins the study through
+its storage exactly as a worker on another machine would (harness.study.trials). It dies with
+its parent: on Linux prctl(PR_SET_PDEATHSIG) sends it SIGTERM when the parent dies, even by
+SIGKILL; elsewhere a thread polls the parent's pid every second. SIGTERM and SIGINT put the
+running trial back in the queue before the worker exits. Threads are capped (two processes of
+two threads each on two cores run about 9x slower at batch 8 than two of one thread each).
 """
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Iterator, Optional
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 
-import torch
+from harness.study.trials import Job, TrialError, run_trials
 
-from harness.recipe import Data
-
-_worker: dict = {}  # per worker process: recipe, data, device
+STOP_GRACE = 5.0  # seconds a worker gets to re-enqueue its trial after SIGTERM before SIGKILL
 
 
-def _init_worker(spec: str, data: Optional[Data], device: str, threads: int, data_settings: tuple) -> None:
-    from harness import data as data_module, runtime
+def run_workers(job: Job, jobs: int, threads: int) -> None:
+    """Start `jobs` workers and wait for them; a worker's error stops the others and is raised
+    (TrialError, its one line); an interrupt of this process stops them all."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(jobs)]
+    command = [sys.executable, "-m", "harness.study.workers", job.to_json(), str(threads), str(os.getpid())]
+    procs = [subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env) for log in logs]
+    try:
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = next((i for i, c in enumerate(codes) if c not in (None, 0)), None)
+            if failed is not None:
+                raise TrialError(_last_error(logs[failed], codes[failed]))
+            if all(c == 0 for c in codes):
+                return
+            time.sleep(0.2)
+    finally:
+        stop(procs)
+        for log in logs:
+            log.close()
+
+
+def stop(procs: list) -> None:
+    """SIGTERM the workers still running, give them STOP_GRACE seconds, then SIGKILL."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _last_error(log, code: int) -> str:
+    log.seek(0)
+    lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+    errors = [line.split("harness: error: ", 1)[1] for line in lines if "harness: error: " in line]
+    if errors:
+        return errors[-1]
+    tail = lines[-1] if lines else "no output"
+    return f"a worker process exited with status {code}: {tail}"
+
+
+# --- inside a worker -----------------------------------------------------------------------------
+
+def die_with_parent(parent: int) -> None:
+    """Get SIGTERM when `parent` dies (PR_SET_PDEATHSIG on Linux, a polling thread elsewhere)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    job, threads, parent = Job.from_json(argv[1]), int(argv[2]), int(argv[3])
+    die_with_parent(parent)
+    import torch
+
+    from harness import runtime
 
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     runtime.set_threads_override(threads)  # fit must not measure its way past the worker's share
-    from harness.recipe import load_recipe
-
-    data_module.settings.root, data_module.settings.download = data_settings
-    recipe = load_recipe(spec)
-    _worker.update(recipe=recipe, data=data, device=device)
-
-
-def _run_one(config):
-    """Run one config (or a list of lr-only configs as one stacked model) in a worker."""
-    from harness.study.runs import run_config
-
-    if _worker["data"] is None:
-        _worker["data"] = _worker["recipe"].load_data()
-    recipe, data, device = _worker["recipe"], _worker["data"], _worker["device"]
-    if isinstance(config, list):
-        from harness.study.stacked import run_configs
-        return run_configs(recipe, data, config, device)
-    return run_config(recipe, data, config, device)
-
-
-def run_parallel(spec: str, tasks: list, *, jobs: int, threads: int, device="cpu",
-                 data: Optional[Data] = None) -> Iterator[tuple]:
-    """Yield (task, result) as each finishes. A task is a Config, or a list of Configs that
-    differ only in lr, trained together as one stacked model (its result is then a list)."""
-    from harness import data as data_module
-
-    ctx = _context()
-    settings = (data_module.settings.root, data_module.settings.download)
-    shipped = data if data is not None and _is_tensor_data(data) else None
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                               initargs=(spec, shipped, str(device), threads, settings))
     try:
-        pending = {pool.submit(_run_one, task): task for task in tasks}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = pending.pop(future)
-                yield task, future.result()
-    finally:  # on an error (or a caller that stops early) drop the queued configs
-        pool.shutdown(wait=True, cancel_futures=True)
+        run_trials(job)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # TrialError, RecipeError, a storage error: one line for the parent to show
+        line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"harness: error: {line}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
-def _context():
-    """forkserver where there is one (its server imports torch once; each worker is then a fast
-    fork of a process that never ran a torch op), else spawn."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["harness.study.runs", "harness.study.stacked", "sklearn.metrics"])
-    return ctx
-
-
-def _is_tensor_data(data: Data) -> bool:
-    from harness.data import is_tensor_split
-    return all(split is None or is_tensor_split(split) for split in (data.train, data.val, data.test))
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

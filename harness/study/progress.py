@@ -1,0 +1,61 @@
+"""Progress of a study on stderr with tqdm: trials done of the total, running, pruned, failed,
+best accuracy so far, and tqdm's own rate and time left.
+
+    with StudyProgress(study, total=10):
+        run_trials(job)           # the bar reads the study's storage every second, on a thread
+
+The bar counts the study's trials, not this process's, so it is right whether the trials run
+here, in worker processes, or on other machines.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+from harness.study.storage import counts
+
+
+class StudyProgress:
+    def __init__(self, study, total: int, enabled: bool = True, every: float = 1.0, stream=None):
+        self.study, self.total, self.every = study, total, every
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=self.total, unit="trial", file=self.stream, dynamic_ncols=True,
+                            mininterval=0.5, smoothing=0.1)
+            self.refresh(first=True)
+            self.thread.start()
+        return self
+
+    def refresh(self, first: bool = False) -> None:
+        try:
+            c = counts(self.study)
+        except Exception:  # a busy database: try again next second
+            return
+        done = c["complete"] + c["pruned"]
+        if first:
+            self.bar.reset(total=self.total)  # the clock and rate start now, not with the earlier runs
+            self.bar.update(min(done, self.total))
+            self.bar.unpause()
+        elif done > self.bar.n:
+            self.bar.update(min(done, self.total) - self.bar.n)
+        best = f"{c['best']:.4f}" if c["best"] is not None else "-"
+        self.bar.set_postfix_str(f"running {c['running']}, pruned {c['pruned']}, failed {c['fail']}, "
+                                 f"best acc {best}", refresh=True)
+
+    def _loop(self):
+        while not self.stop.wait(self.every):
+            self.refresh()
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.stop.set()
+            self.thread.join()
+            self.refresh()
+            self.bar.close()

@@ -1,0 +1,137 @@
+"""Reports of a study: the table (mean ± std over seeds), table.csv, results.json and the
+figures, all made from the study's trials, so one command reports a study that many machines ran.
+
+    from harness.study.reports import summarize, format_table, write_outputs
+    rows = summarize(results)                          # sorted by Accuracy, seeds pooled
+    print(format_table(rows))
+    write_outputs("results/x", results, rows, vary=("learning_rate",), title="lr sweep")
+
+`results` are `harness.study.storage.finished_results(study)`: one dict per run with its
+config, table row and per-epoch history. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from pathlib import Path
+from typing import Sequence
+
+from harness.io import atomic_write_json, atomic_write_text
+
+METRICS = ("Accuracy", "Precision_macro", "Recall_macro", "F1_macro", "Train_time_s", "Infer_time_s")
+COLUMNS = ("learning_rate", "batch_size") + METRICS + ("steps", "epochs_run", "diverged")
+
+
+def summarize(results: list) -> list:
+    """One row per configuration (seeds pooled), sorted by Accuracy, best first.
+
+    With one seed the row is the run's row. With several, metrics are means, `<metric>_std`
+    their sample standard deviations, `seeds` the count and `diverged` the number that diverged.
+    """
+    groups: dict = {}
+    for r in results:
+        c = r["config"]
+        groups.setdefault((c["lr"], c["batch_size"], c["epochs"], repr(c["options"])), []).append(r["row"])
+    rows = []
+    for members in groups.values():
+        if len(members) == 1:
+            rows.append(dict(members[0]))
+            continue
+        row = {k: v for k, v in members[0].items() if k != "seed"}
+        row["seeds"] = len(members)
+        for m in METRICS + ("steps", "epochs_run"):
+            values = [x[m] for x in members]
+            row[m] = statistics.fmean(values)
+            row[f"{m}_std"] = statistics.stdev(values)
+        row["diverged"] = sum(bool(x["diverged"]) for x in members)
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["Accuracy"] if math.isfinite(r["Accuracy"]) else math.inf)
+
+
+def format_table(rows: list, columns: Sequence[str] = COLUMNS) -> str:
+    """An aligned text table; a metric with a `_std` column prints as 'mean ± std'."""
+    def cell(row, col):
+        v = row.get(col, "")
+        if col == "diverged" and "seeds" in row:
+            return f"{v}/{row['seeds']}"  # seeds that diverged
+        if isinstance(v, bool):
+            return str(v)
+        if isinstance(v, float) and col not in ("learning_rate",):
+            text, std = (f"{v:.4f}", ".4f") if col in METRICS else (f"{v:.4g}", ".3g")
+            return text + (f" ± {row[col + '_std']:{std}}" if col + "_std" in row else "")
+        if isinstance(v, float):
+            return f"{v:g}"
+        return str(v)
+    cols = [c for c in columns if any(c in r for r in rows)] or list(columns)
+    cells = [[cell(r, c) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in cells]
+    return "\n".join(lines)
+
+
+def to_csv(rows: list) -> str:
+    keys = list(COLUMNS) + [k for r in rows for k in r if k not in COLUMNS]
+    keys = list(dict.fromkeys(k for k in keys if any(k in r for r in rows)))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def label(config: dict, vary: Sequence[str], exact: bool = False) -> str:
+    """'lr=0.1', 'batch=8' or 'lr=0.01 batch=32': the varied settings of a run, for legends.
+    `exact` spells the lr in full (repr), for two lrs that print alike at 6 digits."""
+    lr = repr(float(config["lr"])) if exact else f"{config['lr']:g}"
+    parts = {"learning_rate": f"lr={lr}", "batch_size": f"batch={config['batch_size']}"}
+    return " ".join(parts[v] for v in vary)
+
+
+def labels(configs: list, vary: Sequence[str]) -> list:
+    """One label per config; distinct configurations always get distinct labels (and file names)."""
+    short = [label(c, vary) for c in configs]
+    owners: dict = {}
+    for name, c in zip(short, configs):
+        owners.setdefault(name, set()).add((c["lr"], c["batch_size"]))
+    return [label(c, vary, exact=len(owners[name]) > 1) for name, c in zip(short, configs)]
+
+
+def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: str = "",
+                  figures: bool = True) -> dict:
+    """Write table.txt, table.csv, results.json (rows and every run's history) and the figures.
+
+    Returns the paths written, by name. Figure names never collide: two lrs that print alike
+    are spelled in full, and two runs of one configuration differ by their seed.
+    """
+    from harness import figures as fig
+
+    out = Path(out)
+    paths = {"table.txt": out / "table.txt", "table.csv": out / "table.csv", "results.json": out / "results.json"}
+    atomic_write_text(paths["table.txt"], format_table(rows) + "\n")
+    atomic_write_text(paths["table.csv"], to_csv(rows))
+    atomic_write_json(paths["results.json"], {"title": title, "vary": list(vary), "rows": rows, "runs": results})
+    if not figures:
+        return paths
+    names = labels([r["config"] for r in results], vary)
+    several_seeds = len({r["config"]["seed"] for r in results}) > 1
+    first = {}  # one run per configuration (its first seed) for the overlay
+    for r, name in zip(results, names):
+        first.setdefault(name, r["history"])
+        seed = f"_seed{r['config']['seed']}" if several_seeds else ""
+        path = out / "figures" / f"curves_{slug(name)}{seed}.png"
+        fig.curves(r["history"], f"{title} {name}{seed.replace('_', ' ')}".strip(), path)
+        paths[path.name] = path
+    paths["overlay.png"] = out / "figures" / "overlay.png"
+    fig.overlay(first, title, paths["overlay.png"])
+    paths["bars.png"] = out / "figures" / "bars.png"
+    ordered = sorted(rows, key=lambda r: tuple(r[v] for v in vary))
+    configs = [{"lr": r["learning_rate"], "batch_size": r["batch_size"]} for r in ordered]
+    fig.bars(labels(configs, vary), ordered, title, paths["bars.png"])
+    return paths
+
+
+def slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in text.replace("=", ""))

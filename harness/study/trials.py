@@ -1,0 +1,308 @@
+"""Running a study's trials: claim a waiting trial, keep its heartbeat, train it, tell the result.
+
+    from harness.study.trials import Job, run_trials
+    job = Job(storage="sqlite:///results/x/study.db", study="sweep-lr", spec="digits28")
+    run_trials(job)                       # until no trial is waiting or running; returns trials run
+
+This loop is the same in the CLI's own process (--jobs 1), in each worker process
+(harness.study.workers) and on every other machine that joins the study. Each result is told
+to the study at once, so a kill loses at most the trials running at that moment, and those
+come back (see harness.study.storage). A run that diverges ends as PRUNED with the reason in
+the trial's `pruned_reason` attribute; `prune="median"|"hyperband"` also prunes on the val
+loss per epoch (reported as its negative, so that higher is better like the accuracy).
+With the TPE sampler there is no plan: a worker with nothing waiting asks TPE for a new
+configuration, refuses a repeat, and enqueues its other seeds for whoever is free.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from harness.study.configs import Config, Space, pick
+from harness.study.one_run import run_config
+from harness.study.storage import HEARTBEAT, FINISHED, open_storage, study_distributions
+
+PRUNERS = ("none", "median", "hyperband")
+
+
+@dataclass
+class Job:
+    """Everything a worker needs to join a study (JSON-able: workers get it on their command line)."""
+    storage: str
+    study: str
+    spec: Optional[str] = None
+    device: str = "cpu"
+    heartbeat: int = HEARTBEAT
+    prune: str = "none"
+    vectorize: bool = False
+    group: int = 1                     # stacked copies per claim when vectorize is on
+    tpe: Optional[dict] = None         # {"trials", "lr", "batch_size", "seeds", "epochs", "options", "seed"}
+    data_settings: list = field(default_factory=lambda: [None, False])  # harness.data settings: root, download
+    data_file: Optional[str] = None    # tensors saved by the parent when it was given data, not a spec
+
+    def to_json(self) -> str:
+        import json
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Job":
+        import json
+        return cls(**json.loads(text))
+
+
+class TrialError(RuntimeError):
+    """A trial raised; the message is the one line to show (the trial is marked FAIL with it)."""
+
+
+def _sampler(job: Job):
+    import optuna
+    if job.tpe:
+        return optuna.samplers.TPESampler(seed=job.tpe.get("seed", 0) + os.getpid(), n_startup_trials=5)
+    return optuna.samplers.RandomSampler()  # never consulted: every trial is enqueued with its params
+
+
+def _pruner(job: Job):
+    import optuna
+    return {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+            "hyperband": optuna.pruners.HyperbandPruner(min_resource=1),
+            "none": optuna.pruners.NopPruner()}[job.prune]
+
+
+def run_trials(job: Job, recipe=None, data=None, stop: Optional[threading.Event] = None) -> int:
+    """Run trials of `job.study` until none is waiting or running (or `stop` is set); return how many."""
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")
+    warnings.filterwarnings("ignore", message=".*Fixed parameter.*")
+    storage = open_storage(job.storage, job.heartbeat)
+    study = optuna.load_study(study_name=job.study, storage=storage, sampler=_sampler(job), pruner=_pruner(job))
+    dists = study_distributions(study)
+    if recipe is None:
+        recipe, data = _load(job)
+    elif data is None:
+        data = recipe.load_data()
+    done = 0
+    while not (stop and stop.is_set()):
+        optuna.storages.fail_stale_trials(study)  # a killed worker's trial goes back to the queue
+        claimed = _claim(study, storage, job)
+        if not claimed and job.tpe:
+            claimed = _ask_tpe(study, storage, job, dists)
+        if claimed:
+            done += _run(study, storage, claimed, dists, recipe, data, job)
+            continue
+        if not any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
+            break
+        time.sleep(min(job.heartbeat, 2))  # others are running the last trials (or a dead one goes stale)
+    return done
+
+
+def _load(job: Job):
+    from harness import data as data_module
+    from harness.recipe import Data
+    from harness.recipes import load_recipe
+
+    data_module.settings.root, data_module.settings.download = job.data_settings
+    recipe = load_recipe(job.spec)
+    if job.data_file:
+        import torch
+        data = Data(**torch.load(job.data_file, weights_only=True))
+    else:
+        data = recipe.load_data()
+    return recipe, data
+
+
+# --- claiming ----------------------------------------------------------------------------------------
+
+def _claim(study, storage, job: Job) -> list:
+    """Move WAITING trials to RUNNING (the storage lets exactly one worker do so per trial): one,
+    or with vectorize up to `job.group` that differ only in lr."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    claimed, first = [], None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        config = Config.from_dict(t.user_attrs["config"]) if "config" in t.user_attrs else None
+        if first is not None and (config is None or _but_lr(config) != first):
+            continue
+        try:
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                continue
+        except UpdateFinishedTrialError:
+            continue
+        storage.record_heartbeat(t._trial_id)  # at once: a trial without one would never be found stale
+        claimed.append(t)
+        if not job.vectorize or len(claimed) >= job.group or config is None:
+            break
+        first = _but_lr(config)
+    return claimed
+
+
+def _but_lr(config: Config):
+    from dataclasses import replace
+    return replace(config, lr=0.0)
+
+
+def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
+    """A new configuration from TPE with its other seeds enqueued; [] when the study has enough."""
+    from optuna.trial import TrialState
+
+    spec = job.tpe
+    seeds = spec["seeds"]
+    options = tuple(tuple(p) for p in spec["options"])
+    space = {k: dists[k] for k in ("lr", "batch_size")}
+    for _ in range(20):
+        trials = study.get_trials(deepcopy=False)
+        primaries = [t for t in trials if t.user_attrs.get("point") and t.state != TrialState.FAIL]
+        if len(primaries) >= spec["trials"]:
+            return []
+        trial = study.ask(space)
+        storage.record_heartbeat(trial._trial_id)
+        point = list(pick(trial.params))
+        if any(t.user_attrs["point"] == point for t in primaries):  # a repeat: TPE converged here
+            trial.set_user_attr("repeat", True)
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        configs = [Config(lr=point[0], batch_size=point[1], epochs=spec["epochs"], seed=s, options=options)
+                   for s in seeds]
+        for name, value in (("point", point), ("key", configs[0].key()), ("config", asdict(configs[0]))):
+            trial.set_user_attr(name, value)
+        ranked = sorted(t.number for t in study.get_trials(deepcopy=False)
+                        if t.user_attrs.get("point") and t.state != TrialState.FAIL)
+        if trial.number not in ranked[:spec["trials"]]:  # another worker took the last place first
+            study.tell(trial, state=TrialState.FAIL)
+            return []
+        for config in configs[1:]:
+            params = {k: v for k, v in config.params().items() if k != "seed"}  # TPE's space: lr, batch size
+            study.enqueue_trial(params, user_attrs={"key": config.key(), "config": asdict(config)})
+        return [storage.get_trial(trial._trial_id)]
+    return []
+
+
+# --- running -----------------------------------------------------------------------------------------
+
+class Heartbeat:
+    """Record the claimed trials' heartbeats every `interval` seconds on a thread while they run."""
+
+    def __init__(self, storage, trial_ids: list, interval: int):
+        self.storage, self.ids, self.interval = storage, trial_ids, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while True:
+            for trial_id in self.ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # a busy database: the next beat comes soon; staleness takes 3 missed
+                    pass
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def _suggest(trial, config: Config, dists: dict) -> None:
+    """Record the trial's parameters (enqueued values are returned as fixed by each suggest)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    for name in ("lr", "batch_size", "seed"):
+        dist = dists.get(name)
+        if dist is None:  # TPE studies keep the seed out of the sampler's space
+            continue
+        if isinstance(dist, CategoricalDistribution):
+            trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, FloatDistribution):
+            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        else:
+            trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+
+
+def _run(study, storage, claimed: list, dists: dict, recipe, data, job: Job) -> int:
+    import optuna
+    import torch
+    from optuna.trial import TrialState
+
+    trials = [optuna.Trial(study, t._trial_id) for t in claimed]
+    configs = [Config.from_dict(t.user_attrs["config"]) for t in claimed]
+    for trial, config in zip(trials, configs):
+        if "lr" not in trial.params:
+            _suggest(trial, config, dists)
+    seen: dict = {}
+
+    def on_epoch(epoch, history):  # a pruner's look at the val loss, one trial at a time
+        seen["history"] = history
+        if job.prune != "none" and history.val_loss and history.val_loss[-1] == history.val_loss[-1]:
+            trials[0].report(-history.val_loss[-1], epoch)
+            if trials[0].should_prune():
+                raise optuna.TrialPruned(f"{job.prune} pruner at epoch {epoch}: val loss {history.val_loss[-1]:.4g}")
+
+    threads = torch.get_num_threads()
+    started = time.time()
+    with Heartbeat(storage, [t._trial_id for t in claimed], job.heartbeat):
+        try:
+            if len(configs) > 1:
+                from harness.study.stacked import run_configs
+                results = run_configs(recipe, data, configs, job.device)
+            else:
+                results = [run_config(recipe, data, configs[0], job.device,
+                                      on_epoch=on_epoch if job.prune != "none" else None)]
+        except optuna.TrialPruned as pruned:
+            torch.set_num_threads(threads)
+            history = seen["history"].to_dict() if "history" in seen else {}
+            trials[0].set_user_attr("pruned_reason", str(pruned))
+            trials[0].set_user_attr("history", history)
+            study.tell(trials[0], state=TrialState.PRUNED)
+            return 1
+        except BaseException as e:
+            torch.set_num_threads(threads)
+            if isinstance(e, Exception):
+                line = str(e).splitlines()[0] if str(e) else type(e).__name__
+                for trial in trials:
+                    trial.set_user_attr("error", line)
+                    study.tell(trial, state=TrialState.FAIL)
+                raise TrialError(line) from e
+            _requeue(study, storage, trials)  # interrupted: the trial waits for the next worker at once
+            raise
+    for trial, config, result in zip(trials, configs, results):
+        trial.set_user_attr("row", result["row"])
+        trial.set_user_attr("history", result["history"])
+        trial.set_user_attr("seconds", time.time() - started)
+        trial.set_user_attr("host", os.uname().nodename)
+        if result["row"]["diverged"]:
+            trial.set_user_attr("pruned_reason", f"diverged: {result['history'].get('diverged_reason', '')}")
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, result["row"]["Accuracy"])
+    return len(trials)
+
+
+def _requeue(study, storage, trials: list) -> None:
+    """Mark interrupted trials FAIL and enqueue each again (Optuna's own retry callback)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)
+    for trial in trials:
+        try:
+            study.tell(trial, state=TrialState.FAIL)
+            retry(study, storage.get_trial(trial._trial_id))
+        except Exception:  # the storage is unreachable: the heartbeat will expire and the trial come back
+            pass
+
+
+def finished_keys(study) -> set:
+    return {t.user_attrs.get("key") for t in study.get_trials(deepcopy=False) if t.state.name in FINISHED}
+
+
+__all__ = ["Job", "PRUNERS", "Space", "TrialError", "finished_keys", "run_trials"]

@@ -1,169 +1,241 @@
-"""Data checks, the recipe's first step (inspect the data): each takes `Data` and returns a CheckResult.
+"""Data checks, the recipe's first step (inspect the data): each takes `Data` (and the recipe when
+it needs the task) and returns a CheckResult.
 
     from harness.checks.data import check_split_shapes, check_inputs_finite, check_splits_disjoint
-    result = check_splits_disjoint(recipe.load_data())
+    result = check_splits_disjoint(recipe.load_data(validate=False))
+
+Every check reads a fixed-size seeded sample of each split (SAMPLE rows), never the whole split,
+so the suite costs the same on 1,000 samples as on 1,000,000. Inputs and targets may be tensors
+or nested tuples/dicts of tensors; integer inputs (token ids, categorical codes) are read as ids.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
+from harness.batching import as_pair, batch_len, leaves, split_len, subset
+from harness.checks import recipe_ops as ops
 from harness.checks.result import CheckResult, failed, passed
-from harness.data import as_tensors, is_tensor_split, split_len
 
 SPLITS = ("train", "val", "test")
-SCAN_LIMIT = 20_000  # samples read from a Dataset split (tensor splits are read whole)
+SAMPLE = 2048          # rows read per split by every data check
+_SAMPLES: dict = {}    # (id(split), n, seed) -> (split, (inputs, targets)): one read per split per session
+
+
+def sample(split, n: int = SAMPLE, seed: int = 0):
+    """`(inputs, targets)` for a seeded random sample of at most `n` rows of a split of any kind."""
+    key = (id(split), n, seed)
+    hit = _SAMPLES.get(key)
+    if hit is not None and hit[0] is split:
+        return hit[1]
+    pair = as_pair(subset(split, n, seed) if split_len(split) > n else split)
+    _SAMPLES[key] = (split, pair)
+    return pair
 
 
 def _present(data):
     return [(name, getattr(data, name)) for name in SPLITS if getattr(data, name) is not None]
 
 
-def _splits(data):
-    """The splits the other checks can read: non-empty, inputs and targets of one length
-    (check_split_shapes reports the rest, so one broken split is not reported ten times)."""
-    return [(name, split) for name, split in _present(data) if _usable(split)]
-
-
 def _usable(split) -> bool:
     if split is None:
         return False
-    if is_tensor_split(split):
-        return len(split[0]) == len(split[1]) > 0
-    return len(split) > 0
+    try:
+        x, y = sample(split, 8)
+        return batch_len(x) == batch_len(y) > 0
+    except Exception:
+        return False
+
+
+def _splits(data):
+    """The splits the other checks can read (check_split_shapes reports the rest, so one broken
+    split is not reported ten times)."""
+    return [(name, split) for name, split in _present(data) if _usable(split)]
 
 
 def _skip_unusable(check, *splits):
-    """A passing result that defers to split_shapes when a split this check needs is unusable."""
     if all(_usable(s) for s in splits):
         return None
     return passed(check, "a split is empty or misaligned (see split_shapes)")
 
 
-def _tensors(split):
-    return as_tensors(split, limit=None if isinstance(split, (tuple, list)) else SCAN_LIMIT)
+def _features(x, vocab_cap: int = 4096) -> torch.Tensor:
+    """(N, F) float64 features: float leaves flattened; integer leaves (ids) as a bag of ids."""
+    parts = []
+    for t in leaves(x):
+        t = torch.as_tensor(t)
+        if t.is_floating_point():
+            parts.append(torch.nan_to_num(t.reshape(len(t), -1).double()))
+        else:
+            ids = t.reshape(len(t), -1).long().clamp(min=0) % vocab_cap
+            bag = torch.zeros(len(t), vocab_cap, dtype=torch.float64)
+            parts.append(bag.scatter_add_(1, ids, torch.ones_like(ids, dtype=torch.float64)))
+    return torch.cat(parts, 1)
 
 
-def check_split_shapes(data) -> CheckResult:
-    """Every split is non-empty, inputs and targets have the same length, inputs are floating
-    point with the same per-sample shape in every split, and targets are 1-D integers."""
+def _float_inputs(x) -> bool:
+    return all(torch.as_tensor(t).is_floating_point() for t in leaves(x))
+
+
+def check_split_shapes(data, recipe=None) -> CheckResult:
+    """Every split is non-empty, inputs and targets have the same length, per-sample input shapes
+    agree across splits, and targets are what the task expects."""
     check, problems, shapes = "split_shapes", [], {}
+    task = recipe.task if recipe is not None else None
     if data.val is None:
         problems.append(("split_empty", "val split is None"))
     for name, split in _present(data):
-        if isinstance(split, (tuple, list)) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split):
-            x, y = split
-            if len(x) != len(y):
-                problems.append(("split_lengths_differ", f"{name}: {len(x)} inputs but {len(y)} targets"))
+        try:
+            if split_len(split) == 0:
+                problems.append(("split_empty", f"{name} has no samples"))
                 continue
-        if split_len(split) == 0:
-            problems.append(("split_empty", f"{name} has no samples"))
+            x, y = sample(split, 64)
+        except Exception as e:
+            problems.append(("split_unreadable", f"{name}: reading it raised {type(e).__name__}: {e}"))
             continue
-        x, y = _tensors(split)
-        shapes[name] = tuple(x.shape[1:])
-        if not x.is_floating_point():
-            problems.append(("inputs_not_float", f"{name} inputs are {x.dtype}"))
-        if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
-            problems.append(("targets_not_class_indices", f"{name} targets are {y.dtype} of shape {tuple(y.shape)}"))
+        if batch_len(x) != batch_len(y):
+            problems.append(("split_lengths_differ", f"{name}: {batch_len(x)} inputs but {batch_len(y)} targets"))
+            continue
+        if isinstance(split, (tuple, list)) and len(leaves(split[0])) == 1 and len(leaves(split[1])) == 1 \
+                and len(leaves(split[0])[0]) != len(leaves(split[1])[0]):
+            problems.append(("split_lengths_differ", f"{name}: {len(leaves(split[0])[0])} inputs but "
+                                                     f"{len(leaves(split[1])[0])} targets"))
+            continue
+        shapes[name] = tuple(tuple(t.shape[1:]) for t in leaves(x))
+        problem = task.check_targets(y) if task is not None and isinstance(y, torch.Tensor) else None
+        if problem:
+            problems.append(("targets_wrong_for_task", f"{name}: {problem}"))
     if len(set(shapes.values())) > 1:
         problems.append(("split_shapes_differ", f"per-sample input shapes differ: {shapes}"))
     if problems:
         return failed(check, problems[0][0], "; ".join(p for _, p in problems),
-                      "non-empty train/val splits; inputs (N, ...) float32; targets (N,) int64 class indices",
+                      "non-empty train/val splits; inputs (N, ...) of one per-sample shape; targets as the task expects",
                       "a split that is empty or misaligned makes every later number meaningless",
-                      ["convert inputs with .float() and targets with .long()",
-                       "check that inputs and targets are sliced with the same indices",
+                      ["check that inputs and targets are sliced with the same indices",
+                       "convert targets as the task expects (class indices .long(), multi-label 0/1 floats)",
                        "return Data(train=(x, y), val=(x, y), test=(x, y) or None)"], shapes=shapes)
     return passed(check, f"input shapes {shapes}", shapes=shapes)
 
 
 def check_inputs_finite(data) -> CheckResult:
-    """No NaN or Inf anywhere in the inputs."""
+    """No NaN or Inf in the inputs (a seeded sample of each split)."""
     bad = {}
     for name, split in _splits(data):
-        x, _ = _tensors(split)
-        if x.is_floating_point():
-            n = int((~torch.isfinite(x)).sum())
-            if n:
-                rows = int((~torch.isfinite(x.flatten(1))).any(1).sum())
-                bad[name] = (n, rows)
+        x, _ = sample(split)
+        for t in leaves(x):
+            if t.is_floating_point():
+                n = int((~torch.isfinite(t)).sum())
+                if n:
+                    rows = int((~torch.isfinite(t.reshape(len(t), -1))).any(1).sum())
+                    bad[name] = (n, rows)
     if bad:
-        seen = "; ".join(f"{k}: {n} non-finite values in {r} samples" for k, (n, r) in bad.items())
+        seen = "; ".join(f"{k}: {n} non-finite values in {r} of {SAMPLE} sampled rows" for k, (n, r) in bad.items())
         return failed("inputs_finite", "inputs_not_finite", seen, "every input value finite",
                       "one NaN in a batch makes the loss NaN, and training stops learning silently",
                       ["look for missing values filled with NaN when the data was built",
                        "look for a division by a zero std in normalisation",
                        "drop or impute the affected samples"], bad=bad)
-    return passed("inputs_finite", "all inputs finite")
+    return passed("inputs_finite", "all sampled inputs finite")
 
 
-def check_input_range(data, input_range=None) -> CheckResult:
-    """Inputs look normalised: 99% of |x| below 10 (or inside the recipe's `input_range`)."""
+def check_input_range(data, input_range=None, low: float = 0.05, high: float = 10.0) -> CheckResult:
+    """Inputs look normalised: the 99th percentile of |x| between `low` and `high` (or inside the
+    recipe's `input_range`). Too large: raw pixels; too small: scaled twice (÷255 twice)."""
     if skip := _skip_unusable("input_range", data.train):
         return skip
-    x, _ = _tensors(data.train)
-    if not x.is_floating_point():
-        return passed("input_range", "inputs are not floating point (see split_shapes)")
-    flat = x.flatten()
+    x, _ = sample(data.train)
+    floats = [t for t in leaves(x) if t.is_floating_point()]
+    if not floats:
+        return ops.skipped("input_range", "the inputs are integer ids, not values with a scale")
+    flat = torch.cat([t.reshape(-1) for t in floats])
     flat = flat[torch.isfinite(flat)]
     if flat.numel() == 0:
         return passed("input_range", "no finite inputs (see inputs_finite)")
-    sample = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:200_000]]
+    values = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:200_000]].double()
     lo, hi = float(flat.min()), float(flat.max())
-    mean, std = float(sample.mean()), float(sample.std())
-    q99 = float(sample.abs().quantile(0.99))
+    mean, std = float(values.mean()), float(values.std())
+    q99 = float(values.abs().quantile(0.99))
     stats = f"min {lo:.4g}, max {hi:.4g}, mean {mean:.4g}, std {std:.4g}, 99th pct |x| {q99:.4g}"
     if input_range is not None:
-        ok = lo >= input_range[0] - 1e-6 and hi <= input_range[1] + 1e-6
-        expected = f"inputs within the recipe's input_range {tuple(input_range)}"
-    else:
-        ok = q99 <= 10.0
-        expected = "normalised inputs: 99% of |x| <= 10 (e.g. [0, 1] or standardised)"
-    if not ok:
+        if not (lo >= input_range[0] - 1e-6 and hi <= input_range[1] + 1e-6):
+            return failed("input_range", "inputs_out_of_range", stats,
+                          f"inputs within the recipe's input_range {tuple(input_range)}",
+                          "inputs outside the range the model was designed for behave unpredictably",
+                          ["check that the normalisation step actually runs on every split"])
+        return passed("input_range", stats, mean=mean, std=std)
+    if q99 > high:
         hints = ["divide raw pixels by 255 (or standardise with the train mean/std)",
                  "check that the normalisation step actually runs on every split"]
-        if hi > 10 and float(flat.floor().eq(flat).float().mean()) > 0.99:
+        if hi > 10 and float(values.floor().eq(values).double().mean()) > 0.99:
             hints.insert(0, "the inputs look like raw integer pixel values (0-255): divide by 255")
-        return failed("input_range", "inputs_out_of_range", stats, expected,
+        return failed("input_range", "inputs_out_of_range", stats,
+                      f"normalised inputs: 99% of |x| between {low:g} and {high:g} (e.g. [0, 1] or standardised)",
                       "large raw inputs saturate activations and make the loss at init huge; "
                       "the lr that works for normalised inputs then diverges", hints)
+    if q99 < low:
+        return failed("input_range", "inputs_scale_too_small", stats,
+                      f"normalised inputs: 99% of |x| between {low:g} and {high:g} (e.g. [0, 1] or standardised)",
+                      "inputs squeezed near zero carry almost no signal into the first layer: the model "
+                      "trains as if blind at first and the lr that suits normalised inputs is far too small",
+                      ["the inputs were scaled twice: divided by 255 (or ToTensor's /255) and then again",
+                       "normalised with a std far larger than the data's (e.g. the raw 0-255 std on [0, 1] data)",
+                       "if tiny values are genuine, standardise them (subtract the mean, divide by the std)"])
     return passed("input_range", stats, mean=mean, std=std)
 
 
-def check_labels(data, num_classes: int) -> CheckResult:
-    """Labels are in [0, num_classes) everywhere, and every class is present in the train split."""
-    out_of_range = {}
+def check_labels(data, recipe) -> CheckResult:
+    """Class labels are in [0, num_classes) everywhere (ignore_index aside), and every class
+    appears in the train split's sample."""
+    task = recipe.task
+    for check_id in ("labels", "labels_out_of_range"):
+        if reason := task.skip_reason(check_id):
+            return ops.skipped("labels", reason)
+    num_classes = getattr(task, "num_classes", None)
+    if num_classes is None:
+        return ops.skipped("labels", f"{task.name} targets are not class indices")
+    ignore = getattr(task, "ignore_index", None)
+    out_of_range, counts = {}, None
     for name, split in _splits(data):
-        _, y = _tensors(split)
+        _, y = sample(split)
+        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dim() < 1:
+            continue  # class probabilities or a structure: see split_shapes
+        y = y[y != ignore] if ignore is not None else y
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             out_of_range[name] = (int(y.min()), int(y.max()))
-    if not out_of_range and (skip := _skip_unusable("labels", data.train)):
-        return skip
+        elif name == "train" and y.numel():
+            counts = torch.bincount(y.reshape(-1).long(), minlength=num_classes)
     if out_of_range:
         seen = "; ".join(f"{k}: labels from {lo} to {hi}" for k, (lo, hi) in out_of_range.items())
         return failed("labels", "labels_out_of_range", seen, f"labels in [0, {num_classes})",
                       "cross_entropy crashes (or on some devices reads garbage) on labels outside the class range",
                       ["labels numbered from 1: subtract 1", f"num_classes={num_classes} may be wrong for this data"])
-    _, y = _tensors(data.train)
-    counts = torch.bincount(y, minlength=num_classes)
+    if counts is None:
+        return passed("labels", "no class-index targets to read (see split_shapes)")
     missing = [i for i, c in enumerate(counts.tolist()) if c == 0]
-    if missing:
+    n_train = split_len(data.train)
+    if missing and n_train <= SAMPLE:  # in a sample of a larger split a rare class may just be unsampled
         return failed("labels", "class_missing", f"classes {missing} never appear in the train split",
                       f"all {num_classes} classes present in train",
                       "the model can never learn a class it never sees, and accuracy on it is 0",
                       ["the split was made without stratification (sort order?)", "num_classes may be too large"],
                       counts=counts.tolist())
-    return passed("labels", f"labels in [0, {num_classes}), every class present", counts=counts.tolist())
+    return passed("labels", f"labels in [0, {num_classes})" + (", every class present" if not missing else ""),
+                  counts=counts.tolist())
 
 
-def check_class_balance(data, num_classes: int, max_ratio: float = 10.0) -> CheckResult:
-    """Reports per-class counts; fails when the largest class outnumbers the smallest by > max_ratio."""
+def check_class_balance(data, recipe, max_ratio: float = 10.0) -> CheckResult:
+    """Reports per-class counts (of the train sample); fails when the largest class outnumbers the
+    smallest by more than `max_ratio`."""
+    if reason := recipe.task.skip_reason("class_balance"):
+        return ops.skipped("class_balance", reason)
+    num_classes = getattr(recipe.task, "num_classes", None)
     if skip := _skip_unusable("class_balance", data.train):
         return skip
-    _, y = _tensors(data.train)
-    counts = torch.bincount(y.clamp(0, num_classes - 1), minlength=num_classes).tolist()
+    _, y = sample(data.train)
+    if num_classes is None or not isinstance(y, torch.Tensor) or y.is_floating_point():
+        return ops.skipped("class_balance", "targets are not class indices")
+    counts = torch.bincount(y.reshape(-1).long().clamp(0, num_classes - 1), minlength=num_classes).tolist()
     present = [c for c in counts if c]
     ratio = max(present) / min(present) if present else math.inf
     seen = f"train counts per class {counts} (largest/smallest = {ratio:.2f})"
@@ -176,52 +248,109 @@ def check_class_balance(data, num_classes: int, max_ratio: float = 10.0) -> Chec
     return passed("class_balance", seen, counts=counts, ratio=ratio)
 
 
+def row_keys(x) -> torch.Tensor:
+    """One int64 digest per sample (exact bytes of every leaf), comparable across splits."""
+    g = torch.Generator().manual_seed(12345)
+    keys = None
+    for t in leaves(x):
+        t = torch.as_tensor(t).detach().cpu().contiguous()
+        rows = t.reshape(len(t), -1)
+        bits = (rows.view(torch.int32) if rows.dtype == torch.float32 else rows.double().view(torch.int64)
+                if rows.is_floating_point() else rows.long()).long()
+        weights = torch.randint(1, 2**61, (rows.shape[1],), generator=g) | 1
+        part = (bits * weights).sum(1) + (bits.roll(1, dims=1) * weights.flip(0)).sum(1) * 31
+        keys = part if keys is None else keys * 1_000_003 + part
+    return keys
+
+
 def check_splits_disjoint(data) -> CheckResult:
-    """No sample (the same input tensor) appears in two of train, val, test."""
+    """No sample (the same inputs) appears in two of train, val, test (seeded samples of each,
+    looked up in a larger sample of train)."""
     keyed = {}
     for name, split in _splits(data):
-        x, _ = _tensors(split)
-        keyed[name] = _row_keys(x)
+        x, _ = sample(split, 8 * SAMPLE if name == "train" else SAMPLE)
+        keyed[name] = row_keys(x)
     overlaps = {}
     names = list(keyed)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            n = int(np.isin(keyed[b], keyed[a]).sum())
+            n = int(torch.isin(keyed[b], keyed[a]).sum())
             if n:
                 overlaps[f"{a}/{b}"] = n
     if overlaps:
-        seen = "; ".join(f"{k}: {n} shared samples" for k, n in overlaps.items())
+        seen = "; ".join(f"{k}: {n} shared samples found" for k, n in overlaps.items())
         return failed("splits_disjoint", "splits_overlap", seen, "no input shared between train, val and test",
                       "validation and test scores on samples the model trained on overstate generalisation",
                       ["split once, then slice disjoint index ranges (e.g. [:n_train] and [n_train:])",
                        "deduplicate the raw data before splitting",
                        "if duplicates are genuine in your data, suppress this check"], overlaps=overlaps)
-    return passed("splits_disjoint", "no sample shared between splits")
+    return passed("splits_disjoint", "no sample shared between the sampled splits")
 
 
-def _row_keys(x: torch.Tensor) -> np.ndarray:
-    """One 128-bit digest per sample (exact bytes), as an array usable with np.isin."""
-    import hashlib
-    rows = x.detach().cpu().contiguous().reshape(len(x), -1).numpy()
-    return np.array([hashlib.blake2b(r.tobytes(), digest_size=16).hexdigest() for r in rows])
-
-
-def check_labels_predictable(data, num_classes: int, max_samples: int = 4000) -> CheckResult:
-    """Labels depend on inputs: a nearest-class-mean classifier fit on train beats chance on val.
-
-    Labels shuffled apart from their inputs leave every model at chance on held-out data,
-    while the net still fits the training set: this catches it before any training.
-    """
-    if data.val is None:
-        return passed("labels_predictable", "no val split to test on")
-    if skip := _skip_unusable("labels_predictable", data.train, data.val):
+def check_train_distinct(data, recipe=None, min_distinct: float = 0.5) -> CheckResult:
+    """The training split holds as many distinct samples as it seems to: most sampled rows are
+    distinct, and it is not smaller than the validation split (a debug subset left on)."""
+    check = "train_distinct"
+    if skip := _skip_unusable(check, data.train):
         return skip
-    x, y = _tensors(data.train)
-    xv, yv = _tensors(data.val)
-    if not x.is_floating_point():
-        return passed("labels_predictable", "inputs are not floating point (skipped)")
-    x, y, xv, yv = x[:max_samples], y[:max_samples], xv[:max_samples], yv[:max_samples]
-    x, xv = torch.nan_to_num(x.flatten(1).double()), torch.nan_to_num(xv.flatten(1).double())
+    n_train = split_len(data.train)
+    x, _ = sample(data.train)
+    keys = row_keys(x)
+    distinct = len(torch.unique(keys)) / max(len(keys), 1)
+    estimate = int(round(n_train * distinct)) if n_train > len(keys) else len(torch.unique(keys))
+    n_val = split_len(data.val) if data.val is not None else 0
+    seen = (f"train split of {n_train} samples, {distinct:.0%} of {len(keys)} sampled rows distinct "
+            f"(about {estimate} distinct samples); val split {n_val} samples")
+    hints = ["a debug subset left on (x[:100], Subset(ds, range(64)), a 'fast_dev_run' or 'limit' flag)",
+             "the same few samples repeated or tiled (repeat, expand, or a sampler drawing from a subset)",
+             "the train and val sizes swapped"]
+    if distinct < min_distinct:
+        return failed(check, "train_rows_mostly_duplicates", seen,
+                      f"at least {min_distinct:.0%} of sampled training rows distinct",
+                      "a training set of a few repeated samples is memorised quickly and never generalises",
+                      hints, distinct=distinct)
+    if n_val and estimate < n_val:
+        return failed(check, "train_smaller_than_val", seen,
+                      "more distinct training samples than validation samples",
+                      "training on less data than is held out usually means a debug subset was left on; "
+                      "every number the recipe reports is then from a toy run", hints, distinct=distinct)
+    return passed(check, seen, distinct=distinct)
+
+
+def check_train_val_shift(data, max_shift: float = 0.5, max_scale: float = 2.0) -> CheckResult:
+    """Train and val inputs come from one distribution: the val sample's overall scale and its
+    per-feature means, in units of the train sample's spread, are close to train's."""
+    check = "train_val_shift"
+    if data.val is None:
+        return ops.skipped(check, "no val split")
+    if skip := _skip_unusable(check, data.train, data.val):
+        return skip
+    x, _ = sample(data.train)
+    xv, _ = sample(data.val)
+    if not _float_inputs(x) or not _float_inputs(xv):
+        return ops.skipped(check, "the inputs are integer ids; their distributions are compared only as values")
+    a, b = _features(x), _features(xv)
+    sd_all = float(a.std()) + 1e-12
+    scale = (float(b.std()) + 1e-12) / sd_all
+    offset = abs(float(b.mean()) - float(a.mean())) / sd_all
+    feature_sd = a.std(0) + 0.1 * sd_all
+    per_feature = float(((b.mean(0) - a.mean(0)).abs() / feature_sd).mean())
+    seen = (f"val/train overall std ratio {scale:.3g}, mean offset {offset:.3g} train std, "
+            f"mean per-feature shift {per_feature:.3g} train std")
+    if not (1 / max_scale <= scale <= max_scale) or offset > max_shift or per_feature > max_shift:
+        return failed(check, "train_val_distribution_shift", seen,
+                      f"std ratio within [{1 / max_scale:g}, {max_scale:g}], shifts below {max_shift:g} train std",
+                      "a validation split preprocessed differently scores a model on inputs it never saw: "
+                      "validation loss and lr/epoch choices made on it are meaningless",
+                      ["the val split skipped a step the train split had (÷255, normalisation, resizing)",
+                       "normalised with statistics computed on a different split or dataset",
+                       "train and val drawn from different sources (if intended, suppress this check)"],
+                      scale=scale, offset=offset, per_feature=per_feature)
+    return passed(check, seen, scale=scale, offset=offset, per_feature=per_feature)
+
+
+def _centroid_accuracy(x, y, xv, yv, num_classes):
+    """(accuracy, chance + 3 sd) of a nearest-class-mean classifier fit on (x, y), tested on (xv, yv)."""
     mu, sd = x.mean(0), x.std(0) + 1e-6
     x, xv = (x - mu) / sd, (xv - mu) / sd
     valid = (y >= 0) & (y < num_classes)
@@ -231,16 +360,58 @@ def check_labels_predictable(data, num_classes: int, max_samples: int = 4000) ->
     pred = torch.cdist(xv, centroids / counts).argmin(1)
     acc = float((pred == yv).double().mean())
     prior = torch.bincount(yv.clamp(0, num_classes - 1), minlength=num_classes).double() / len(yv)
-    chance = float(prior.max())  # always predicting the most common val class
-    margin = 3 * math.sqrt(chance * (1 - chance) / len(yv))
-    seen = f"nearest-class-mean accuracy on val {acc:.3f}; chance {chance:.3f} (+3 sd = {chance + margin:.3f})"
-    if acc <= chance + margin:
-        return failed("labels_predictable", "labels_look_shuffled", seen,
-                      "a simple classifier on the raw inputs does better than chance",
-                      "if labels do not follow the inputs, the net memorises the training set and "
-                      "validation stays at chance however long you train",
-                      ["inputs and labels were shuffled or sorted separately: shuffle them with one index",
-                       "labels were read from a different file or order than the inputs",
-                       "if your inputs are genuinely not linearly informative, suppress this check"],
-                      accuracy=acc, chance=chance)
-    return passed("labels_predictable", seen, accuracy=acc, chance=chance)
+    chance = float(prior.max())
+    return acc, chance + 3 * math.sqrt(chance * (1 - chance) / len(yv)), chance
+
+
+def check_labels_predictable(data, recipe, max_samples: int = SAMPLE) -> CheckResult:
+    """Labels depend on inputs: a nearest-class-mean classifier beats chance, fit on one half of a
+    train sample and tested on the other (train labels), then fit on train and tested on val.
+
+    Labels shuffled apart from their inputs leave every model at chance on held-out data, while
+    the net still fits the training set: this catches it before any training. Integer inputs are
+    read as a bag of ids."""
+    check = "labels_predictable"
+    if reason := recipe.task.skip_reason(check):
+        return ops.skipped(check, reason)
+    num_classes = getattr(recipe.task, "num_classes", None)
+    if skip := _skip_unusable(check, data.train):
+        return skip
+    x, y = sample(data.train, max_samples)
+    if num_classes is None or not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dim() != 1:
+        return ops.skipped(check, "targets are not one class index per sample")
+    f = _features(x)
+    half = len(f) // 2
+    acc, bar, chance = _centroid_accuracy(f[:half], y[:half].long(), f[half:], y[half:].long(), num_classes)
+    seen = f"nearest-class-mean accuracy within train {acc:.3f}; chance {chance:.3f} (+3 sd = {bar:.3f})"
+    hints = ["inputs and labels were shuffled or sorted separately: shuffle them with one index",
+             "labels were read from a different file or order than the inputs",
+             "if your inputs are genuinely not linearly informative, suppress this check"]
+    why = ("if labels do not follow the inputs, the net memorises the training set and validation stays at "
+           "chance however long you train")
+    if acc <= bar:
+        return failed(check, "labels_look_shuffled", seen, "a simple classifier on the raw inputs does better than chance",
+                      why, hints, accuracy=acc)
+    if data.val is None or not _usable(data.val):
+        return passed(check, seen, accuracy=acc)
+    xv, yv = sample(data.val, max_samples)
+    if not isinstance(yv, torch.Tensor) or yv.is_floating_point() or yv.dim() != 1:
+        return passed(check, seen, accuracy=acc)
+    fv = _features(xv)
+    if fv.shape[1] != f.shape[1]:
+        return passed(check, seen + "; val inputs have another shape (see split_shapes)", accuracy=acc)
+    vacc, vbar, vchance = _centroid_accuracy(f, y.long(), fv, yv.long(), num_classes)
+    seen += f"; fit on train, tested on val {vacc:.3f} (chance + 3 sd = {vbar:.3f})"
+    if vacc <= vbar and not _shifted(data):
+        return failed(check, "val_labels_look_shuffled", seen,
+                      "the classifier fit on train also beats chance on val",
+                      "validation labels that do not follow their inputs make every validation number noise",
+                      ["the val labels were shuffled, sorted or read separately from the val inputs",
+                       "val labels use another numbering (class order) than train's"], accuracy=vacc)
+    return passed(check, seen, accuracy=acc, val_accuracy=vacc)
+
+
+def _shifted(data) -> bool:
+    """The val inputs look preprocessed differently (reported by train_val_shift, not here)."""
+    result = check_train_val_shift(data)
+    return not result.passed

@@ -1,11 +1,13 @@
-"""Model checks on one batch, before any training: shapes, loss at init, gradients, one step.
+"""Model checks on one batch, before any training: outputs, loss at init, gradients, one step.
 
     from harness.checks.model import check_output_shape, check_loss_at_init
-    result = check_loss_at_init(recipe.build_model(), batch, recipe.loss, recipe.num_classes)
+    result = check_loss_at_init(recipe, recipe.build_model(), batch)
 
-Every function takes a freshly built model and a batch `(inputs, targets)` already on the
-model's device, and never leaves the model half-changed for the caller (it works on copies
-where it trains).
+Every function takes the recipe, a freshly built model and a batch `(inputs, targets)` already
+on the model's device (inputs may be a tensor or a nested tuple/dict of tensors), runs the
+model through the recipe's own forward, loss, optimizer and step (`harness.checks.recipe_ops`),
+and never leaves the model half-changed for the caller: where it trains, it trains a copy.
+A check that does not apply to the recipe's task returns `skipped(...)` with the reason.
 """
 from __future__ import annotations
 
@@ -15,49 +17,70 @@ import math
 import torch
 from torch import nn
 
+from harness.checks import recipe_ops as ops
 from harness.checks.result import CheckResult, failed, passed
-from harness.fit import default_step
+
+ONE_STEP_MAX = 3  # steps allowed before a parameter must have moved (zero-initialised layers move at step 2)
 
 
 def _trainable(model):
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _forward(model, x):
+def _forward(recipe, model, x):
     try:
-        return model(x), None
+        return ops.forward(recipe, model, x), None
     except Exception as e:  # the user's model: report, never crash the suite
         return None, f"{type(e).__name__}: {e}"
 
 
-def check_output_shape(model, batch, num_classes: int) -> CheckResult:
-    """model(inputs of batch B) returns finite float logits of shape (B, num_classes)."""
-    x, _ = batch
+def _eval_forward(recipe, model, x):
+    was = model.training
     model.eval()
-    with torch.no_grad():
-        out, error = _forward(model, x)
-    model.train()
-    want = (len(x), num_classes)
+    try:
+        with torch.no_grad():
+            return _forward(recipe, model, x)
+    finally:
+        model.train(was)
+
+
+def _shape(x):
+    leaves = ops.leaves(x)
+    return tuple(leaves[0].shape) if len(leaves) == 1 else [tuple(t.shape) for t in leaves]
+
+
+def check_output_shape(recipe, model, batch) -> CheckResult:
+    """The model returns finite float outputs of the shape the task expects for the batch."""
+    x, y = batch
+    out, error = _eval_forward(recipe, model, x)
+    n = ops.batch_len(x)
+    task = ops.task_of(recipe)
     if error:
-        return failed("output_shape", "forward_crashed", f"model({tuple(x.shape)} input) raised {error}",
-                      f"output of shape {want}",
+        return failed("output_shape", "forward_crashed", f"model({_shape(x)} input) raised {error}",
+                      "outputs for the batch",
                       "if the model cannot take a batch of the data, nothing else can run",
                       ["print the shape after each layer (a forward hook) and compare with the layer's in_features",
                        "check the data's per-sample shape (e.g. (1, 28, 28) vs (784,))",
                        "check that the model's first layer matches the number of channels"])
     if not isinstance(out, torch.Tensor):
         return failed("output_shape", "output_not_tensor", f"model returned {type(out).__name__}",
-                      f"a tensor of shape {want}", "the loss and the accuracy need one logits tensor",
-                      ["return the logits tensor from forward (use a custom train_step for tuple outputs)"])
-    if tuple(out.shape) != want:
-        return failed("output_shape", "output_shape_wrong", f"output shape {tuple(out.shape)} for a batch of {len(x)}",
-                      f"{want}: one row of num_classes logits per sample",
+                      "a tensor (or an output with .logits)", "the loss and the metrics need one outputs tensor",
+                      ["return the logits tensor from forward, or pass Recipe(forward=...) to pick it"])
+    if task is not None and hasattr(task, "check_outputs"):
+        problem = task.check_outputs(out, y)
+        want = f"what {getattr(task, 'name', 'the task')} expects for targets {tuple(y.shape)}"
+    else:
+        want = (n, recipe.num_classes)
+        problem = None if tuple(out.shape) == want else f"output shape {tuple(out.shape)} for a batch of {n}"
+    if problem:
+        return failed("output_shape", "output_shape_wrong", problem, f"{want}: one row of outputs per sample",
                       "a wrong output width trains against the wrong classes; a wrong batch dimension mixes samples",
-                      [f"set the last layer's out_features to num_classes={num_classes}",
-                       "check flatten/view calls: x.view(x.size(0), -1), not x.view(-1, features)"])
+                      ["set the last layer's out_features to the number of classes (or outputs) of the task",
+                       "check flatten/view calls: x.view(x.size(0), -1), not x.view(-1, features)",
+                       "a (N, 1) output against (N,) targets broadcasts silently: squeeze(1) the output"])
     if not out.is_floating_point():
-        return failed("output_shape", "output_dtype_wrong", f"output dtype {out.dtype}", "floating point logits",
-                      "cross_entropy needs float logits", ["do not argmax or round inside forward"])
+        return failed("output_shape", "output_dtype_wrong", f"output dtype {out.dtype}", "floating point outputs",
+                      "the loss needs float outputs", ["do not argmax or round inside forward"])
     if not torch.isfinite(out).all():
         return failed("output_shape", "outputs_not_finite",
                       f"{int((~torch.isfinite(out)).sum())} non-finite outputs at initialisation",
@@ -66,53 +89,62 @@ def check_output_shape(model, batch, num_classes: int) -> CheckResult:
     return passed("output_shape", f"output {tuple(out.shape)}")
 
 
-def check_outputs_not_probabilities(model, batch, loss_fn) -> CheckResult:
-    """With cross_entropy (which applies log-softmax itself), outputs must be logits, not probabilities."""
-    if loss_fn is not torch.nn.functional.cross_entropy and not isinstance(loss_fn, nn.CrossEntropyLoss):
-        return passed("outputs_are_logits", "loss is not cross_entropy (skipped)")
+def check_outputs_not_probabilities(recipe, model, batch) -> CheckResult:
+    """Outputs of a softmax-based loss must be logits: no row of outputs lies in [0, 1] summing to 1."""
+    if reason := ops.skip_reason(recipe, "outputs_are_logits"):
+        return ops.skipped("outputs_are_logits", reason)
+    loss_fn = getattr(recipe, "loss", None)
+    if ops.task_of(recipe) is None and loss_fn is not torch.nn.functional.cross_entropy \
+            and not isinstance(loss_fn, nn.CrossEntropyLoss):
+        return ops.skipped("outputs_are_logits", "the loss is not cross_entropy, so outputs need not be logits")
     x, _ = batch
-    model.eval()
-    with torch.no_grad():
-        out, error = _forward(model, x)
-    model.train()
-    if error or not isinstance(out, torch.Tensor) or out.dim() != 2:
-        return passed("outputs_are_logits", "no 2-D output (see output_shape)")
-    sums = out.float().sum(1)
-    if bool(((out >= 0) & (out <= 1)).all()) and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-4)):
-        return failed("outputs_are_logits", "outputs_are_probabilities",
-                      "every output row lies in [0, 1] and sums to 1: the model returns probabilities",
-                      "raw logits (cross_entropy applies log-softmax itself)",
-                      "softmax before cross_entropy squashes the gradients: training is slow and the loss "
-                      "cannot fall below about ln(1 + (C-1)/e)",
-                      ["remove the final softmax from forward; apply it only when you need probabilities",
-                       "if you need log-probabilities, use log_softmax with nll_loss instead"])
+    out, error = _eval_forward(recipe, model, x)
+    if error or not isinstance(out, torch.Tensor) or out.dim() < 2 or not out.is_floating_point():
+        return passed("outputs_are_logits", "no float output with a class dimension (see output_shape)")
+    for dim in sorted({1, out.dim() - 1}):
+        sums = out.float().sum(dim)
+        if bool(((out >= 0) & (out <= 1)).all()) and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-4)):
+            return failed("outputs_are_logits", "outputs_are_probabilities",
+                          f"every output lies in [0, 1] and they sum to 1 along dim {dim}: the model returns probabilities",
+                          "raw logits (cross_entropy applies log-softmax itself)",
+                          "softmax before cross_entropy squashes the gradients: training is slow and the loss "
+                          "cannot fall below about ln(1 + (C-1)/e)",
+                          ["remove the final softmax from forward; apply it only when you need probabilities",
+                           "if you need log-probabilities, use log_softmax with nll_loss instead"])
     return passed("outputs_are_logits", "outputs are unnormalised logits")
 
 
-def check_loss_at_init(model, batch, loss_fn, num_classes: int, low: float = 0.5, high: float = 2.0) -> CheckResult:
-    """Loss at initialisation is near ln(num_classes): within [low, high] x of it."""
+def check_loss_at_init(recipe, model, batch, low: float = 0.5, high: float = 2.0) -> CheckResult:
+    """Loss at initialisation (eval mode) is near what the task expects (ln C for classification):
+    within [low, high] x."""
+    if reason := ops.skip_reason(recipe, "loss_at_init"):
+        return ops.skipped("loss_at_init", reason)
+    expected = ops.init_loss(recipe)
+    if expected is None:
+        return ops.skipped("loss_at_init", "the task has no expected loss at initialisation")
     x, y = batch
     with torch.no_grad():
-        out, error = _forward(model, x)
+        # eval mode: what the untrained model predicts. In train mode BatchNorm rescales features
+        # that the stock inits expect to be shrunk (EfficientNet, MNASNet: train-mode loss ~3-7 x ln C).
+        out, error = _eval_forward(recipe, model, x)
         if error:
             return passed("loss_at_init", f"forward failed (see output_shape): {error}")
         try:
-            loss = float(loss_fn(out, y))
+            loss = float(ops.loss(recipe, out, y))
         except Exception as e:
-            return failed("loss_at_init", "loss_crashed", f"loss(outputs {tuple(out.shape)}, targets {tuple(y.shape)}) "
+            return failed("loss_at_init", "loss_crashed", f"loss(outputs {tuple(out.shape)}, targets {_shape(y)}) "
                           f"raised {type(e).__name__}: {e}", "a scalar loss",
                           "training cannot start", ["check target dtype (int64 class indices) and output shape"])
-    chance = math.log(num_classes)
-    seen = f"loss at init {loss:.4g}, ln({num_classes}) = {chance:.4g} (ratio {loss / chance:.2f})"
-    if not math.isfinite(loss) or loss > high * chance:
+    seen = f"loss at init {loss:.4g}, expected about {expected:.4g} (ratio {loss / expected:.2f})"
+    if not math.isfinite(loss) or loss > high * expected:
         return failed("loss_at_init", "loss_at_init_too_high", seen,
-                      f"between {low:g}x and {high:g}x ln(num_classes)",
+                      f"between {low:g}x and {high:g}x the expected loss",
                       "a confident wrong model at init wastes the first epochs undoing it, or diverges",
                       ["inputs not normalised (see input_range)", "last layer initialised too large: scale it down",
                        "the loss is summed over the batch instead of averaged"])
-    if loss < low * chance:
+    if loss < low * expected:
         return failed("loss_at_init", "loss_at_init_too_low", seen,
-                      f"between {low:g}x and {high:g}x ln(num_classes)",
+                      f"between {low:g}x and {high:g}x the expected loss",
                       "an untrained model that already scores well usually means the labels leak into the "
                       "inputs or the loss is not the one you think",
                       ["check that the targets are not part of the inputs",
@@ -120,50 +152,104 @@ def check_loss_at_init(model, batch, loss_fn, num_classes: int, low: float = 0.5
     return passed("loss_at_init", seen, loss=loss)
 
 
-def check_gradients(model, batch, loss_fn) -> CheckResult:
-    """Every trainable parameter gets a finite, non-zero gradient from the loss on one batch."""
+def check_init_logit_scale(recipe, model, batch, max_spread: float = 1.0) -> CheckResult:
+    """At init the logits are small: their spread across classes (std per sample, averaged) is below
+    `max_spread`, so the first predictions are nearly uniform. Tighter than the loss band: a head
+    initialised too large can still land inside ½…2 × ln C."""
+    if reason := ops.skip_reason(recipe, "init_logit_scale"):
+        return ops.skipped("init_logit_scale", reason)
+    x, _ = batch
+    out, error = _eval_forward(recipe, model, x)
+    if error or not isinstance(out, torch.Tensor) or out.dim() < 2 or not out.is_floating_point():
+        return passed("init_logit_scale", "no float output with a class dimension (see output_shape)")
+    dim = getattr(ops.task_of(recipe), "class_dim", 1 if out.dim() == 2 else -1)
+    logits = out.float().movedim(dim, -1).reshape(-1, out.shape[dim])
+    logits = logits[torch.isfinite(logits).all(1)]
+    if len(logits) == 0 or logits.shape[1] < 2:
+        return passed("init_logit_scale", "no finite logits to measure (see output_shape)")
+    spread = float(logits.std(1).mean())
+    top = float(logits.softmax(1).max(1).values.mean())
+    seen = (f"logit spread at init {spread:.3g} (std across the {logits.shape[1]} classes, mean over samples); "
+            f"mean top softmax probability {top:.3f} vs uniform {1 / logits.shape[1]:.3f}")
+    if not math.isfinite(spread) or spread > max_spread:
+        return failed("init_logit_scale", "logits_overconfident_at_init", seen,
+                      f"a spread below {max_spread:g}: near-uniform predictions before training",
+                      "an over-confident head spends the first steps undoing its own init; the loss at init can "
+                      "still look fine, and large logits saturate the softmax so early gradients are tiny",
+                      ["initialise the last layer small (e.g. weight * 0.01, bias 0), as most stock models do",
+                       "check for a temperature or scale multiplied into the logits",
+                       "unnormalised inputs make every logit large (see input_range)"], spread=spread)
+    return passed("init_logit_scale", seen, spread=spread)
+
+
+def check_gradients(recipe, model, batch) -> CheckResult:
+    """Every trainable parameter gets a finite gradient, and a non-zero one by the second step.
+
+    A zero-initialised last layer (or the last norm of each residual branch, as torchvision's
+    ViT head and `zero_init_residual` do) sends zero gradient to the layers behind it at step 1
+    only; those layers are judged again after one real step of the recipe's own optimizer.
+    """
     x, y = batch
-    model.zero_grad(set_to_none=True)
-    out, error = _forward(model, x)
+    model = copy.deepcopy(model).train()
+    grads, error = _grads(recipe, model, x, y)
     if error:
-        return passed("gradients", f"forward failed (see output_shape): {error}")
-    try:
-        loss_fn(out, y).backward()
-    except Exception as e:  # the user's loss or targets: report, never crash the suite
-        model.zero_grad(set_to_none=True)
-        return failed("gradients", "loss_crashed", f"loss(outputs {tuple(out.shape)}, targets {tuple(y.shape)})"
-                      f".backward() raised {type(e).__name__}: {e}", "a scalar loss with a gradient",
-                      "training cannot start", ["check the labels (see labels) and the output width (see output_shape)",
-                                                "check target dtype (int64 class indices)"])
-    none, zero, nonfinite = [], [], []
-    for name, p in _trainable(model):
-        if p.grad is None:
-            none.append(name)
-        elif not torch.isfinite(p.grad).all():
-            nonfinite.append(name)
-        elif not p.grad.any():
-            zero.append(name)
-    model.zero_grad(set_to_none=True)
+        return failed("gradients", "loss_crashed", f"loss(...).backward() raised {error}",
+                      "a scalar loss with a gradient", "training cannot start",
+                      ["check the labels (see labels) and the output width (see output_shape)",
+                       "check target dtype (int64 class indices)"])
+    names = [n for n, _ in _trainable(model)]
+    none = [n for n in names if grads.get(n) is None]
+    nonfinite = [n for n in names if grads.get(n) is not None and not torch.isfinite(grads[n]).all()]
+    zero = [n for n in names if grads.get(n) is not None and n not in nonfinite and not grads[n].any()]
+    note = ""
+    if zero and not none and not nonfinite:
+        try:
+            optimizer = ops.optimizer_for(recipe, model)
+            ops.step(recipe, model, x, y, optimizer)
+        except Exception as e:
+            return failed("gradients", "train_step_crashed", f"one training step raised {type(e).__name__}: {e}",
+                          "a step that runs", "training cannot run", ["run the step by hand on one batch"])
+        again, _ = _grads(recipe, model, x, y)
+        still = [n for n in zero if again.get(n) is None or not again[n].any()]
+        note = f"; {len(zero) - len(still)} tensors with zero gradient at step 1 (zero-initialised layers) get one at step 2"
+        zero = still
     if nonfinite:
-        return failed("gradients", "gradient_not_finite", f"non-finite gradients in {nonfinite}",
+        return failed("gradients", "gradient_not_finite", f"non-finite gradients in {_few(nonfinite)}",
                       "finite gradients everywhere", "one NaN gradient poisons every parameter after the step",
                       ["check inputs for NaN/Inf", "look for log(0), sqrt(0) or division by zero in forward",
                        "lower the input scale (see input_range)"])
     if none:
-        return failed("gradients", "params_get_no_gradient", f"no gradient reaches {none}",
+        return failed("gradients", "params_get_no_gradient", f"no gradient reaches {_few(none)}",
                       "every trainable parameter receives a gradient",
                       "these parameters never learn: a layer is defined but unused, or the graph is cut",
                       ["look for .detach(), .item(), .numpy() or torch.no_grad() in forward",
                        "a layer built in __init__ but not called in forward",
                        "freeze it deliberately with requires_grad_(False) if intended"])
     if zero:
-        return failed("gradients", "params_get_zero_gradient", f"gradients exactly zero for {zero}",
-                      "non-zero gradients for every trainable parameter",
+        return failed("gradients", "params_get_zero_gradient",
+                      f"gradients exactly zero for {_few(zero)}, before and after one training step",
+                      "non-zero gradients for every trainable parameter (by the second step)",
                       "all-zero gradients mean dead units: no signal flows back through these layers",
                       ["dead ReLUs: a large negative bias or weight init; use the default init (kaiming)",
                        "an activation saturated by unnormalised inputs (see input_range)",
                        "a constant (detached) branch multiplies the signal by zero"])
-    return passed("gradients", f"{len(_trainable(model))} trainable tensors get finite, non-zero gradients")
+    return passed("gradients", f"{len(names)} trainable tensors get finite, non-zero gradients{note}")
+
+
+def _grads(recipe, model, x, y):
+    model.zero_grad(set_to_none=True)
+    try:
+        ops.loss(recipe, ops.forward(recipe, model, x), y).backward()
+    except Exception as e:  # the user's model or loss: report, never crash the suite
+        model.zero_grad(set_to_none=True)
+        return {}, f"{type(e).__name__}: {e}"
+    grads = {n: p.grad.detach().clone() if p.grad is not None else None for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return grads, None
+
+
+def _few(names, k: int = 6) -> str:
+    return f"{names[:k]}" + (f" and {len(names) - k} more" if len(names) > k else "")
 
 
 def check_registered_submodules(model) -> CheckResult:
@@ -191,89 +277,199 @@ def check_registered_submodules(model) -> CheckResult:
     return passed("registered_submodules", "all layers registered")
 
 
-def check_one_step(model, batch, recipe) -> CheckResult:
-    """One step of the recipe's own optimizer and train_step changes every trainable parameter,
-    covers them all in the optimizer, and leaves deliberately frozen parameters unchanged."""
+def check_one_step(recipe, model, batch) -> CheckResult:
+    """Steps of the recipe's own optimizer, scheduler and train_step change every trainable
+    parameter (by step ONE_STEP_MAX at the latest: a layer behind a zero-initialised one moves at
+    step 2), the optimizer holds them all, and deliberately frozen parameters stay unchanged."""
     x, y = batch
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(model).train()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = recipe.optimizer(model.parameters(), recipe.lr)
+    try:
+        optimizer = ops.optimizer_for(recipe, model)
+        scheduler = ops.scheduler_for(recipe, optimizer, 100)
+    except Exception as e:
+        return failed("one_step", "optimizer_crashed", f"building the optimizer raised {type(e).__name__}: {e}",
+                      "an optimizer over the model's parameters", "training cannot run",
+                      ["call the recipe's optimizer by hand on the model's parameters"])
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     missing = [n for n, p in _trainable(model) if id(p) not in in_optimizer]
-    step = recipe.train_step or default_step
-    model.train()
-    try:
-        step(model, x, y, optimizer, recipe.loss)
-    except Exception as e:
-        return failed("one_step", "train_step_crashed", f"one training step raised {type(e).__name__}: {e}",
-                      "a step that runs", "training cannot run", ["run the step by hand on one batch and read the traceback"])
-    after = dict(model.named_parameters())
-    unchanged = [n for n, p in _trainable(model) if torch.equal(before[n], after[n].detach())]
-    frozen_moved = [n for n, p in model.named_parameters() if not p.requires_grad
-                    and not torch.equal(before[n], p.detach())]
     if missing:
-        return failed("one_step", "params_not_in_optimizer", f"trainable parameters missing from the optimizer: {missing}",
+        return failed("one_step", "params_not_in_optimizer", f"trainable parameters missing from the optimizer: {_few(missing)}",
                       "the optimizer holds every trainable parameter",
                       "parameters outside the optimizer keep their random init forever, and training still 'works'",
                       ["build the optimizer from model.parameters(), not from one sub-layer",
                        "if a layer should not train, call requires_grad_(False) on it"])
+    steps = 0
+    unchanged = [n for n, _ in _trainable(model)]
+    try:
+        while unchanged and steps < ONE_STEP_MAX:
+            ops.step(recipe, model, x, y, optimizer, scheduler)
+            steps += 1
+            params = dict(model.named_parameters())
+            unchanged = [n for n in unchanged if torch.equal(before[n], params[n].detach())]
+    except Exception as e:
+        return failed("one_step", "train_step_crashed", f"one training step raised {type(e).__name__}: {e}",
+                      "a step that runs", "training cannot run", ["run the step by hand on one batch and read the traceback"])
+    frozen_moved = [n for n, p in model.named_parameters() if not p.requires_grad
+                    and not torch.equal(before[n], p.detach())]
     if unchanged:
-        return failed("one_step", "params_not_updated", f"unchanged after one step: {unchanged}",
-                      "every trainable parameter changes after a step",
+        return failed("one_step", "params_not_updated", f"unchanged after {steps} steps: {_few(unchanged)}",
+                      "every trainable parameter changes within the first steps",
                       "parameters that never move are dead weight; the model trains as if they were constants",
                       ["the train_step does not call optimizer.step(), or calls it before backward()",
                        "zero gradients (see gradients)", "an lr of 0 in a param group"])
     if frozen_moved:
-        return failed("one_step", "frozen_params_changed", f"parameters with requires_grad=False changed: {frozen_moved}",
+        return failed("one_step", "frozen_params_changed", f"parameters with requires_grad=False changed: {_few(frozen_moved)}",
                       "frozen parameters stay exactly as they were",
                       "a 'frozen' backbone that drifts destroys the features you meant to keep",
                       ["the train_step or optimizer writes to them directly (weight decay on a manual update?)",
                        "BatchNorm running stats are buffers and may change; weights must not"])
     frozen = sum(1 for p in model.parameters() if not p.requires_grad)
-    return passed("one_step", f"{len(after) - frozen} trainable tensors updated, {frozen} frozen unchanged")
+    return passed("one_step", f"{len(before) - frozen} trainable tensors updated within {steps} step(s), "
+                              f"{frozen} frozen unchanged")
 
 
-def check_batch_independence(model, batch, atol: float = 1e-5) -> CheckResult:
-    """In eval mode, sample 0's output does not change when the other samples change."""
+def check_batch_independence(recipe, model, batch, source=None, rtol: float = 1e-5) -> CheckResult:
+    """In eval mode, replacing one sample by a *different* sample changes no other sample's output
+    (forward), and one sample's output has no gradient with respect to another's input (backward).
+
+    The first and the last sample are replaced in turn (a coupling that flows one way along the
+    batch, like an RNN fed (N, T, F) as time-major, shows from one end only). `source` is another
+    batch to draw the replacement from (default: the batch itself, rolled by half).
+    """
+    check = "batch_independence"
+    if reason := ops.skip_reason(recipe, check):
+        return ops.skipped(check, reason)
     x, _ = batch
-    if len(x) < 2:
-        return passed("batch_independence", "batch of one (skipped)")
-    model.eval()
-    with torch.no_grad():
-        out, error = _forward(model, x)
-        if error:
-            model.train()
-            return passed("batch_independence", f"forward failed (see output_shape): {error}")
-        x2 = x.clone()
-        x2[1:] = x.flip(0)[:-1] if len(x) > 2 else x[:1]  # other samples replaced, sample 0 kept
-        if x2[1:].equal(x[1:]):
-            x2[1:] = x[1:] + 1.0
-        out2, _ = _forward(model, x2)
-    model.train()
-    if out is None or out2 is None or not isinstance(out, torch.Tensor) or out.shape != out2.shape:
-        return passed("batch_independence", "outputs not comparable (see output_shape)")
-    diff = float((out[0] - out2[0]).abs().max())
-    scale = float(out[0].abs().max()) + 1e-12
-    if diff > atol * max(1.0, scale):
-        return failed("batch_independence", "batch_samples_interact",
-                      f"sample 0's output changed by {diff:.3g} (of {scale:.3g}) when only the other samples changed",
+    n = ops.batch_len(x)
+    if n < 3:
+        return ops.skipped(check, f"a batch of {n} has no other samples to watch")
+    out, error = _eval_forward(recipe, model, x)
+    if error or not isinstance(out, torch.Tensor) or len(out) != n:
+        return passed(check, "outputs not comparable (see output_shape)")
+    scale = max(1.0, float(out.detach().abs().max()))
+    worst, where = 0.0, None
+    for k in (0, n - 1):
+        src, j = _different_sample(x, k, source)
+        if src is None:
+            continue
+        out2, error = _eval_forward(recipe, model, ops.replace_row(x, k, src, j))
+        if error or not isinstance(out2, torch.Tensor) or out2.shape != out.shape:
+            continue
+        others = torch.arange(n, device=out.device) != k
+        diff = float((out[others] - out2[others]).abs().max())
+        if diff > worst:
+            worst, where = diff, k
+    if worst > rtol * scale:
+        return failed(check, "batch_samples_interact",
+                      f"replacing sample {where} alone changed other samples' outputs by up to {worst:.3g} "
+                      f"(outputs up to {scale:.3g})",
                       "each sample's output depends on that sample alone (in eval mode)",
-                      "a reshape or view over the wrong axis mixes samples: the model learns from its neighbours "
-                      "and fails when the batch changes",
+                      "a reshape, view or time-major layer over the wrong axis mixes samples: the model learns "
+                      "from its neighbours and fails when the batch changes",
                       ["use x.flatten(1) or x.view(x.size(0), -1), not x.view(-1, n) on a permuted tensor",
+                       "an nn.LSTM/GRU/RNN or nn.MultiheadAttention given (N, T, F) needs batch_first=True",
                        "check transpose/permute before a view: batch must stay the first axis",
                        "norm layers over the batch axis in eval mode (suppress if deliberate)"])
-    return passed("batch_independence", f"max change {diff:.2g}")
+    grad_leak = _gradient_leak(recipe, model, x)
+    if grad_leak is not None and grad_leak[0] > 0:
+        return failed(check, "batch_gradients_interact",
+                      f"sample {grad_leak[1]}'s output has a gradient of up to {grad_leak[0]:.3g} with respect to "
+                      "other samples' inputs", "each sample's output depends on that sample's input alone",
+                      "a backward path across the batch means samples leak into each other's updates",
+                      ["look for operations over dim 0 (sum, mean, cumsum, sort) inside forward",
+                       "an RNN or attention layer missing batch_first=True"])
+    return passed(check, f"max change of other samples' outputs {worst:.2g}")
 
 
-def check_eval_deterministic(model, batch) -> CheckResult:
+def _different_sample(x, k, source):
+    """(tree, j): a row j of `source` (or of x) whose content differs from x's row k."""
+    src = x if source is None else source
+    m = ops.batch_len(src)
+    for j in [(k + m // 2) % m] + list(range(m)):
+        if src is x and j == k:
+            continue
+        if not all(torch.equal(a[k], b[j]) for a, b in zip(ops.leaves(x), ops.leaves(src))):
+            return src, j
+    return None, None
+
+
+def _gradient_leak(recipe, model, x):
+    """(largest gradient of sample k's output w.r.t. another sample's input, k), float inputs only."""
+    leaves = ops.leaves(x)
+    if not leaves or not all(t.is_floating_point() for t in leaves):
+        return None
+    n = len(leaves[0])
+    was = model.training
+    model.eval()
+    try:
+        worst = (0.0, 0)
+        for k in (0, n - 1):
+            xg = ops.tree_map(lambda t: t.detach().clone().requires_grad_(True), x)
+            out = ops.forward(recipe, model, xg)
+            if not isinstance(out, torch.Tensor) or not out.requires_grad:
+                return None
+            grads = torch.autograd.grad(out[k].float().sum(), ops.leaves(xg), allow_unused=True)
+            others = torch.arange(n, device=out.device) != k
+            leak = max(float(g[others].abs().max()) for g in grads if g is not None) if any(
+                g is not None for g in grads) else 0.0
+            worst = max(worst, (leak, k))
+        return worst
+    except Exception:
+        return None
+    finally:
+        model.train(was)
+        model.zero_grad(set_to_none=True)
+
+
+def check_causality(recipe, model, batch, positions=(1, None)) -> CheckResult:
+    """For a causal language model: changing the token at position t changes no output at a
+    position before t (inputs (N, T) token ids, outputs (N, T, V))."""
+    check = "causality"
+    if reason := ops.skip_reason(recipe, check):
+        return ops.skipped(check, reason)
+    x, _ = batch
+    ids = x["input_ids"] if isinstance(x, dict) else x
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.is_floating_point():
+        return ops.skipped(check, "inputs are not (N, T) token ids")
+    out, error = _eval_forward(recipe, model, x)
+    if error or not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[1] != ids.shape[1]:
+        return passed(check, "outputs not aligned with positions (see output_shape)")
+    T = ids.shape[1]
+    vocab = int(ids.max()) + 1
+    worst = (0.0, 0)
+    for t in (T // 2, T - 1):
+        if t < 1:
+            continue
+        changed = ids.clone()
+        changed[:, t] = (ids[:, t] + 1 + torch.randint(0, max(vocab - 1, 1), (len(ids),),
+                                                       generator=torch.Generator().manual_seed(t)).to(ids.device)) % max(vocab, 2)
+        x2 = dict(x, input_ids=changed) if isinstance(x, dict) else changed
+        out2, error = _eval_forward(recipe, model, x2)
+        if error or out2 is None or out2.shape != out.shape:
+            continue
+        diff = float((out[:, :t] - out2[:, :t]).abs().max())
+        worst = max(worst, (diff, t))
+    scale = max(1.0, float(out.abs().max()))
+    if worst[0] > 1e-5 * scale:
+        return failed(check, "future_tokens_leak",
+                      f"changing the token at position {worst[1]} changed outputs at earlier positions by up to "
+                      f"{worst[0]:.3g}", "outputs at positions < t do not depend on the token at t",
+                      "a language model that sees the future learns to copy the next token: the training loss "
+                      "collapses and generation is garbage",
+                      ["pass a causal mask to attention (is_causal=True, or a triangular attn_mask)",
+                       "check that the mask is not transposed (upper vs lower triangle)",
+                       "a bidirectional layer (a non-causal conv or RNN) leaks the future"])
+    return passed(check, f"outputs before position t unchanged when token t changes (max {worst[0]:.2g})")
+
+
+def check_eval_deterministic(recipe, model, batch) -> CheckResult:
     """Two forward passes in eval mode give identical outputs (no dropout or noise left on)."""
     x, _ = batch
-    model.eval()
-    with torch.no_grad():
-        a, error = _forward(model, x)
-        b, _ = _forward(model, x)
-    model.train()
+    torch.manual_seed(0)
+    a, error = _eval_forward(recipe, model, x)
+    torch.manual_seed(1)
+    b, _ = _eval_forward(recipe, model, x)
     if error or not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
         return passed("eval_deterministic", "forward failed (see output_shape)")
     diff = float((a - b).abs().max())

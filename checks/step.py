@@ -15,8 +15,8 @@ import copy
 
 import torch
 
+from harness.checks import recipe_ops as ops
 from harness.checks.result import CheckResult, failed, passed
-from harness.fit import default_step
 
 
 def _flat(grads: dict, names) -> torch.Tensor:
@@ -34,19 +34,19 @@ def _cos(a, b) -> float:
     return float(a @ b) / denom if denom > 0 else 0.0
 
 
-def _reference_grads(model, x, y, loss_fn, seed):
+def _reference_grads(recipe, model, x, y, seed):
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
-    loss_fn(model(x), y).backward()
+    ops.loss(recipe, ops.forward(recipe, model, x), y).backward()
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def check_train_step(model, batches, recipe, seed: int = 0) -> CheckResult:
+def check_train_step(recipe, model, batches, seed: int = 0) -> CheckResult:
     """Run the recipe's train_step on two batches; compare each step's gradient with the reference."""
     check = "train_step"
     model = copy.deepcopy(model).train()
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = recipe.optimizer(model.parameters(), recipe.lr)
+    optimizer = ops.optimizer_for(recipe, model)
     by_id = {id(p): n for n, p in model.named_parameters()}
     seen = []  # one dict name -> grad per optimizer.step() call
 
@@ -55,17 +55,16 @@ def check_train_step(model, batches, recipe, seed: int = 0) -> CheckResult:
                      for g in opt.param_groups for p in g["params"] if id(p) in by_id})
 
     handle = optimizer.register_step_pre_hook(spy)
-    step = recipe.train_step or default_step
     recorded, reference, calls = [], [], []
     try:
         for k, (x, y) in enumerate(batches):
             snapshot = copy.deepcopy(model)
             n_before = len(seen)
             torch.manual_seed(seed + k)
-            step(model, x, y, optimizer, recipe.loss)
+            ops.step(recipe, model, x, y, optimizer)
             calls.append(len(seen) - n_before)
             recorded.append(seen[-1] if len(seen) > n_before else {})
-            reference.append(_reference_grads(snapshot, x, y, recipe.loss, seed + k))
+            reference.append(_reference_grads(recipe, snapshot, x, y, seed + k))
     except Exception as e:
         return failed(check, "train_step_crashed", f"train_step raised {type(e).__name__}: {e}",
                       "a step that runs on a batch", "training cannot run",

@@ -15,6 +15,9 @@ from harness.checks import model as M
 from harness.checks.overfit import check_overfit
 from harness.checks.result import CheckResult
 from harness.checks.step import check_train_step
+from harness.checks.gradcheck import check_gradcheck
+from harness.checks.overfit import reachable_loss
+from harness import tasks
 from harness import Data, Recipe
 from harness.data import synthetic
 from harness.models import mlp
@@ -54,11 +57,14 @@ def test_message_has_the_five_parts():
 
 
 def test_split_shapes():
-    assert D.check_split_shapes(data()).passed
     d = data()
+    assert D.check_split_shapes(d, recipe()).passed
     assert D.check_split_shapes(Data(train=(d.train[0], d.train[1][:-1]), val=d.val)).name == "split_lengths_differ"
     assert D.check_split_shapes(Data(train=(d.train[0][:0], d.train[1][:0]), val=d.val)).name == "split_empty"
-    assert D.check_split_shapes(Data(train=(d.train[0], d.train[1].float()), val=d.val)).name == "targets_not_class_indices"
+    floats = Data(train=(d.train[0], d.train[1].float()), val=d.val)
+    assert D.check_split_shapes(floats, recipe()).name == "targets_wrong_for_task"
+    ids = Data(train=(torch.randint(0, 50, (200, 12)), d.train[1]), val=(torch.randint(0, 50, (60, 12)), d.val[1]))
+    assert D.check_split_shapes(ids, recipe()).passed  # token ids are first class
 
 
 def test_inputs_finite_and_range():
@@ -69,19 +75,24 @@ def test_inputs_finite_and_range():
     assert r.name == "inputs_out_of_range" and "raw integer pixel" in r.message()
     assert f"max {float(raw.train[0].max()):.4g}" in r.observed  # the number comes from the data
     assert not D.check_input_range(d, input_range=(0.0, 0.5)).passed
+    twice = Data(train=(d.train[0] / 255, d.train[1]), val=d.val)
+    r = D.check_input_range(twice)
+    assert r.name == "inputs_scale_too_small" and f"{float((d.train[0] / 255).max()):.4g}" in r.observed
 
 
 def test_labels_range_missing_class_and_balance():
     d = data()
-    assert D.check_labels(d, 4).passed
-    assert D.check_labels(Data(train=(d.train[0], d.train[1] + 1), val=d.val), 4).name == "labels_out_of_range"
+    assert D.check_labels(d, recipe()).passed
+    assert D.check_labels(Data(train=(d.train[0], d.train[1] + 1), val=d.val), recipe()).name == "labels_out_of_range"
     only3 = d.train[1].clamp(max=2)
-    assert D.check_labels(Data(train=(d.train[0], only3), val=d.val), 4).name == "class_missing"
+    assert D.check_labels(Data(train=(d.train[0], only3), val=d.val), recipe()).name == "class_missing"
     skew = d.train[1].clone()
     skew[5:] = 0
-    r = D.check_class_balance(Data(train=(d.train[0], skew), val=d.val), 4)
+    r = D.check_class_balance(Data(train=(d.train[0], skew), val=d.val), recipe())
     assert r.name == "classes_imbalanced" and r.data["counts"] == torch.bincount(skew, minlength=4).tolist()
-    assert D.check_class_balance(d, 4).passed
+    assert D.check_class_balance(d, recipe()).passed
+    regression = recipe(task=tasks.Regression(), num_classes=None)
+    assert "skipped" in D.check_class_balance(d, regression).data  # never reported as passed
 
 
 def test_splits_disjoint_counts_the_shared_samples():
@@ -93,43 +104,128 @@ def test_splits_disjoint_counts_the_shared_samples():
 
 def test_labels_predictable():
     d = data()
-    assert D.check_labels_predictable(d, 4).passed
+    assert D.check_labels_predictable(d, recipe()).passed
     y = d.train[1][torch.randperm(200, generator=torch.Generator().manual_seed(1))]
-    assert D.check_labels_predictable(Data(train=(d.train[0], y), val=d.val), 4).name == "labels_look_shuffled"
+    assert D.check_labels_predictable(Data(train=(d.train[0], y), val=d.val), recipe()).name == "labels_look_shuffled"
+    yv = d.val[1][torch.randperm(60, generator=torch.Generator().manual_seed(1))]
+    r = D.check_labels_predictable(Data(train=d.train, val=(d.val[0], yv)), recipe())
+    assert r.name == "val_labels_look_shuffled"
+
+
+def test_labels_predictable_reads_token_ids_as_a_bag():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(400) % 4
+    ids = torch.randint(0, 40, (400, 16), generator=g)
+    ids[:, :4] = 40 + y.unsqueeze(1) * 3  # each class uses its own few ids
+    d = Data(train=(ids[:300], y[:300]), val=(ids[300:], y[300:]))
+    assert D.check_labels_predictable(d, recipe()).passed
+    shuffled = Data(train=(ids[:300], y[:300][torch.randperm(300, generator=g)]), val=d.val)
+    assert D.check_labels_predictable(shuffled, recipe()).name == "labels_look_shuffled"
+
+
+def test_train_distinct_and_train_val_shift():
+    d = data()
+    assert D.check_train_distinct(d).passed and D.check_train_val_shift(d).passed
+    small = Data(train=(d.train[0][:30], d.train[1][:30]), val=d.val)
+    assert D.check_train_distinct(small).name == "train_smaller_than_val"
+    tiled = Data(train=(d.train[0][:20].repeat(10, 1, 1, 1), d.train[1][:20].repeat(10)), val=d.val)
+    r = D.check_train_distinct(tiled)
+    assert r.name == "train_rows_mostly_duplicates" and r.data["distinct"] == pytest.approx(20 / 200)
+    shifted = Data(train=d.train, val=(d.val[0] * 255, d.val[1]))
+    r = D.check_train_val_shift(shifted)
+    oracle = float(d.val[0].mul(255).double().std() / d.train[0].double().std())
+    assert r.name == "train_val_distribution_shift" and r.data["scale"] == pytest.approx(oracle, rel=1e-6)
+
+
+def test_data_checks_read_a_bounded_sample():
+    n = 300_000  # larger than any sample: the checks must not read it whole
+    x = torch.rand(n, 4)
+    y = torch.arange(n) % 4
+    calls = []
+
+    class Counting(torch.utils.data.Dataset):
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            calls.append(i)
+            return x[i], y[i]
+    d = Data(train=Counting(), val=(x[:500], y[:500]))
+    for check in (D.check_inputs_finite, D.check_input_range, D.check_train_distinct):
+        check(d)
+    assert len(set(calls)) <= D.SAMPLE + 8
 
 
 def test_output_shape(model, batch):
-    assert M.check_output_shape(model, batch, 4).passed
-    assert M.check_output_shape(model, batch, 5).name == "output_shape_wrong"
-    assert M.check_output_shape(nn.Linear(3, 4), batch, 4).name == "forward_crashed"
+    assert M.check_output_shape(recipe(), model, batch).passed
+    assert M.check_output_shape(recipe(num_classes=5), model, batch).name == "output_shape_wrong"
+    assert M.check_output_shape(recipe(), nn.Linear(3, 4), batch).name == "forward_crashed"
 
 
 def test_outputs_are_logits(model, batch):
-    assert M.check_outputs_not_probabilities(model, batch, F.cross_entropy).passed
+    assert M.check_outputs_not_probabilities(recipe(), model, batch).passed
     soft = nn.Sequential(model, nn.Softmax(1))
-    assert M.check_outputs_not_probabilities(soft, batch, F.cross_entropy).name == "outputs_are_probabilities"
-    assert M.check_outputs_not_probabilities(soft, batch, F.nll_loss).passed  # other losses: not applicable
+    assert M.check_outputs_not_probabilities(recipe(), soft, batch).name == "outputs_are_probabilities"
 
 
 def test_loss_at_init_matches_plain_torch(model, batch):
-    r = M.check_loss_at_init(model, batch, F.cross_entropy, 4)
+    r = M.check_loss_at_init(recipe(), model, batch)
     with torch.no_grad():
         oracle = F.cross_entropy(model(batch[0]), batch[1]).item()
     assert r.passed and r.data["loss"] == pytest.approx(oracle)
     with torch.no_grad():
         model[-1].weight.mul_(200)
-    assert M.check_loss_at_init(model, batch, F.cross_entropy, 4).name == "loss_at_init_too_high"
+    assert M.check_loss_at_init(recipe(), model, batch).name == "loss_at_init_too_high"
     cheat = lambda out, y: F.cross_entropy(out, y) * 0.1  # noqa: E731
     torch.manual_seed(0)
-    assert M.check_loss_at_init(mlp(64, (32,), 4), batch, cheat, 4).name == "loss_at_init_too_low"
+    assert M.check_loss_at_init(recipe(loss=cheat), mlp(64, (32,), 4), batch).name == "loss_at_init_too_low"
+
+
+def test_init_logit_scale_matches_plain_torch(model, batch):
+    r = M.check_init_logit_scale(recipe(), model, batch)
+    with torch.no_grad():
+        model.eval()
+        oracle = float(model(batch[0]).std(1).mean())
+        model.train()
+    assert r.passed and r.data["spread"] == pytest.approx(oracle, rel=1e-5)
+    with torch.no_grad():
+        model[-1].weight.mul_(100)
+    r = M.check_init_logit_scale(recipe(), model, batch)
+    assert r.name == "logits_overconfident_at_init" and "top softmax probability" in r.observed
 
 
 def test_gradients(model, batch):
-    assert M.check_gradients(model, batch, F.cross_entropy).passed
+    assert M.check_gradients(recipe(), model, batch).passed
     with torch.no_grad():
         model[1].bias.fill_(-100.0)
-    r = M.check_gradients(model, batch, F.cross_entropy)
+    r = M.check_gradients(recipe(), model, batch)
     assert r.name == "params_get_zero_gradient" and "1.weight" in r.observed
+
+
+def test_gradients_and_one_step_accept_zero_initialised_last_layers(batch):
+    torch.manual_seed(0)
+    zero_head = mlp(64, (32, 32), 4)
+    with torch.no_grad():
+        zero_head[-1].weight.zero_()  # as torchvision's ViT head: the layers behind get gradient at step 2
+    assert M.check_gradients(recipe(), zero_head, batch).passed
+    assert M.check_one_step(recipe(), zero_head, batch).passed
+    assert M.check_one_step(recipe(optimizer=lambda p, lr: torch.optim.Adam(p, lr=1e-3)), zero_head, batch).passed
+
+
+def test_gradcheck(model, batch):
+    assert check_gradcheck(recipe(), model, batch).passed
+    wrong = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), bugs._CustomReLU(), nn.Linear(32, 4))
+    assert check_gradcheck(recipe(), wrong, batch).name == "gradient_mismatches_finite_differences"
+
+    class Float32Only(nn.Module):  # builds a float32 tensor inside forward: cannot run in float64
+        def __init__(self):
+            super().__init__()
+            self.net = mlp(64, (32,), 4)
+
+        def forward(self, x):
+            return self.net(x) + torch.zeros(4, dtype=torch.float32) @ torch.ones(4, 4, dtype=torch.float32)
+    r = check_gradcheck(recipe(), Float32Only(), batch)
+    assert r.passed or "skipped" in r.data
 
 
 def test_registered_submodules():
@@ -139,27 +235,66 @@ def test_registered_submodules():
 
 
 def test_one_step(model, batch):
-    assert M.check_one_step(model, batch, recipe()).passed
+    assert M.check_one_step(recipe(), model, batch).passed
     half = recipe(optimizer=lambda params, lr: torch.optim.SGD(list(params)[2:], lr=lr))
-    assert M.check_one_step(model, batch, half).name == "params_not_in_optimizer"
+    assert M.check_one_step(half, model, batch).name == "params_not_in_optimizer"
     model[1].weight.requires_grad_(False)
-    r = M.check_one_step(model, batch, recipe())
+    r = M.check_one_step(recipe(), model, batch)
     assert r.passed and "1 frozen unchanged" in r.observed
 
     def writes_frozen(m, x, y, opt, loss_fn):
         with torch.no_grad():
             m[1].weight.add_(1.0)
         return bugs._step_without_zero_grad(m, x, y, opt, loss_fn)
-    assert M.check_one_step(model, batch, recipe(train_step=writes_frozen)).name == "frozen_params_changed"
+    assert M.check_one_step(recipe(train_step=writes_frozen), model, batch).name == "frozen_params_changed"
 
 
 def test_batch_independence_and_eval_determinism(model, batch):
-    assert M.check_batch_independence(model, batch).passed
-    assert M.check_eval_deterministic(model, batch).passed
-    mixing = bugs._MixingMLP()
+    assert M.check_batch_independence(recipe(), model, batch).passed
+    assert M.check_eval_deterministic(recipe(), model, batch).passed
     x28 = torch.rand(16, 1, 28, 28)
-    assert M.check_batch_independence(mixing, (x28, batch[1])).name == "batch_samples_interact"
-    assert M.check_eval_deterministic(bugs._AlwaysDropout(), (x28, batch[1])).name == "eval_not_deterministic"
+    r28 = recipe(num_classes=10)
+    assert M.check_batch_independence(r28, bugs._MixingMLP(), (x28, batch[1])).name == "batch_samples_interact"
+    assert M.check_eval_deterministic(r28, bugs._AlwaysDropout(), (x28, batch[1])).name == "eval_not_deterministic"
+    # a coupling that flows one way along the batch (an RNN run over dim 0) shows from sample 0
+    assert M.check_batch_independence(r28, bugs._TimeMajorLSTM(), (x28, batch[1])).name == "batch_samples_interact"
+    bn_train_coupling = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.Linear(8, 4))
+    assert M.check_batch_independence(recipe(), bn_train_coupling, batch).passed  # eval mode: no coupling
+
+
+def test_batch_independence_backward_catches_a_gradient_only_coupling(batch):
+    class GradientCoupling(nn.Module):  # outputs per sample, but a mean over the batch enters detached-free
+        def __init__(self):
+            super().__init__()
+            self.net = mlp(64, (32,), 4)
+
+        def forward(self, x):
+            out = self.net(x)
+            return out + 0 * out.mean(0, keepdim=True)  # forward unchanged, gradient flows across samples
+    r = M.check_batch_independence(recipe(), GradientCoupling(), batch)
+    assert r.passed or r.name == "batch_gradients_interact"  # 0 * grad is exactly zero: no false alarm
+
+
+def test_causality():
+    class TinyLM(nn.Module):
+        def __init__(self, causal=True):
+            super().__init__()
+            self.causal = causal
+            self.emb = nn.Embedding(20, 16)
+            self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.out = nn.Linear(16, 20)
+
+        def forward(self, ids):
+            h = self.emb(ids)
+            T = ids.shape[1]
+            mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1) if self.causal else None
+            return self.out(self.attn(h, h, h, attn_mask=mask, need_weights=False)[0])
+    lm = recipe(task=tasks.CausalLM(20), num_classes=None)
+    ids = torch.randint(0, 20, (8, 10), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    assert M.check_causality(lm, TinyLM(), (ids, ids)).passed
+    assert M.check_causality(lm, TinyLM(causal=False), (ids, ids)).name == "future_tokens_leak"
+    assert "skipped" in M.check_causality(recipe(), TinyLM(), (ids, ids)).data  # classification: n/a
 
 
 def _two_batches():
@@ -187,9 +322,10 @@ def clip_value_step(model, x, y, optimizer, loss_fn):
 
 @pytest.mark.parametrize("step", [None, clip_norm_step, clip_value_step])
 def test_train_step_accepts_correct_steps(model, step):
-    r = check_train_step(model, _two_batches(), recipe(train_step=step))
+    r = check_train_step(recipe(train_step=step), model, _two_batches())
     assert r.passed, r.message()
-    r = check_train_step(model, _two_batches(), recipe(train_step=step, optimizer=lambda p, lr: torch.optim.Adam(p, lr=1e-3)))
+    r = check_train_step(recipe(train_step=step, optimizer=lambda p, lr: torch.optim.Adam(p, lr=1e-3)), model,
+                         _two_batches())
     assert r.passed, r.message()
 
 
@@ -198,7 +334,7 @@ def test_train_step_accepts_correct_steps(model, step):
     (bugs._step_before_backward, "optimizer_steps_before_backward"),
 ])
 def test_train_step_catches_broken_steps(model, step, symptom):
-    assert check_train_step(model, _two_batches(), recipe(train_step=step)).name == symptom
+    assert check_train_step(recipe(train_step=step), model, _two_batches()).name == symptom
 
 
 def test_train_step_catches_a_skipped_step(model):
@@ -212,14 +348,61 @@ def test_train_step_catches_a_skipped_step(model):
         if len(calls) == 1:
             opt.step()
         return loss
-    assert check_train_step(model, _two_batches(), recipe(train_step=skip_second)).name == "optimizer_step_skipped"
+    assert check_train_step(recipe(train_step=skip_second), model, _two_batches()).name == "optimizer_step_skipped"
 
 
 def test_overfit(model, batch):
-    assert check_overfit(model, batch, recipe()).passed
+    r = check_overfit(recipe(), model, batch)
+    assert r.passed and "SGD(lr=0.1" in r.observed  # the recipe's own optimizer and lr
     torch.manual_seed(0)
     soft = nn.Sequential(mlp(64, (32,), 4), nn.Softmax(1))
-    r = check_overfit(soft, batch, recipe(), max_steps=300)
+    r = check_overfit(recipe(), soft, batch, max_steps=300)
     assert r.name == "cannot_overfit_batch" and "softmax" in r.message()
     torch.manual_seed(0)
-    assert check_overfit(mlp(64, (32,), 4), (batch[0][:1], batch[1][:1]), recipe(), max_steps=150).passed
+    assert check_overfit(recipe(), mlp(64, (32,), 4), (batch[0][:1], batch[1][:1]), max_steps=150).passed
+
+
+def test_overfit_names_the_recipe_settings_when_they_are_the_problem(batch):
+    torch.manual_seed(0)
+    tiny = recipe(optimizer=lambda p, lr: torch.optim.Adam(p, lr=lr), lr=1e-7)
+    r = check_overfit(tiny, mlp(64, (32,), 4), batch, max_steps=200)
+    assert r.name == "overfit_too_slow_with_recipe_settings" and "Adam(lr=1e-07" in r.message()
+    torch.manual_seed(0)
+    decay = recipe(optimizer=lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9, weight_decay=5.0))
+    assert check_overfit(decay, mlp(64, (32,), 4), batch, max_steps=200).name == "overfit_too_slow_with_recipe_settings"
+
+
+def test_overfit_target_comes_from_what_the_loss_can_reach(batch):
+    smooth = lambda out, y: F.cross_entropy(out, y, label_smoothing=0.2)  # noqa: E731
+    torch.manual_seed(0)
+    r = check_overfit(recipe(loss=smooth), mlp(64, (32,), 4), batch)
+    assert r.passed, r.message()
+    # the floor of label-smoothed cross-entropy, from plain torch: the smoothed target's entropy
+    q = torch.full((4,), 0.2 / 4)
+    q[0] += 0.8
+    oracle = float(-(q * q.log()).sum())
+    floor = reachable_loss(recipe(loss=smooth), torch.zeros(16, 4), batch[1])
+    assert floor == pytest.approx(oracle, rel=1e-2)
+    ignore = lambda out, y: F.cross_entropy(out, torch.where(y == 0, -100, y), ignore_index=-100)  # noqa: E731
+    assert reachable_loss(recipe(loss=ignore), torch.zeros(16, 4), batch[1]) < 0.01
+
+
+def test_overfit_passes_a_batchnorm_model_whose_running_statistics_lag(batch):
+    torch.manual_seed(0)
+    slow_bn = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32, momentum=0.001), nn.ReLU(),
+                            nn.Linear(32, 4))
+    r = check_overfit(recipe(), slow_bn, batch)
+    assert r.passed and "re-estimated" in r.observed
+
+
+def test_overfit_catches_a_model_that_differs_in_eval_mode(batch):
+    class EvalBranch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp(64, (32,), 4)
+
+        def forward(self, x):
+            out = self.net(x)
+            return out if self.training else out.flip(1)  # bug: eval mode permutes the classes
+    torch.manual_seed(0)
+    assert check_overfit(recipe(), EvalBranch(), batch).name == "overfit_lost_in_eval_mode"

@@ -12,6 +12,7 @@ from torch import nn
 from harness import Data, Recipe
 from harness.data import digits28
 from harness.models import fashion_mlp
+from harness.schedules import adam, sgd
 
 
 def _recipe(name, **changes):
@@ -195,6 +196,112 @@ def _huge_head_mlp():
 HUGE_LAST_LAYER_INIT = _recipe("huge_last_layer_init", model=_huge_head_mlp)
 
 
+# --- bug classes from issue 10: each also has a healthy twin in healthy.py ---------------------
+
+# 17. Adam at an lr far too small to learn anything (1e-7)
+ADAM_LR_TINY = _recipe("adam_lr_tiny", optimizer=adam(), lr=1e-7)
+
+
+# 18. SGD's lr (1.0, fine for SGD on this MLP) handed to Adam
+SGD_LR_ON_ADAM = _recipe("sgd_lr_on_adam", optimizer=adam(), lr=1.0)
+
+
+# 19. a weight decay so large it pulls every weight to zero faster than the loss can move it
+HUGE_WEIGHT_DECAY = _recipe("huge_weight_decay", optimizer=sgd(momentum=0.9, weight_decay=5.0))
+
+
+# 20. a custom autograd Function whose backward forgets the mask (ReLU forward, identity backward)
+class _LeakyBackwardReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0) + 0.5 * grad * (x <= 0)  # bug: negative inputs pass half the gradient
+
+
+class _CustomReLU(nn.Module):
+    def forward(self, x):
+        return _LeakyBackwardReLU.apply(x)
+
+
+def _wrong_backward_mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), _CustomReLU(), nn.Linear(256, 128),
+                         _CustomReLU(), nn.Linear(128, 10))
+
+
+WRONG_CUSTOM_BACKWARD = _recipe("wrong_custom_backward", model=_wrong_backward_mlp)
+
+
+# 21. a last layer initialised over-confident, though the loss at init stays inside 1/2..2 x ln C
+def _overconfident_head_mlp():
+    model = fashion_mlp()
+    with torch.no_grad():
+        model[-1].weight.mul_(30.0)
+    return model
+
+
+OVERCONFIDENT_HEAD = _recipe("overconfident_head", model=_overconfident_head_mlp)
+
+
+# 22. an LSTM given (N, T, F) without batch_first=True: it runs along the batch, mixing samples
+class _TimeMajorLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(28, 64)  # bug: batch_first=False, but the input is (N, T, F)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        out, _ = self.lstm(x.flatten(1, -2))
+        return self.head(out[:, -1])
+
+
+RNN_TIME_MAJOR = _recipe("rnn_time_major", model=_TimeMajorLSTM, optimizer=adam(), lr=3e-3)
+
+
+# 23. inputs divided by 255 although they were already in [0, 1]
+def _digits_scaled_twice():
+    d = digits28()
+    return Data(train=(d.train[0] / 255, d.train[1]), val=(d.val[0] / 255, d.val[1]),
+                test=(d.test[0] / 255, d.test[1]))
+
+
+INPUTS_SCALED_TWICE = _recipe("inputs_scaled_twice", data=_digits_scaled_twice)
+
+
+# 24. a debug subset left on: the first 100 training samples only
+def _debug_subset():
+    d = digits28()
+    return Data(train=(d.train[0][:100], d.train[1][:100]), val=d.val, test=d.test)
+
+
+DEBUG_SUBSET = _recipe("debug_subset", data=_debug_subset)
+
+
+# 25. a debug subset tiled back to full size: 64 samples repeated
+def _tiled_subset():
+    d = digits28()
+    x, y = d.train
+    reps = len(y) // 64
+    return Data(train=(x[:64].repeat(reps, 1, 1, 1), y[:64].repeat(reps)), val=d.val, test=d.test)
+
+
+TILED_DEBUG_SUBSET = _recipe("tiled_debug_subset", data=_tiled_subset)
+
+
+# 26. a validation split standardised while the training split stays in [0, 1]
+def _val_standardised():
+    d = digits28()
+    xv = d.val[0]
+    return Data(train=d.train, val=((xv - 0.3) / 0.33, d.val[1]), test=d.test)
+
+
+VAL_PREPROCESSED_DIFFERENTLY = _recipe("val_preprocessed_differently", data=_val_standardised)
+
+
 CAUGHT_BY = {
     "SOFTMAX_BEFORE_CE": "outputs_are_probabilities",
     "BATCH_MIXING_RESHAPE": "batch_samples_interact",
@@ -212,4 +319,14 @@ CAUGHT_BY = {
     "LAYERS_IN_PLAIN_LIST": "unregistered_submodules",
     "DETACHED_FIRST_LAYER": "params_get_no_gradient",
     "HUGE_LAST_LAYER_INIT": "loss_at_init_too_high",
+    "ADAM_LR_TINY": "overfit_too_slow_with_recipe_settings",
+    "SGD_LR_ON_ADAM": "overfit_diverges_with_recipe_settings",
+    "HUGE_WEIGHT_DECAY": "overfit_too_slow_with_recipe_settings",
+    "WRONG_CUSTOM_BACKWARD": "gradient_mismatches_finite_differences",
+    "OVERCONFIDENT_HEAD": "logits_overconfident_at_init",
+    "RNN_TIME_MAJOR": "batch_samples_interact",
+    "INPUTS_SCALED_TWICE": "inputs_scale_too_small",
+    "DEBUG_SUBSET": "train_smaller_than_val",
+    "TILED_DEBUG_SUBSET": "train_rows_mostly_duplicates",
+    "VAL_PREPROCESSED_DIFFERENTLY": "train_val_distribution_shift",
 }

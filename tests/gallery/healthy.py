@@ -4,10 +4,18 @@
 """
 from functools import partial
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 from harness import Recipe
 from harness.data import digits28
 from harness.models import fashion_mlp, frozen_first_layer, mlp, row_lstm, small_cnn
-from harness.schedules import adam
+from harness.schedules import adam, sgd
+
+
+def adamw(weight_decay):
+    return lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 # lr 1.0 is not too high for this CNN (it sometimes trains well at 1.0); 5.0 kills or explodes it
 SMALL_CNN = Recipe(model=small_cnn, data=digits28, num_classes=10, lr=0.1, batch_size=64,
@@ -25,4 +33,57 @@ LSTM = Recipe(model=row_lstm, data=digits28, num_classes=10, optimizer=adam(), l
 FROZEN_FIRST_LAYER = Recipe(model=lambda: frozen_first_layer(fashion_mlp()), data=digits28,
                             num_classes=10, lr=0.5, batch_size=128, epochs=15, name="frozen_first_layer")
 
-HEALTHY = ["SMALL_CNN", "BN_DROPOUT_MLP_ADAM", "LSTM", "FROZEN_FIRST_LAYER"]
+
+# --- healthy twins of the issue-10 bug classes (tests/gallery/bugs.py) -------------------------
+
+# twin of WRONG_CUSTOM_BACKWARD: the same custom autograd ReLU with its backward right
+class _ReLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0)
+
+
+class _CustomReLU(nn.Module):
+    def forward(self, x):
+        return _ReLUFunction.apply(x)
+
+
+CUSTOM_BACKWARD = Recipe(model=lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 256), _CustomReLU(),
+                                                     nn.Linear(256, 128), _CustomReLU(), nn.Linear(128, 10)),
+                         data=digits28, num_classes=10, lr=0.1, batch_size=128, epochs=15, name="custom_backward")
+
+
+# twin of OVERCONFIDENT_HEAD and of the zero-init false alarm: a zero-initialised head (as torchvision's
+# ViT), SGD with momentum and weight decay, label smoothing and a warmup-cosine schedule stepped per step
+def _zero_head_mlp():
+    model = fashion_mlp()
+    with torch.no_grad():
+        model[-1].weight.zero_()
+        model[-1].bias.zero_()
+    return model
+
+
+def _warmup_cosine(optimizer, total_steps):
+    warm = max(1, total_steps // 20)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warm),
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warm))], milestones=[warm])
+
+
+ZERO_HEAD_SMOOTHED_SGD = Recipe(model=_zero_head_mlp, data=digits28, num_classes=10,
+                                optimizer=sgd(momentum=0.9, weight_decay=5e-4), lr=0.05,
+                                loss=partial(F.cross_entropy, label_smoothing=0.1), scheduler=_warmup_cosine,
+                                batch_size=128, epochs=15, name="zero_head_smoothed_sgd")
+
+# twin of SGD_LR_ON_ADAM / ADAM_LR_TINY / HUGE_WEIGHT_DECAY: AdamW at its usual lr and weight decay
+ADAMW = Recipe(model=fashion_mlp, data=digits28, num_classes=10, optimizer=adamw(0.01), lr=1e-3,
+               batch_size=128, epochs=15, name="adamw")
+
+HEALTHY = ["SMALL_CNN", "BN_DROPOUT_MLP_ADAM", "LSTM", "FROZEN_FIRST_LAYER", "CUSTOM_BACKWARD",
+           "ZERO_HEAD_SMOOTHED_SGD", "ADAMW"]

@@ -1,0 +1,106 @@
+"""The gradient check: backprop agrees with finite differences of the loss.
+
+    from harness.checks.gradcheck import check_gradcheck
+    result = check_gradcheck(recipe, recipe.build_model(), batch)
+
+On a float64 copy of the model (eval mode: dropout off, BatchNorm on its running statistics),
+its weights moved off their exact initial values by a small random jitter (a zero-initialised
+residual branch otherwise sits every ReLU after it exactly on its kink), and a few samples, the parameters are split into up to GROUPS consecutive groups (early layers
+to late ones); for a random direction v in each group, the directional derivative from
+backward, g . v, is compared with the central difference (L(θ + εv) - L(θ - εv)) / 2ε. A custom
+`torch.autograd.Function` with a wrong backward corrupts the gradient of every parameter
+before it, so the group holding the layers before it disagrees. Skipped, with the reason, when
+the model cannot run in float64.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from harness.checks import recipe_ops as ops
+from harness.checks.result import CheckResult, failed, passed
+
+GROUPS = 6
+SAMPLES = 4
+EPS = 1e-6       # step along a direction whose entries are scaled to each tensor's RMS
+JITTER = 1e-2    # relative move off the initial weights before checking
+RTOL = 1e-3      # float64 central differences agree with a correct backward to ~1e-8
+
+
+def check_gradcheck(recipe, model, batch, seed: int = 0) -> CheckResult:
+    check = "gradcheck"
+    if reason := ops.skip_reason(recipe, check):
+        return ops.skipped(check, reason)
+    x, y = batch
+    x, y = ops.take(x, slice(0, SAMPLES)), ops.take(y, slice(0, SAMPLES))
+    to64 = (lambda t: t.double() if t.is_floating_point() else t)
+    try:
+        model = copy.deepcopy(model).double().eval()
+        x, y = ops.tree_map(to64, x), ops.tree_map(to64, y)
+        loss_at = _loss_fn(recipe, model, x, y, seed)
+        base = loss_at()
+    except Exception as e:
+        return ops.skipped(check, f"the model cannot run in float64 ({type(e).__name__}: {str(e)[:120]})")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # off the exact init: zero-initialised branches put ReLUs exactly on their kink
+        for _, p in params:
+            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) * (JITTER * _rms(p)))
+    base = loss_at()
+    if not params or not torch.isfinite(base):
+        return ops.skipped(check, "no trainable parameters" if not params else "the loss is not finite (see loss_at_init)")
+    model.zero_grad(set_to_none=True)
+    base.backward()
+    grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for _, p in params]
+    size = -(-len(params) // GROUPS)
+    worst = None
+    with torch.no_grad():
+        for start in range(0, len(params), size):
+            group = list(range(start, min(start + size, len(params))))
+            dirs = {i: torch.randn(params[i][1].shape, generator=gen, dtype=torch.float64).to(params[i][1].device)
+                    * _rms(params[i][1]) for i in group}
+            analytic = sum(float((grads[i] * dirs[i]).sum()) for i in group)
+            numeric = _central_difference(loss_at, params, dirs)
+            error = abs(analytic - numeric)
+            allowed = RTOL * max(abs(analytic), abs(numeric)) + 1e-9 * (1 + abs(float(base)))
+            if error > allowed and (worst is None or error / (allowed + 1e-30) > worst[0]):
+                worst = (error / (allowed + 1e-30), params[group[0]][0], params[group[-1]][0], analytic, numeric)
+    if worst is not None:
+        _, first, last, analytic, numeric = worst
+        return failed(check, "gradient_mismatches_finite_differences",
+                      f"along a random direction in the parameters {first} .. {last}: backward gives "
+                      f"{analytic:.6g}, central differences give {numeric:.6g} (float64, {SAMPLES} samples, eval mode)",
+                      f"agreement within {RTOL:g} (relative)",
+                      "a wrong gradient trains the model on a loss it is not computing: it learns slowly, "
+                      "wrongly, or not at all, while every other check looks fine",
+                      ["a custom torch.autograd.Function whose backward is wrong (sign, a missing factor, "
+                       "the wrong input's gradient, a missing chain-rule term)",
+                       "a gradient hook (register_hook) that rescales or replaces gradients",
+                       "a straight-through or detached shortcut that makes the gradient differ on purpose "
+                       "(suppress gradcheck if so)"])
+    return passed(check, f"backward agrees with central differences in {-(-len(params) // size)} parameter groups")
+
+
+def _loss_fn(recipe, model, x, y, seed):
+    def loss_at():
+        torch.manual_seed(seed)
+        return ops.loss(recipe, ops.forward(recipe, model, x), y)
+    return loss_at
+
+
+def _rms(p: torch.Tensor) -> float:
+    r = float(p.detach().pow(2).mean().sqrt()) if p.numel() else 0.0
+    return r if r > 1e-3 else 1e-2  # zero-initialised tensors still get a direction
+
+
+def _central_difference(loss_at, params, dirs) -> float:
+    for i, d in dirs.items():
+        params[i][1].add_(d, alpha=EPS)
+    plus = float(loss_at())
+    for i, d in dirs.items():
+        params[i][1].add_(d, alpha=-2 * EPS)
+    minus = float(loss_at())
+    for i, d in dirs.items():
+        params[i][1].add_(d, alpha=EPS)
+    return (plus - minus) / (2 * EPS)

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import torch
 
-from harness import parse, runtime, tasks
+from harness import graphs, parse, runtime, tasks
 from harness.batching import as_pair, batch_len, batches, is_pair, split_len, subset as take_subset
 from harness.batching import to_device as tree_to_device
 from harness.recipe import (DEFAULT_FORWARD, Data, Recipe, RecipeError, check_data, check_hparams, check_inputs_match_model,
@@ -156,6 +156,7 @@ def fit(model: torch.nn.Module, data: Data, config: Optional[FitConfig] = None, 
     opt = make_optimizer(step.optimizer, model, cfg.lr, where="fit")
     epoch_sched = cfg.scheduler(opt, cfg.epochs) if cfg.scheduler is not None else None
     step_sched = step.make_scheduler(opt, cfg.epochs * _steps_per_epoch(train_split, cfg))
+    step = graphs.fast_step(step, model, opt, cfg.batch_size, device, step_sched)  # on CUDA, small batches: a CUDA graph
     chance = (cfg.task or _task_of(cfg)).init_loss() if (cfg.task or cfg.num_classes) else None
     generator = torch.Generator().manual_seed(cfg.seed)
     watch = _StepWatch(opt)

@@ -21,7 +21,6 @@ with one line. `self.log` / `self.log_dict` calls do nothing here (there is no T
 """
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 import weakref
@@ -64,10 +63,9 @@ def from_lightning(module_factory: Callable, data: Callable, **fields) -> Recipe
     if "lr" not in fields:
         fields["lr"] = _module_lr(module_factory, pl)
     fields.setdefault("name", getattr(module_factory, "__name__", "lightning"))
-    recipe = Recipe(model=module_factory, data=data, optimizer=configure_optimizer,
-                    scheduler=lightning_scheduler, train_step=lightning_step, **fields)
-    # interval "epoch" needs steps per epoch: the harness passes epochs= when it knows them
-    return recipe.replace(scheduler=functools.partial(lightning_scheduler, epochs=recipe.epochs))
+    # the scheduler takes epochs=, so Recipe.make_scheduler passes them (interval "epoch" needs steps per epoch)
+    return Recipe(model=module_factory, data=data, optimizer=configure_optimizer,
+                  scheduler=lightning_scheduler, train_step=lightning_step, **fields)
 
 
 def _module_lr(module_factory, pl) -> float:

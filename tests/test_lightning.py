@@ -178,8 +178,9 @@ def test_an_lr_sweep_overrides_the_modules_lr():
     from harness import train
 
     recipe = Recipe.from_lightning(lambda: Lit("dict+epoch", lr=0.3), data=blobs, task=tasks.Classification(4),
-                                   batch_size=32, epochs=2)
-    assert train(recipe, lr=0.01).history.lr == pytest.approx([0.01, 0.005])
+                                   batch_size=32, epochs=6)
+    # epochs overridden too: the per-epoch schedule follows the run's epochs, not the recipe's
+    assert train(recipe, lr=0.01, epochs=2).history.lr == pytest.approx([0.01, 0.005])
 
 
 def test_importing_harness_does_not_import_lightning():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-DOCS = "suites/README.md"
+from harness.checks import registry
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,11 @@ class CheckResult:
         if self.hints:
             lines.append("  what to try:")
             lines += [f"    {i}. {h}" for i, h in enumerate(self.hints, 1)]
+        entry = registry.CHECKS.get(self.check)  # every check is registered; tests/test_plugin.py holds us to it
+        if entry is not None:
+            lines.append(f"  check: {self.check} ({entry.step}; catches {entry.catches})")
         lines.append(f"  if this is intended: --harness-suppress {self.check} (or Recipe(suppress=({self.check!r},)))")
-        lines.append(f"  read more: {DOCS}#{self.check}")
+        lines.append(f"  read more: {entry.docs if entry else registry.DOCS}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

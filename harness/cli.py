@@ -204,6 +204,8 @@ def build_parser() -> Parser:
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=("sgd", "adam"), default=None)
 
+    p = sub.add_parser("checks", help="list the registered checks: id, step, what each catches")
+    p.add_argument("ids", nargs="*", metavar="ID", help="show only these checks, with their symptoms")
     return parser
 
 
@@ -466,8 +468,25 @@ def cmd_lr_find(args) -> int:
     return 0
 
 
+def cmd_checks(args) -> int:
+    """The check registry (harness.checks.registry): one line per check; with ids, their symptoms too."""
+    from harness.checks import registry
+
+    try:
+        chosen = [registry.get(i, "harness checks") for i in args.ids] if args.ids else list(registry.CHECKS.values())
+    except registry.UnknownCheck as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    width = max(len(c.id) for c in chosen)
+    for c in chosen:
+        print(f"{c.id:<{width}}  {c.step:<8}  {c.catches}")
+        if args.ids:
+            print(f"{'':<{width}}  symptoms: {', '.join(c.symptoms) or '-'}; read more: {c.docs}")
+    return 0
+
+
 COMMANDS = {"sweep": cmd_sweep, "search": cmd_search, "report": cmd_report, "train": cmd_train, "eda": cmd_eda,
-            "lr-find": cmd_lr_find}
+            "lr-find": cmd_lr_find, "checks": cmd_checks}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,22 @@
-"""The pytest plugin: every option, ini key, marker and fixture of the suites, in one place.
+"""The pytest plugin (entry point `pytest11: recipe_harness`): options, ini keys and markers, and nothing else until asked.
 
-Registered through the `pytest11` entry point, so in any project where recipe-harness is
-installed:
+Installing recipe-harness adds this module to every pytest run of the environment, so it stays
+inert: it imports neither torch nor the suites, and its options cannot collide with a project's
+own (`--recipe`, everything else `--harness-...`). It activates the suites' run-time plugin
+(harness/suites/fixtures.py: the recipe, fixtures, suppress, crash handling; it imports torch)
+only when asked:
+
+- a harness option is given (`--recipe`, `--harness-seed`, ...) or a harness ini key is set, or
+- the run's arguments name the suites (`--pyargs harness.suites...`, or a path inside them), or
+- the suites' folder or one of their files is collected.
+
+In a project of your own, one ini line points your plain `pytest -m sanity` at your recipe:
+
+    [tool.pytest.ini_options]
+    harness_recipe = "path/to/file.py:NAME"      # relative to this file
+
+With a recipe configured (ini or `--recipe`) and no test paths on the command line, the harness
+suites are collected next to your own tests (without `-m`, only the sanity suite of them).
 
     pytest --pyargs harness.suites -m sanity --recipe path/to/file.py:RECIPE
     pytest --pyargs harness.suites -m recipe --recipe mypkg.recipes:RECIPE --harness-device cuda
@@ -11,104 +26,159 @@ from `--harness-seed` and the test's id, so outcomes do not depend on test order
 """
 from __future__ import annotations
 
-import math
-import os
+import importlib
 import re
-import shlex
 import zlib
+from pathlib import Path
 
 import pytest
-import torch
 
-from harness import data as harness_data
-from harness.fit import resolve_device
-from harness.recipe import RecipeError, load_recipe, warn_batch_size
+SUITES = Path(__file__).resolve().parent  # installed as harness/suites
+ACTIVE = "recipe_harness_suites"           # the name the run-time plugin is registered under
+INJECTED = pytest.StashKey[bool]()         # the suites were added to the run by a configured recipe
 
 MARKERS = {
     "sanity": "seconds-fast checks that model, data and training step are wired right (always on)",
     "recipe": "training-dynamics claims: lr ranking, divergence, batch size, subset (minutes)",
     "bench": "pytest-benchmark timings per batch size (opt-in, serial: -m bench -p no:xdist)",
+    "harness_check": "harness_check(id): the registered check (harness checks) this test runs, "
+                     "when the test is not named test_<id>",
 }
+# option dest -> (ini key or None, the flag); the ini keys are the dests
+OPTIONS = {
+    "harness_recipe": "--recipe", "harness_device": "--harness-device", "harness_seed": "--harness-seed",
+    "harness_data_root": "--harness-data-root", "harness_download": "--harness-download",
+    "harness_suppress": "--harness-suppress", "harness_diverge_lr": "--harness-diverge-lr",
+    "harness_durations": "--harness-durations",
+}
+INI = ("harness_recipe", "harness_device", "harness_seed", "harness_data_root", "harness_download",
+       "harness_suppress", "harness_diverge_lr")
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("recipe-harness", "recipe-harness: test a training recipe")
-    group.addoption("--recipe", dest="harness_recipe", default=None,
+    group.addoption("--recipe", dest="harness_recipe", action="append", default=None, metavar="SPEC",
                     help="recipe to test: a built-in name (digits28, fashion_mlp, cifar_mlp), "
                          "path/to/file.py[:NAME] or package.module[:NAME]; NAME defaults to RECIPE")
     group.addoption("--harness-device", dest="harness_device", default=None,
-                    help="cpu, cuda or auto (default: ini 'harness_device' or cpu)")
-    group.addoption("--harness-seed", dest="harness_seed", default=None, help="base seed; each test derives its own from it (default 0)")
-    group.addoption("--harness-data-root", dest="harness_data_root", default=None, help="folder holding FashionMNIST / CIFAR-10 files")
-    group.addoption("--harness-download", dest="harness_download", action="store_true", default=None, help="allow dataset downloads")
-    group.addoption("--harness-suppress", dest="harness_suppress", action="append", default=[], metavar="CHECK",
-                    help="silence a check by name (repeatable), e.g. --harness-suppress batch_independence")
-    group.addoption("--harness-diverge-lr", dest="harness_diverge_lr", default=None, help="learning rate that must diverge (default 1.0)")
+                    help="cpu, cuda or auto (default: ini harness_device, else cpu)")
+    group.addoption("--harness-seed", dest="harness_seed", default=None,
+                    help="base seed; each test derives its own from it (default 0)")
+    group.addoption("--harness-data-root", dest="harness_data_root", default=None,
+                    help="folder holding FashionMNIST / CIFAR-10 files")
+    group.addoption("--harness-download", dest="harness_download", action="store_true", default=None,
+                    help="allow dataset downloads")
+    group.addoption("--harness-suppress", dest="harness_suppress", action="append", default=None, metavar="CHECK",
+                    help="silence a check by id (repeatable; `harness checks` lists them), "
+                         "e.g. --harness-suppress batch_independence")
+    group.addoption("--harness-diverge-lr", dest="harness_diverge_lr", default=None,
+                    help="learning rate that must diverge (default 1.0)")
     group.addoption("--harness-durations", dest="harness_durations", default=None, metavar="N",
-                    help="after a sanity run, show the N slowest checks' cost in seconds and in training "
-                         "steps of the recipe (0: every check), like --durations")
-    parser.addini("harness_recipe", "default for --recipe")
+                    help="print the N slowest sanity checks with their cost in training steps (0: all)")
+    parser.addini("harness_recipe", "default for --recipe (a relative file path starts at the ini file's folder)")
     parser.addini("harness_device", "default for --harness-device")
     parser.addini("harness_seed", "default for --harness-seed")
     parser.addini("harness_data_root", "default for --harness-data-root")
     parser.addini("harness_download", "default for --harness-download", type="bool", default=False)
-    parser.addini("harness_suppress", "checks to silence, one per line (added to --harness-suppress)", type="linelist")
+    parser.addini("harness_suppress", "check ids to silence, one per line (added to --harness-suppress)",
+                  type="linelist")
     parser.addini("harness_diverge_lr", "default for --harness-diverge-lr")
-
-
-def _setting(config, option, ini, default=None):
-    value = config.getoption(option)
-    if value is None:
-        value = config.getini(ini) or None
-    return default if value is None else value
-
-
-def parse_seed(text) -> int:
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        raise pytest.UsageError(f"--harness-seed {text!r}: must be an integer, e.g. --harness-seed 0") from None
-
-
-def parse_lr(text, flag) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise pytest.UsageError(f"{flag} {text!r}: must be a positive number, e.g. {flag} 1.0")
-    return value
 
 
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    _limit_threads_under_xdist()
-    if config.getoption("harness_durations") is not None:  # the cost table (suites/budget.py), only when asked
-        from harness.suites import budget
-        config.pluginmanager.register(budget.CostReport(config, budget.parse_durations(config.getoption("harness_durations"))),
-                                      "harness-durations")
-    root = _setting(config, "harness_data_root", "harness_data_root")
-    if root:
-        harness_data.settings.root = root
-    if config.getoption("harness_download") or config.getini("harness_download"):
-        harness_data.settings.download = True
-    spec = _setting(config, "harness_recipe", "harness_recipe")
-    try:
-        recipe = load_recipe(spec)
-        device = resolve_device(_setting(config, "harness_device", "harness_device", "cpu"))
-    except RecipeError as e:
-        raise pytest.UsageError(as_pytest_flags(str(e))) from None
-    diverge_lr = _setting(config, "harness_diverge_lr", "harness_diverge_lr")
-    suppress = set(recipe.suppress) | set(config.getini("harness_suppress")) | set(config.getoption("harness_suppress"))
-    config.stash[_KEY] = {
-        "recipe": recipe, "device": device, "seed": parse_seed(_setting(config, "harness_seed", "harness_seed", 0)),
-        "suppress": suppress, "diverge_lr": (parse_lr(diverge_lr, "--harness-diverge-lr")
-                                             if diverge_lr is not None else None),  # None: the suite picks
-    }
+    given = config.getoption("harness_recipe") or []
+    if len(given) > 1:
+        raise pytest.UsageError(f"--recipe given {len(given)} times ({', '.join(map(repr, given))}); "
+                                "give it once (one recipe per run)")
+    if asked(config):
+        if recipe_spec(config) is not None and not config.args_source == pytest.Config.ArgsSource.ARGS \
+                and not _names_suites(config):
+            config.args.append(str(SUITES))  # the one ini line: the suites run next to the project's tests
+            config.stash[INJECTED] = True
+        activate(config)
 
 
-_KEY = pytest.StashKey[dict]()
+@pytest.hookimpl(tryfirst=True)
+def pytest_collect_directory(path, parent):
+    """The suites' folder is collected as a plain folder: pytest's Package would import its
+    __init__.py under the name `suites`, which a project's own `suites` package shadows."""
+    if path == SUITES:
+        activate(parent.config)
+        return pytest.Dir.from_parent(parent, path=path)
+    return None
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    """A suite module is imported by its installed name (`harness.suites.test_sanity`), never as a
+    top-level `test_sanity` or `suites.test_sanity` that a project's own modules could shadow."""
+    if module_path.parent == SUITES:
+        activate(parent.config)
+        return SuiteModule.from_parent(parent, path=module_path)
+    return None
+
+
+class SuiteModule(pytest.Module):
+    def _getobj(self):
+        return importlib.import_module(f"harness.suites.{self.path.stem}")
+
+
+def asked(config) -> bool:
+    """Is a harness option given, a harness ini key set, or are the suites named in the arguments?"""
+    if any(config.getoption(dest) not in (None, [], False) for dest in OPTIONS):
+        return True
+    if any(config.getini(key) for key in INI):
+        return True
+    return _names_suites(config)
+
+
+def _names_suites(config) -> bool:
+    for arg in config.args:
+        target = str(arg).split("::")[0]
+        if config.option.pyargs and (target == "harness.suites" or target.startswith("harness.suites.")):
+            return True
+        path = (config.invocation_params.dir / target).resolve()
+        if path == SUITES or SUITES in path.parents:
+            return True
+    return False
+
+
+def activate(config) -> None:
+    """Register the run-time plugin (torch, the recipe, the fixtures) once for this run."""
+    if not config.pluginmanager.has_plugin(ACTIVE):
+        from harness.suites import fixtures  # the heavy half: imports torch
+        config.pluginmanager.register(fixtures, ACTIVE)
+
+
+def setting(config, dest: str, default=None):
+    """The command line's value, else the ini key's, else `default`."""
+    value = config.getoption(dest)
+    if value is None:
+        value = config.getini(dest) or None
+    return default if value is None else value
+
+
+def recipe_spec(config):
+    """The `--recipe` spec (as given), else the ini `harness_recipe` with a relative file path made
+    absolute from the ini file's folder; None when neither is set (the suites use the default)."""
+    given = config.getoption("harness_recipe")
+    if given:
+        return given[0]
+    spec = config.getini("harness_recipe").strip()
+    if not spec:
+        return None
+    target, sep, attr = spec.partition(":")
+    if looks_like_file(target) and not Path(target).expanduser().is_absolute():
+        base = config.inipath.parent if config.inipath else config.rootpath
+        target = str(base / target)
+    return target + sep + attr
+
+
+def looks_like_file(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
 _CLI_FLAG = re.compile(r"(?<![\w-])--(device|seed|data-root|download|diverge-lr|suppress)\b")
 
 
@@ -117,99 +187,9 @@ def as_pytest_flags(message: str) -> str:
     return _CLI_FLAG.sub(r"--harness-\1", message)
 
 
-def _limit_threads_under_xdist():
-    """Under pytest-xdist give each worker cores // workers torch threads (uncapped workers crawl)."""
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if workers:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
-
-
-def pytest_report_header(config):
-    s = config.stash.get(_KEY, None)
-    if not s:
-        return None
-    parts = [f"recipe: {s['recipe'].name}"]
-    if s["device"].type != "cpu":
-        parts.append(f"device: {s['device']}")
-    if s["seed"] != 0:
-        parts.append(f"seed: {s['seed']}")
-    if s["suppress"]:
-        parts.append(f"suppressed: {', '.join(sorted(s['suppress']))}")
-    return "recipe-harness: " + ", ".join(parts)
-
-
-# --- fixtures ---------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def harness_settings(pytestconfig) -> dict:
-    return pytestconfig.stash[_KEY]
-
-
-@pytest.fixture(scope="session")
-def recipe(harness_settings):
-    """The recipe under test (`--recipe`, default digits28)."""
-    return harness_settings["recipe"]
-
-
-@pytest.fixture(scope="session")
-def device(harness_settings) -> torch.device:
-    return harness_settings["device"]
-
-
-@pytest.fixture(scope="session")
-def recipe_data(recipe):
-    """The recipe's data, loaded once per session (a loading error fails with one line)."""
-    try:
-        data = recipe.load_data(validate=False)  # the sanity checks report bad data one check at a time
-    except RecipeError as e:
-        pytest.fail(as_pytest_flags(str(e)), pytrace=False)
-    if data.train is not None and harness_data.split_len(data.train) < recipe.batch_size:
-        warn_batch_size(recipe.batch_size, harness_data.split_len(data.train), where=f"recipe {recipe.name!r}", stacklevel=2)
-    return data
-
-
-@pytest.fixture
-def seed(request, harness_settings) -> int:
-    """A per-test seed: stable for a test id and --harness-seed, independent of order and workers."""
-    return test_seed(harness_settings["seed"], request.node.nodeid)
-
-
 def test_seed(base: int, nodeid: str) -> int:
+    """A test's seed: stable for a test id and base seed, independent of order and workers."""
     return (zlib.crc32(nodeid.encode()) + 1_000_003 * base) % (2**31)
 
 
 test_seed.__test__ = False  # not a test
-
-
-@pytest.fixture
-def verify(harness_settings, seed, request):
-    """verify(result): fail with the check's message, or skip when the check is suppressed."""
-    def _verify(result):
-        __tracebackhide__ = True
-        if result.check in harness_settings["suppress"]:
-            pytest.skip(f"{result.check} suppressed (--harness-suppress or Recipe.suppress)")
-        if not result.passed:
-            pytest.fail(f"{result.message()}\n  seed: {seed} (this test's seed, from --harness-seed "
-                        f"{harness_settings['seed']} and the test id)\n"
-                        f"  re-run: {rerun_command(request, harness_settings)}", pytrace=False)
-        return result
-    return _verify
-
-
-def rerun_command(request, settings) -> str:
-    """The command that re-runs this one test with the same recipe, seed and settings."""
-    config = request.config
-    recipe = config.getoption("harness_recipe") or config.getini("harness_recipe")
-    parts = ["pytest", shlex.quote(request.node.nodeid)]
-    if recipe:
-        parts.append(f"--recipe {shlex.quote(recipe)}")
-    parts.append(f"--harness-seed {settings['seed']}")  # always: the failure is reproducible only with it
-    if settings["device"].type != "cpu":
-        parts.append(f"--harness-device {settings['device'].type}")
-    root = _setting(config, "harness_data_root", "harness_data_root")
-    if root:
-        parts.append(f"--harness-data-root {shlex.quote(str(root))}")
-    if config.getoption("harness_diverge_lr"):
-        parts.append(f"--harness-diverge-lr {config.getoption('harness_diverge_lr')}")
-    parts += [f"--harness-suppress {name}" for name in config.getoption("harness_suppress")]
-    return " ".join(parts)

@@ -135,12 +135,12 @@ def test_per_test_seed_depends_only_on_base_seed_and_test_id(pytester):
 def test_a_failing_check_prints_its_seed_and_the_rerun_command(pytester):
     spec = os.path.join(os.path.dirname(__file__), "gallery", "bugs.py") + ":LABELS_FROM_ONE"
     args = ("--pyargs", "harness.suites", "-m", "sanity", "--recipe", spec, "--harness-seed", "7", "-p", "no:cacheprovider",
-            "-p", "no:randomly", "-k", "test_labels or test_overfit_one_batch")
+            "-p", "no:randomly", "-k", "test_labels or test_overfit_batch")
     result = pytester.runpytest(*args)
     out = result.stdout.str()
-    result.assert_outcomes(failed=2, passed=1)  # test_labels, test_overfit_one_batch fail; test_labels_predictable
-    for line in (ln for ln in result.stdout.lines if ln.strip().startswith("re-run: pytest")):
-        nodeid = line.split()[2]
+    result.assert_outcomes(failed=2, passed=1)  # test_labels, test_overfit_batch fail; test_labels_predictable
+    for line in (ln for ln in result.stdout.lines if ln.strip().startswith("re-run: pytest --pyargs")):
+        nodeid = line.split()[3]  # harness.suites.test_sanity::test_labels: the same from any folder
         assert f"--recipe {spec}" in line and "--harness-seed 7" in line
         assert f"seed: {derive_seed(7, nodeid)} (this test's seed, from --harness-seed 7 and the test id)" in out
     # one re-run command per failing test (with CI set, pytest repeats each message in its summary)

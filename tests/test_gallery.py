@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.checks import registry
 from tests.fakedata import write_cifar10, write_fashion_mnist
 from tests.gallery import bugs, healthy
+
+HEALTHY = registry.expected_outcomes("sanity", "classification")  # every check passes or skips
 
 GALLERY = Path(__file__).parent / "gallery"
 SEEDS = range(int(os.environ.get("HARNESS_GALLERY_SEEDS", "2")))
@@ -33,20 +36,20 @@ def test_planted_bug_is_caught(pytester, name):
 @pytest.mark.parametrize("name", healthy.HEALTHY)
 def test_healthy_recipe_passes(pytester, name, seed):
     result = run_sanity(pytester, f"{GALLERY / 'healthy.py'}:{name}", "--harness-seed", str(seed))
-    result.assert_outcomes(passed=18)
+    result.assert_outcomes(**HEALTHY)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_default_recipe_passes(pytester, seed):
     result = run_sanity(pytester, "digits28", "--harness-seed", str(seed))
-    result.assert_outcomes(passed=18)
+    result.assert_outcomes(**HEALTHY)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fashion_mlp_passes_on_files_in_the_real_format(pytester, tmp_path, seed):
     write_fashion_mnist(tmp_path)
     result = run_sanity(pytester, "fashion_mlp", "--harness-data-root", str(tmp_path), "--harness-seed", str(seed))
-    result.assert_outcomes(passed=18)
+    result.assert_outcomes(**HEALTHY)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -54,9 +57,9 @@ def test_cifar_mlp_passes_on_files_in_the_real_format(pytester, tmp_path, monkey
     write_cifar10(tmp_path)
     monkeypatch.setenv("HARNESS_VERIFY_CHECKSUMS", "0")  # our files are not the published ones
     result = run_sanity(pytester, "cifar_mlp", "--harness-data-root", str(tmp_path), "--harness-seed", str(seed))
-    result.assert_outcomes(passed=18)
+    result.assert_outcomes(**HEALTHY)
 
 
 def test_worked_example_in_the_readme_passes(pytester):
     result = run_sanity(pytester, str(Path(__file__).parents[1] / "examples" / "my_recipe.py") + ":RECIPE")
-    result.assert_outcomes(passed=18)
+    result.assert_outcomes(**HEALTHY)

@@ -122,6 +122,7 @@ def fashion_mnist(root=None, download=None, val_fraction: float = 0.1) -> Data:
     from torchvision import datasets
 
     root, download = _where(root, download)
+    root = _fashion_root(root)
     try:
         train = datasets.FashionMNIST(root, train=True, download=download)
         test = datasets.FashionMNIST(root, train=False, download=download)
@@ -141,6 +142,31 @@ def fashion_mnist(root=None, download=None, val_fraction: float = 0.1) -> Data:
                 test=(x_test, test.targets.long()), class_names=FASHION_CLASSES)
 
 
+_FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _fashion_root(root: Path) -> Path:
+    """The folder above FashionMNIST/raw, also when given FashionMNIST or FashionMNIST/raw itself;
+    .gz files copied there by hand (as published) are unpacked beside themselves."""
+    if root.name == "raw" and root.parent.name == "FashionMNIST":
+        root = root.parent.parent
+    elif root.name == "FashionMNIST" and (root / "raw").is_dir():
+        root = root.parent
+    raw = root / "FashionMNIST" / "raw"
+    for name in _FASHION_FILES:
+        packed = raw / f"{name}.gz"
+        if not (raw / name).is_file() and packed.is_file():
+            import gzip
+
+            from harness.io import atomic_write_bytes
+            try:
+                with gzip.open(packed) as f:
+                    atomic_write_bytes(raw / name, f.read())
+            except (OSError, EOFError) as e:
+                raise RecipeError(_corrupted("FashionMNIST", raw.parent, e)) from None
+    return root
+
+
 def cifar10(root=None, download=None, val_fraction: float = 0.2, verify: bool = None) -> Data:
     """CIFAR-10 as in the blog: first 40,000 train, last 10,000 val, plus the 10,000 test images.
 
@@ -155,7 +181,11 @@ def cifar10(root=None, download=None, val_fraction: float = 0.2, verify: bool = 
     from torchvision.datasets.utils import check_integrity
 
     root, download = _where(root, download)
+    if root.name == CIFAR10.base_folder and not (root / CIFAR10.base_folder).is_dir():
+        root = root.parent  # given the batches' own folder
     folder = root / CIFAR10.base_folder
+    if not folder.is_dir() and (root / CIFAR10.filename).is_file():
+        _extract_cifar10(root, verify)  # the archive copied by hand, not yet unpacked
     files = CIFAR10.train_list + CIFAR10.test_list + [[CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
     if download and not all(check_integrity(str(folder / name), md5) for name, md5 in files):
         _download_cifar10(root)
@@ -170,6 +200,25 @@ def cifar10(root=None, download=None, val_fraction: float = 0.2, verify: bool = 
     n_train = len(y) - int(round(val_fraction * len(y)))
     return Data(train=(x[:n_train].contiguous(), y[:n_train]), val=(x[n_train:].contiguous(), y[n_train:]),
                 test=(x_test, y_test), class_names=CIFAR_CLASSES)
+
+
+def _extract_cifar10(root: Path, verify: bool) -> None:
+    import tarfile
+
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
+
+    archive = root / CIFAR10.filename
+    if verify and not check_integrity(str(archive), CIFAR10.tgz_md5):
+        raise RecipeError(f"{archive} failed its checksum (corrupted or not the original); delete it and run "
+                          "again with --download")
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(f"{CIFAR10.base_folder}/")]
+            tar.extractall(root, members=members, filter="data")  # "data": no links out, no devices
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise RecipeError(f"{archive} could not be unpacked ({type(e).__name__}: {e}); delete it and run again "
+                          "with --download") from None
 
 
 def _download_cifar10(root: Path) -> None:
@@ -222,6 +271,9 @@ def _read_cifar_batches(folder: Path, names):
 def _where(root, download):
     root = Path(root).expanduser() if root is not None else settings.resolved_root()
     download = settings.resolved_download() if download is None else download
+    if root.exists() and not root.is_dir():
+        raise RecipeError(f"--data-root {root}: not a folder; pass the folder that holds FashionMNIST/ or "
+                          "cifar-10-batches-py/")
     return root, download
 
 

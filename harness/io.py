@@ -97,7 +97,12 @@ def save_weights(model: torch.nn.Module, path) -> None:
 
 
 def load_weights(model: torch.nn.Module, path, device="cpu") -> torch.nn.Module:
-    """Load a state_dict written by `save_weights`; a file holding anything but tensors is refused."""
+    """Load a state_dict written by `save_weights`; a file holding anything but tensors is refused.
+    Every problem (no such file, a truncated file, another model's weights) is one RecipeError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such file to load weights from; save them first with "
+                          "harness.io.save_weights(model, path)")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -105,8 +110,31 @@ def load_weights(model: torch.nn.Module, path, device="cpu") -> torch.nn.Module:
         what = f"it holds {found.group(1)}, not just tensors" if found else "it holds more than tensors"
         raise RecipeError(f"{path} is not a weights-only checkpoint ({what}); save it with "
                           "harness.io.save_weights(model, path), or torch.save(model.state_dict(), path)") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        said = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise RecipeError(f"{path} is truncated or not a checkpoint ({type(e).__name__}: {said}); "
+                          "save it again with harness.io.save_weights(model, path)") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RecipeError(f"{path} holds a {type(state).__name__}, not a state_dict of tensors; save it with "
+                          "harness.io.save_weights(model, path)")
+    _check_fits(model, state, path)
     model.load_state_dict(state)
     return model
+
+
+def _check_fits(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """One line naming the first keys and shapes that differ, instead of load_state_dict's many."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs the model's {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    problems = ([f"shape of {shapes[0]}"] if shapes else []) + \
+               ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
+               ([f"extra {', '.join(unexpected[:3])}"] if unexpected else [])
+    if problems:
+        raise RecipeError(f"{path} does not fit this {type(model).__name__} ({'; '.join(problems)}); "
+                          "load it into the model it was saved from")
 
 
 # --- reading data pickles without running them --------------------------------------------------

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.fit import batches, default_step, resolve_device, to_device
-from harness.recipe import Data, plain_sgd as sgd
+from harness.recipe import DEFAULT_FORWARD, Data, make_optimizer, plain_sgd as sgd
 
 
 @dataclass
@@ -39,10 +39,10 @@ class LRFind:
         return asdict(self)
 
 
-def lr_find(model: torch.nn.Module, data: Data, *, loss: Callable = F.cross_entropy,
+def lr_find(model: torch.nn.Module, data: Data, *, loss: Optional[Callable] = None,
             optimizer: Callable = sgd, batch_size: int = 128, train_step: Optional[Callable] = None,
             lr_min: float = 1e-7, lr_max: float = 10.0, steps: int = 100, beta: float = 0.98,
-            stop_factor: float = 4.0, device="cpu", seed: int = 0) -> LRFind:
+            stop_factor: float = 4.0, device="cpu", seed: int = 0, task=None, forward=None) -> LRFind:
     """Run the range test on `data.train`, cycling through batches; restore the model afterwards.
 
     The optimizer is built with `optimizer(params, lr_min)` and its lr is set before every step
@@ -51,10 +51,12 @@ def lr_find(model: torch.nn.Module, data: Data, *, loss: Callable = F.cross_entr
     """
     device = resolve_device(device)
     model.to(device)
-    opt = optimizer(model.parameters(), lr_min)
+    opt = make_optimizer(optimizer, model, lr_min, where="lr_find")
     saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
-    step = train_step or default_step
-    split = to_device(data.train, device)
+    was_training = model.training
+    loss = loss or (task.loss if task is not None else F.cross_entropy)
+    step = train_step or (lambda m, x, y, o, l: default_step(m, x, y, o, l, forward or DEFAULT_FORWARD))
+    split = to_device(data.train, device, task)
     generator = torch.Generator().manual_seed(seed)
     result, avg, best = LRFind(), 0.0, math.inf
     factor = (lr_max / lr_min) ** (1.0 / max(steps - 1, 1))
@@ -80,6 +82,7 @@ def lr_find(model: torch.nn.Module, data: Data, *, loss: Callable = F.cross_entr
     finally:
         model.load_state_dict(saved_model)
         opt.load_state_dict(saved_opt)
+        model.train(was_training)
     result.suggested_lr = steepest(result.lrs, result.smoothed)
     return result
 

@@ -118,15 +118,17 @@ def _load(job: Job):
 
 # --- claiming ----------------------------------------------------------------------------------------
 
-def _claim(study, storage, job: Job) -> list:
+def _claim(study, storage, job: Job, only: Optional[str] = None) -> list:
     """Move WAITING trials to RUNNING (the storage lets exactly one worker do so per trial): one,
-    or with vectorize up to `job.group` that differ only in lr."""
+    or with vectorize up to `job.group` that differ only in lr; `only`: the one with this key."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     claimed, first = [], None
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         config = Config.from_dict(t.user_attrs["config"]) if "config" in t.user_attrs else None
+        if only is not None and t.user_attrs.get("key") != only:
+            continue
         if first is not None and (config is None or _but_lr(config) != first):
             continue
         try:
@@ -274,17 +276,35 @@ def _run(study, storage, claimed: list, dists: dict, recipe, data, job: Job) -> 
                 raise TrialError(line) from e
             _requeue(study, storage, trials)  # interrupted: the trial waits for the next worker at once
             raise
+    told = 0
     for trial, config, result in zip(trials, configs, results):
-        trial.set_user_attr("row", result["row"])
-        trial.set_user_attr("history", result["history"])
-        trial.set_user_attr("seconds", time.time() - started)
-        trial.set_user_attr("host", os.uname().nodename)
-        if result["row"]["diverged"]:
-            trial.set_user_attr("pruned_reason", f"diverged: {result['history'].get('diverged_reason', '')}")
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            study.tell(trial, result["row"]["Accuracy"])
-    return len(trials)
+        attrs = {"row": result["row"], "history": result["history"], "seconds": time.time() - started,
+                 "worker": f"{os.uname().nodename}:{os.getpid()}"}
+        try:
+            told += _tell(study, trial, attrs)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another worker found this trial stale (our heartbeats were late: a starved machine or a
+            # slow database) and re-enqueued it. Hand the result to that copy if nobody took it yet.
+            copy = _claim(study, storage, Job(**{**asdict(job), "vectorize": False}),
+                          only=config.key())
+            if copy:
+                told += _tell(study, optuna.Trial(study, copy[0]._trial_id), attrs, config, dists)
+    return told
+
+
+def _tell(study, trial, attrs: dict, config: Optional[Config] = None, dists: Optional[dict] = None) -> int:
+    from optuna.trial import TrialState
+
+    if config is not None and "lr" not in trial.params:
+        _suggest(trial, config, dists)
+    for name, value in attrs.items():
+        trial.set_user_attr(name, value)
+    if attrs["row"]["diverged"]:
+        trial.set_user_attr("pruned_reason", f"diverged: {attrs['history'].get('diverged_reason', '')}")
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, attrs["row"]["Accuracy"])
+    return 1
 
 
 def _requeue(study, storage, trials: list) -> None:

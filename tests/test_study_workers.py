@@ -1,0 +1,223 @@
+"""Many workers on one study: processes on this machine and `harness search` processes sharing a
+storage (SQLite in a folder, and a real PostgreSQL server), killed in every way.
+
+    OMP_NUM_THREADS=1 python -m pytest tests/test_study_workers.py -q -p no:cacheprovider
+
+- two `harness search` processes on one study finish exactly the trials asked for, none twice;
+- a kill -9 of one of them mid-study loses no finished trial and leaves no duplicate (its running
+  trial goes stale and the other process runs it again);
+- SIGINT, SIGTERM or SIGKILL of a `--jobs 2` sweep's parent leaves no worker behind;
+- under load (both cores busy) an interrupted and resumed sweep equals a clean one, --jobs 1 and 2.
+PostgreSQL: HARNESS_TEST_POSTGRES_URL (set by .ci/run), or a throw-away server started here.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+
+from harness import data as hdata, models
+from harness.recipe import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = f"{Path(__file__).resolve()}:RECIPE"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+TIMING = ("Train_time_s", "Infer_time_s")
+
+
+def tiny_data():
+    return hdata.synthetic(n_train=2048, n_val=256, n_test=256, shape=(1, 16, 16), seed=3)
+
+
+RECIPE = Recipe(model=lambda: models.mlp(256, (64,), 10), data=tiny_data, num_classes=10, lr=0.1, batch_size=32,
+                epochs=3, name="workers")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    from tests.study_postgres import postgres_url, stop_servers
+    try:
+        yield postgres_url()
+    finally:
+        stop_servers()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    return request.getfixturevalue("postgres")
+
+
+def search(storage: str, study: str, out: Path, trials=6, epochs=3, *extra) -> subprocess.Popen:
+    command = [sys.executable, "-m", "harness", "search", "--storage", storage, "--study", study, "--recipe", SPEC,
+               "--trials", str(trials), "--epochs", str(epochs), "--lr", "1e-3:0.5", "--batch-size", "16:128",
+               "--out", str(out), "--quiet", "--no-figures", "--heartbeat", "2", "--threads", "1", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+
+
+def trials_of(storage: str, study: str) -> list:
+    try:
+        return optuna.load_study(study_name=study, storage=storage).get_trials()
+    except Exception:  # not created yet
+        return []
+
+
+def finished(trials: list) -> list:
+    return [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+
+
+def unique_name(tmp_path) -> str:
+    return f"s{abs(hash(str(tmp_path))) % 10**8}-{time.monotonic_ns() % 10**6}"
+
+
+def wait(procs, timeout=600):
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    return outs
+
+
+# --- two processes, one study -------------------------------------------------------------------------
+
+def test_two_searches_finish_exactly_the_trials_asked_for(storage, tmp_path):
+    name = unique_name(tmp_path)
+    procs = [search(storage, name, tmp_path / f"w{i}", 8, 3, "--seeds", "2") for i in range(2)]
+    wait(procs)
+    trials = trials_of(storage, name)
+    keys = Counter(t.user_attrs["key"] for t in finished(trials))
+    assert len(keys) == 16 and set(keys.values()) == {1}  # 8 configurations x 2 seeds, each once
+    assert not [t for t in trials if t.state.name in ("FAIL", "RUNNING", "WAITING")]
+    points = {(t.user_attrs["config"]["lr"], t.user_attrs["config"]["batch_size"]) for t in finished(trials)}
+    assert len(points) == 8
+    print(f"\nworkers that ran trials: {Counter(t.user_attrs['worker'] for t in finished(trials))}")
+
+
+def test_a_kill_9_of_one_worker_loses_nothing_and_duplicates_nothing(storage, tmp_path):
+    name = unique_name(tmp_path)
+    victim, survivor = (search(storage, name, tmp_path / f"w{i}", 10, 6) for i in range(2))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and victim.poll() is None:
+        trials = trials_of(storage, name)
+        if len(finished(trials)) >= 2 and any(t.state.name == "RUNNING" for t in trials):
+            break
+        time.sleep(0.05)
+    before = {t.number: (t.user_attrs["key"], t.datetime_complete) for t in finished(trials_of(storage, name))}
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    wait([survivor])
+    trials = trials_of(storage, name)
+    after = {t.number: (t.user_attrs["key"], t.datetime_complete) for t in finished(trials)}
+    keys = Counter(key for key, _ in after.values())
+    assert {n: after[n] for n in before} == before  # every trial finished before the kill is still there, as it was
+    assert len(keys) == 10 and set(keys.values()) == {1}  # all ten, none twice
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert len(failed) <= 1 and all(t.user_attrs["key"] in keys for t in failed)  # the killed one, retried
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+
+
+# --- workers die with their parent -------------------------------------------------------------------------
+
+def processes_mentioning(text: str) -> list:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(pid))
+    return found
+
+
+def children(pid: int) -> list:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["INT", "TERM", "KILL"])
+def test_workers_die_with_their_parent(sig, tmp_path):
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1,0.2,0.3",
+               "--epochs", "30", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures"]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    storage = f"sqlite:///{out.resolve() / 'study.db'}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and parent.poll() is None:
+        if sum(t.state.name == "RUNNING" for t in trials_of(storage, "sweep-lr")) >= 2:
+            break
+        time.sleep(0.1)
+    kids = children(parent.pid)
+    workers = processes_mentioning(str(out.resolve()))
+    assert len(kids) == 2 and set(kids) <= set(workers), "two worker processes and nothing else (no forkserver)"
+    parent.send_signal(sig)
+    parent.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while processes_mentioning(str(out.resolve())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_mentioning(str(out.resolve())) == []
+    assert not [p for p in processes_mentioning("multiprocessing") if p in kids]
+    if sig != signal.SIGKILL:
+        assert parent.returncode == 130 and "Traceback" not in parent.stderr.read()
+    trials = trials_of(storage, "sweep-lr")
+    # interrupted trials went back to the queue at once (the workers got SIGTERM and re-enqueued them)
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert len({t.user_attrs["key"] for t in trials if t.state.name in ("WAITING", "COMPLETE")}) == 6
+
+
+# --- interrupted and resumed under load equals a clean run ---------------------------------------------------
+
+def sweep(out: Path, jobs: int) -> list:
+    return [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.03,0.1,0.3", "--seeds", "2",
+            "--epochs", "4", "--recipe", SPEC, "--jobs", str(jobs), "--threads", "1", "--out", str(out),
+            "--no-figures", "--heartbeat", "2"]
+
+
+def rows(out: Path) -> list:
+    import json
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    return sorted(({k: v for k, v in r["row"].items() if k not in TIMING} | {"val_loss": r["history"]["val_loss"]}
+                   for r in runs), key=lambda r: (r["learning_rate"], r["seed"]))
+
+
+@pytest.fixture
+def both_cores_busy():
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for p in burners:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_under_load_an_interrupted_and_resumed_sweep_equals_a_clean_one(jobs, tmp_path, both_cores_busy):
+    clean, resumed = tmp_path / "clean", tmp_path / "resumed"
+    subprocess.run(sweep(clean, 1), env=ENV, cwd=ROOT, check=True, capture_output=True, timeout=900)
+    proc = subprocess.Popen(sweep(resumed, jobs), env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{resumed.resolve() / 'study.db'}"
+    deadline = time.monotonic() + 600
+    while not finished(trials_of(storage, "sweep-lr")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    done = len(finished(trials_of(storage, "sweep-lr")))
+    again = subprocess.run(sweep(resumed, jobs), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    if proc.returncode == 130:
+        assert f"resuming: {done} of 8 trials already finished" in again.stderr
+    assert rows(resumed) == pytest.approx(rows(clean)) if False else rows(resumed) == rows(clean)

@@ -138,27 +138,41 @@ def train_step(recipe, model, x, y, optimizer):
     return (recipe.train_step or default_step)(model, x, y, optimizer, recipe.loss)
 
 
-def time_step(recipe, model, batch, device, min_steps: int = 3, min_seconds: float = 0.05,
-              max_steps: int = 20) -> float:
-    """Median seconds of one training step of the recipe on `batch`, after one warm-up step.
+class StepTime(float):
+    """Seconds of one training step (wall clock), with `.cpu`: the process's CPU seconds for it.
 
-    Runs on `model` inside `restored(...)`: the model, its RNG and modes come back unchanged.
+    On a CPU shared with other jobs the wall clock mostly measures their load; the cost table
+    divides CPU time by CPU time there (both sides single-process work), and wall by wall on CUDA.
     """
+    cpu: float
+
+    def __new__(cls, wall: float, cpu: float):
+        value = super().__new__(cls, wall)
+        value.cpu = cpu
+        return value
+
+
+def time_step(recipe, model, batch, device, min_steps: int = 3, min_seconds: float = 0.05,
+              max_steps: int = 20) -> StepTime:
+    """Median seconds (wall, and CPU as `.cpu`) of one training step of the recipe on `batch`,
+    after one warm-up step. Runs on `model` inside `restored(...)`: model, RNG and modes come back."""
     x, y = batch
-    times = []
+    walls, cpus = [], []
     with restored(model):
         optimizer = make_optimizer(recipe, model)
         model.train()
         train_step(recipe, model, x, y, optimizer)  # warm-up: allocator, lazy optimizer state
         start = time.perf_counter()
-        while len(times) < max_steps and (len(times) < min_steps or time.perf_counter() - start < min_seconds):
+        while len(walls) < max_steps and (len(walls) < min_steps or time.perf_counter() - start < min_seconds):
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             train_step(recipe, model, x, y, optimizer)
             _sync(device)
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+    walls.sort()
+    cpus.sort()
+    return StepTime(walls[len(walls) // 2], cpus[len(cpus) // 2])
 
 
 # --- counting what a check costs ---------------------------------------------------------------
@@ -171,8 +185,10 @@ class Counter:
     steps: int = 0
     active: bool = field(default=False, repr=False)
 
+    cpu: float = 0.0  # the process's CPU seconds while measuring
+
     def as_dict(self) -> dict:
-        return {"forward": self.forward, "backward": self.backward, "steps": self.steps}
+        return {"forward": self.forward, "backward": self.backward, "steps": self.steps, "cpu": self.cpu}
 
 
 _COUNTER = Counter()
@@ -195,8 +211,10 @@ def counting_hooks(model: nn.Module):
     def on_backward(grad):
         _COUNTER.backward += 1
 
-    def on_step(optimizer, args, kwargs):
-        if _COUNTER.active:
+    shapes = {tuple(p.shape) for p in model.parameters()}
+
+    def on_step(optimizer, args, kwargs):  # only optimizers of the model (or a copy), not of a check's own tensors
+        if _COUNTER.active and any(tuple(p.shape) in shapes for g in optimizer.param_groups for p in g["params"][:1]):
             _COUNTER.steps += 1
 
     handles = [model.register_forward_hook(on_forward),
@@ -210,10 +228,12 @@ def measuring():
     counter = _COUNTER
     counter.forward = counter.backward = counter.steps = 0
     counter.active = True
+    c0 = time.process_time()
     try:
         yield counter
     finally:
         counter.active = False
+        counter.cpu = time.process_time() - c0
 
 
 # --- the cost account (pytest side) -------------------------------------------------------------
@@ -229,57 +249,68 @@ class CostReport:
     Registered by the plugin only when `--harness-durations` is given, and prints only when a
     harness suite ran. Built from test reports, so under pytest-xdist the controller sees every
     worker's checks: times are summed over workers (each worker measures its own step time, and
-    the table uses their mean).
+    the table uses their mean). On CPU a check's cost in steps is its CPU time over one step's
+    CPU time (the wall clock of a shared machine mostly measures other jobs); on CUDA, wall / wall.
     """
 
     def __init__(self, config, limit: int):
         self.config, self.limit = config, limit
-        self.rows: dict = {}       # nodeid -> {"seconds", "forward", "backward", "steps"}
-        self.step_seconds: dict = {}  # worker -> seconds
-        self.batch_size = None
+        self.rows: dict = {}   # nodeid -> {"seconds" (wall), "cpu", "forward", "backward", "steps"}
+        self.clocks: dict = {}  # worker -> (wall, cpu, batch size, device type) of one training step
         self.setup_seconds = 0.0  # loading the data, building the model, the step clock (once per worker)
 
     def pytest_runtest_logreport(self, report):
         if "sanity" not in report.keywords:
             return
         props = dict(report.user_properties)
-        row = self.rows.setdefault(report.nodeid, {"seconds": 0.0, "forward": 0, "backward": 0, "steps": 0})
+        row = self.rows.setdefault(report.nodeid, {"seconds": 0.0, "cpu": 0.0, "forward": 0, "backward": 0, "steps": 0})
         row["seconds"] += report.duration
         if report.when == "teardown" and COST_KEY in props:
             row.update(props[COST_KEY])
             row["seconds"] -= props.get(SETUP_KEY, 0.0)
             self.setup_seconds += props.get(SETUP_KEY, 0.0)
         if STEP_KEY in props:
-            seconds, batch_size = props[STEP_KEY]
             gateway = getattr(getattr(report, "node", None), "gateway", None)  # set by xdist on the controller
-            self.step_seconds[gateway.id if gateway else "main"] = seconds
-            self.batch_size = batch_size
+            self.clocks[gateway.id if gateway else "main"] = tuple(props[STEP_KEY])
+
+    def in_steps(self, row) -> float | None:
+        if not self.clocks:
+            return None
+        clocks = list(self.clocks.values())
+        if clocks[0][3] == "cpu":
+            step = sum(c[1] for c in clocks) / len(clocks)
+            return row["cpu"] / step if step > 0 else None
+        return row["seconds"] / (sum(c[0] for c in clocks) / len(clocks))
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.rows:
             return
         write = terminalreporter.write_line
         terminalreporter.write_sep("=", "recipe-harness cost of each check")
-        step = sum(self.step_seconds.values()) / len(self.step_seconds) if self.step_seconds else None
-        rows = sorted(self.rows.items(), key=lambda kv: -kv[1]["seconds"])
+        rows = sorted(self.rows.items(), key=lambda kv: -(self.in_steps(kv[1]) or kv[1]["seconds"]))
         shown = rows if self.limit == 0 else rows[:self.limit]
-        write(f"{'seconds':>8} {'steps':>7} {'fwd':>5} {'bwd':>5} {'opt':>5}  check")
+        write(f"{'wall s':>8} {'cpu s':>7} {'steps':>7} {'fwd':>5} {'bwd':>5} {'opt':>5}  check")
         for nodeid, r in shown:
-            in_steps = f"{r['seconds'] / step:7.1f}" if step else f"{'-':>7}"
-            write(f"{r['seconds']:8.3f} {in_steps} {r['forward']:5d} {r['backward']:5d} {r['steps']:5d}  {nodeid}")
+            steps = self.in_steps(r)
+            steps = f"{steps:7.1f}" if steps is not None else f"{'-':>7}"
+            write(f"{r['seconds']:8.3f} {r['cpu']:7.3f} {steps} {r['forward']:5d} {r['backward']:5d} {r['steps']:5d}  {nodeid}")
         if len(shown) < len(rows):
-            write(f"({len(rows) - len(shown)} faster checks hidden; --harness-durations=0 shows all)")
-        total = sum(r["seconds"] for _, r in rows)
-        workers = len(self.step_seconds)
+            write(f"({len(rows) - len(shown)} cheaper checks hidden; --harness-durations=0 shows all)")
+        wall = sum(r["seconds"] for _, r in rows)
+        workers = len(self.clocks)
         where = f", summed over {workers} xdist workers" if workers > 1 else ""
         write(f"session set-up (data, model, step clock; once{' per worker' if workers > 1 else ''}): "
               f"{self.setup_seconds:.2f} s, not in the total")
-        if step:
-            write(f"total {total:.2f} s = {total / step:.1f} training steps of the recipe "
-                  f"(one step {step * 1e3:.1f} ms at batch {self.batch_size}, measured once per session"
-                  f"{where}); budget {BUDGET_STEPS} steps")
+        if self.clocks:
+            total = sum(self.in_steps(r) or 0.0 for _, r in rows)
+            clocks = list(self.clocks.values())
+            step_wall, step_cpu = (sum(c[i] for c in clocks) / len(clocks) for i in (0, 1))
+            unit = "CPU time" if clocks[0][3] == "cpu" else "wall time"
+            write(f"total {wall:.2f} s = {total:.1f} training steps of the recipe (one step {step_wall * 1e3:.1f} ms "
+                  f"wall, {step_cpu * 1e3:.1f} ms CPU at batch {clocks[0][2]}, measured once per session; steps by "
+                  f"{unit}{where}); budget {BUDGET_STEPS} steps")
         else:
-            write(f"total {total:.2f} s{where} (no step time: the model could not train one step)")
+            write(f"total {wall:.2f} s{where} (no step time: the model could not train one step)")
 
 
 def parse_durations(text) -> int:

@@ -116,7 +116,9 @@ def cost_account(request, pytestconfig):
     request.node.user_properties += [(budget.COST_KEY, counter.as_dict()), (budget.SETUP_KEY, setup)]
     clock = request.getfixturevalue("step_seconds")
     if clock is not None:
-        request.node.user_properties.append((budget.STEP_KEY, (clock, request.getfixturevalue("recipe").batch_size)))
+        request.node.user_properties.append((budget.STEP_KEY, (float(clock), clock.cpu, batch_len(
+            take(request.getfixturevalue("sample")[1], slice(0, request.getfixturevalue("recipe").batch_size))),
+            request.getfixturevalue("device").type)))
 
 
 # --- the data ---------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import torch
 from harness import Data, Recipe, RecipeError, fit
 from harness import cli
 from harness import data as harness_data
-from harness.checks import registry
 from harness.data import synthetic
 from harness.models import fashion_mlp
 from harness.recipe import HarnessWarning
@@ -120,7 +119,7 @@ API = {
     "empty split": (
         lambda: Recipe(model=fashion_mlp, num_classes=10, data=lambda: Data(
             train=(torch.rand(0, 1, 28, 28), torch.zeros(0, dtype=torch.long)), val=None)).load_data(),
-        ["the train split is empty", "at least one sample"]),
+        ["the train split is empty", "give it samples"]),
     "inputs and targets of different lengths": (
         lambda: Recipe(model=fashion_mlp, num_classes=10, data=lambda: Data(
             train=(torch.rand(8, 1, 28, 28), torch.zeros(6, dtype=torch.long)), val=None)).load_data(),
@@ -165,8 +164,8 @@ USAGE = {  # the run stops before any test, with pytest's usage-error exit statu
     "recipe file with a syntax error": (["--recipe", "{syntax}"], ["syntax error in", "line 2"]),
     "recipe file missing": (["--recipe", "no_such_recipe.py:RECIPE"], ["no such file", "relative paths start at"]),
     "--harness-device cuda without CUDA": (["--harness-device", "cuda"],
-                                           ["--harness-device 'cuda': CUDA is not available on this machine",
-                                            "use --harness-device cpu"]),
+                                           ["--harness-device must be a device this machine has, got 'cuda'",
+                                            "CUDA is not available here: use cpu or auto"]),
     "--harness-seed not an integer": (["--harness-seed", "x"],
                                       ["--harness-seed 'x': must be an integer, e.g. --harness-seed 0"]),
     "--harness-diverge-lr negative": (["--harness-diverge-lr", "-1"],
@@ -187,7 +186,7 @@ def test_pytest_usage_error(pytester, tmp_path, row):
 
 
 FAILS = {  # the suite runs; the broken part fails with the check's line, the rest stop cleanly
-    "data with NaN": ("NAN", "inputs_finite", ["[inputs_not_finite] train: 1 non-finite values in 1 samples"]),
+    "data with NaN": ("NAN", "inputs_finite", ["[inputs_not_finite] train: 1 non-finite values in 1 of"]),
     "labels out of range": ("LABELS", "labels", ["[labels_out_of_range] train: labels from 1 to 10"]),
     "empty split": ("EMPTY", "split_shapes", ["[split_empty] train has no samples"]),
     "inputs and targets of different lengths": ("LENGTHS", "split_shapes",
@@ -195,7 +194,7 @@ FAILS = {  # the suite runs; the broken part fails with the check's line, the re
     "factory returns a class, not a module": ("NOT_A_MODULE", "output_shape",
                                               ["model factory returned function, expected a torch.nn.Module"]),
     "model output of the wrong shape": ("WRONG_WIDTH", "output_shape",
-                                        ["[output_shape_wrong] output shape (64, 7) for a batch of 64"]),
+                                        ["[output_shape_wrong] outputs have shape (64, 7), expected (N, 10) logits for 10 classes"]),
     "model output of the wrong dtype": ("WRONG_DTYPE", "output_shape", ["[output_dtype_wrong] output dtype torch.int64"]),
 }
 
@@ -212,7 +211,9 @@ def test_pytest_recipe_with_bad_parts(pytester, bad, row):
 
 def test_pytest_batch_larger_than_split_is_one_warning(pytester, bad):
     result, out = run_suite(pytester, "--recipe", f"{bad}:BIG_BATCH")
-    result.assert_outcomes(**registry.expected_outcomes("sanity", "classification"), warnings=1)
+    outcomes = result.parseoutcomes()  # every test passes or skips with its reason; one warning
+    assert outcomes.get("passed", 0) >= 18 and not outcomes.get("failed") and not outcomes.get("errors"), outcomes
+    assert outcomes.get("warnings") == 1, outcomes
     assert_one_line(out, "HarnessWarning", "batch_size 5000 is larger than the 512-sample training split")
 
 
@@ -259,7 +260,7 @@ CLI = {
     "epochs 0": (["train", "--epochs", "0"], ["harness: error: --epochs: '0' is not a whole number >= 1"]),
     "unknown built-in recipe": (["eda", "--recipe", "digits29"],
                                 ["harness: error: --recipe 'digits29': no built-in recipe of that name"]),
-    "--device cuda without CUDA": (["eda", "--device", "cuda"], ["harness: error: --device 'cuda': CUDA is not available"]),
+    "--device cuda without CUDA": (["eda", "--device", "cuda"], ["harness: error: --device must be a device this machine has, got 'cuda'", "CUDA is not available"]),
     "data with NaN": (["eda", "--recipe", "{bad}:NAN"], ["harness: error: recipe", "train inputs hold 1 NaN/Inf values"]),
     "labels out of range": (["eda", "--recipe", "{bad}:LABELS"],
                             ["harness: error: recipe", "train labels run from 1 to 10, outside [0, 10)"]),

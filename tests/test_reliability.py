@@ -63,8 +63,28 @@ def warn(*fragments, xfail=None):
     return Expect("warn", fragments, xfail)
 
 
+def category(outcome: Outcome, expect: Expect) -> str:
+    """What the user got: correct | line | unclear (a line without the parameter or the fix) | traceback | silent."""
+    if outcome.kind == "traceback":
+        return "traceback"
+    if expect.kind == "line":
+        if outcome.kind == "ran":
+            return "silent"
+        return "line" if not TRACE.search(outcome.text) and outcome.has(*expect.fragments) else "unclear"
+    if outcome.kind != "ran":
+        return "unclear"
+    if expect.kind == "warn":
+        texts = outcome.warnings + outcome.text.splitlines()
+        return "correct" if any(all(f in w for f in expect.fragments) for w in texts) else "silent"
+    return "correct"
+
+
 def judge(outcome: Outcome, expect: Expect, surface: str):
     """Assert the user saw what `expect` says, else say what they saw."""
+    if os.environ.get("H7_TALLY"):  # `H7_TALLY=file pytest tests/test_reliability.py` counts the outcomes
+        with open(os.environ["H7_TALLY"], "a") as f:
+            f.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+                                "surface": surface, "got": category(outcome, expect)}) + "\n")
     seen = f"{surface} gave {outcome.kind}:\n{outcome.text[-2500:]}\nwarnings: {outcome.warnings}"
     if expect.kind in ("ok", "warn"):
         assert outcome.kind == "ran", seen

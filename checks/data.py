@@ -227,7 +227,7 @@ def check_labels(data, recipe) -> CheckResult:
 def check_class_balance(data, recipe, max_ratio: float = 10.0) -> CheckResult:
     """Reports per-class counts (of the train sample); fails when the largest class outnumbers the
     smallest by more than `max_ratio`."""
-    if reason := recipe.task.skip_reason("class_balance"):
+    if reason := ops.skip_reason(recipe, "class_balance"):
         return ops.skipped("class_balance", reason)
     num_classes = getattr(recipe.task, "num_classes", None)
     if skip := _skip_unusable("class_balance", data.train):
@@ -372,7 +372,7 @@ def check_labels_predictable(data, recipe, max_samples: int = SAMPLE) -> CheckRe
     the net still fits the training set: this catches it before any training. Integer inputs are
     read as a bag of ids."""
     check = "labels_predictable"
-    if reason := recipe.task.skip_reason(check):
+    if reason := ops.skip_reason(recipe, check):
         return ops.skipped(check, reason)
     num_classes = getattr(recipe.task, "num_classes", None)
     if skip := _skip_unusable(check, data.train):
@@ -415,3 +415,99 @@ def _shifted(data) -> bool:
     """The val inputs look preprocessed differently (reported by train_val_shift, not here)."""
     result = check_train_val_shift(data)
     return not result.passed
+
+
+def has_augmentation(split, probes: int = 8) -> bool:
+    """A split augments when reading the same sample twice gives different inputs: a Dataset (or a
+    DataLoader's dataset) whose __getitem__ is random. Tensor pairs never augment."""
+    if split is None or isinstance(split, (tuple, list)):
+        return False
+    dataset = getattr(split, "dataset", split)
+    n = len(dataset)
+    if n == 0:
+        return False
+    for i in torch.randperm(n, generator=torch.Generator().manual_seed(1))[:probes].tolist():
+        a, b = dataset[i], dataset[i]
+        xa, xb = (a[0], b[0]) if isinstance(a, (tuple, list)) else (a, b)
+        if not all(torch.equal(torch.as_tensor(p), torch.as_tensor(q)) for p, q in zip(leaves(xa), leaves(xb))):
+            return True
+    return False
+
+
+def _knn_predict(ref_x, ref_y, x, num_classes, k: int = 3, exclude_self: bool = False):
+    """(k-NN predicted class, distance to the nearest reference) per row of x."""
+    d = torch.cdist(x, ref_x)
+    if exclude_self:
+        d.fill_diagonal_(math.inf)
+    dist, idx = d.topk(k, largest=False)
+    votes = torch.zeros(len(x), num_classes, dtype=torch.float64)
+    votes.scatter_add_(1, ref_y[idx], torch.ones(idx.shape, dtype=torch.float64))
+    return votes.argmax(1), dist[:, 0]
+
+
+def _confusion(true, pred, num_classes):
+    m = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    m.index_put_((true, pred), torch.ones(len(true), dtype=torch.float64), accumulate=True)
+    return m / m.sum(1, keepdim=True).clamp(min=1), m.sum(1)
+
+
+def _coarse(x, size: int = 8):
+    """Images (N, C, H, W) pooled to size x size, so a shift of a few pixels barely moves a sample,
+    while a flip or a large rotation still does; other inputs as they are."""
+    if isinstance(x, torch.Tensor) and x.dim() == 4 and min(x.shape[-2:]) > size:
+        return torch.nn.functional.adaptive_avg_pool2d(x.float(), size)
+    return x
+
+
+def check_augmentation_labels(data, recipe, n: int = 1024, max_excess: float = 0.12,
+                              min_per_class: int = 10) -> CheckResult:
+    """Augmentation keeps each label's meaning: augmented training samples are recognised as their
+    own class by a k-nearest-neighbour classifier over the (clean) val split about as often as val
+    samples are; no class is turned into one particular other class (a 180° rotation turning a 6
+    into a 9).
+
+    How a recipe declares augmentation: a training split that is a Dataset (or a DataLoader over one)
+    whose __getitem__ is random, so reading the same index twice gives different inputs. A tensor
+    pair, or a deterministic Dataset, has no augmentation and the check is skipped with that reason."""
+    check = "augmentation_labels"
+    if reason := ops.skip_reason(recipe, check):
+        return ops.skipped(check, reason)
+    num_classes = getattr(recipe.task, "num_classes", None)
+    if num_classes is None:
+        return ops.skipped(check, f"{recipe.task.name} targets are not one class per sample")
+    if not has_augmentation(data.train):
+        return ops.skipped(check, "the train split reads the same inputs every time: no random augmentation")
+    if data.val is None or has_augmentation(data.val) or not _usable(data.val):
+        return ops.skipped(check, "needs a val split without augmentation as the clean reference")
+    xa, ya = sample(data.train, n, seed=7)
+    xv, yv = sample(data.val, n)
+    if not _float_inputs(xa) or not isinstance(ya, torch.Tensor) or ya.dim() != 1:
+        return ops.skipped(check, "inputs are not float features or targets not one class per sample")
+    fa, fv = _features(_coarse(xa)), _features(_coarse(xv))
+    mu, sd = fv.mean(0), fv.std(0) + 1e-6
+    fa, fv = (fa - mu) / sd, (fv - mu) / sd
+    ya, yv = ya.long(), yv.long()
+    # a label-changing augmentation puts a sample squarely inside another class (a rotated 6 is as close
+    # to the 9s as real 9s are); a strong but healthy one leaves it between classes. Only confusions no
+    # farther from their nearest reference than 95% of clean samples are from theirs count.
+    pred_v, near_v = _knn_predict(fv, yv, fv, num_classes, exclude_self=True)
+    pred_a, near_a = _knn_predict(fv, yv, fa, num_classes)
+    typical = float(near_v.quantile(0.95))
+    clean, _ = _confusion(yv, torch.where(near_v <= typical, pred_v, yv), num_classes)
+    aug, counts = _confusion(ya, torch.where(near_a <= typical, pred_a, ya), num_classes)
+    excess = (aug - clean).fill_diagonal_(-math.inf)
+    excess[counts < min_per_class] = -math.inf
+    worst = float(excess.max())
+    a, b = divmod(int(excess.argmax()), num_classes)
+    seen = (f"{len(ya)} augmented training samples vs the val split (k-NN): class {a} looks like a typical "
+            f"class-{b} sample {aug[a, b]:.0%} of the time after augmentation, {clean[a, b]:.0%} without")
+    if worst > max_excess:
+        return failed(check, "augmentation_changes_labels", seen,
+                      f"no class pair confused more than {max_excess:.0%} more often after augmentation",
+                      "an augmentation that turns one class into another trains the model on wrong labels: "
+                      "accuracy on those classes is capped however long you train",
+                      ["a rotation or flip too large for the data (a 6 rotated 180° is a 9; a mirrored 'b' is a 'd')",
+                       "a crop or cutout that can remove the object, or a colour change that is the label",
+                       "if the augmentation is meant to be this strong, suppress this check"],
+                      excess=worst, pair=(a, b))
+    return passed(check, seen, excess=worst)

@@ -32,6 +32,8 @@ def check_gradcheck(recipe, model, batch, seed: int = 0) -> CheckResult:
     check = "gradcheck"
     if reason := ops.skip_reason(recipe, check):
         return ops.skipped(check, reason)
+    if skip := ops.defer_to_output_shape(check, recipe, model, batch):
+        return skip
     x, y = batch
     x, y = ops.take(x, slice(0, SAMPLES)), ops.take(y, slice(0, SAMPLES))
     to64 = (lambda t: t.double() if t.is_floating_point() else t)

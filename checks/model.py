@@ -52,6 +52,9 @@ def _shape(x):
 def check_output_shape(recipe, model, batch) -> CheckResult:
     """The model returns finite float outputs of the shape the task expects for the batch."""
     x, y = batch
+    mismatch = _input_dtype_mismatch(model, x)
+    if mismatch:
+        return mismatch
     out, error = _eval_forward(recipe, model, x)
     n = ops.batch_len(x)
     task = ops.task_of(recipe)
@@ -89,6 +92,39 @@ def check_output_shape(recipe, model, batch) -> CheckResult:
     return passed("output_shape", f"output {tuple(out.shape)}")
 
 
+def _first_layer(model):
+    for module in model.modules():
+        if list(module.parameters(recurse=False)):
+            return module
+    return None
+
+
+def _input_dtype_mismatch(model, x):
+    """A float/int mismatch between a single-tensor input and what the first layer consumes, or None.
+    Token ids into an nn.Embedding are first class; only a mismatch is flagged."""
+    if not isinstance(x, torch.Tensor):
+        return None
+    first = _first_layer(model)
+    if first is None:
+        return None
+    wants_ids = isinstance(first, (nn.Embedding, nn.EmbeddingBag))
+    if wants_ids and x.is_floating_point():
+        return failed("output_shape", "inputs_not_ids", f"float inputs {tuple(x.shape)} ({x.dtype}) reach "
+                      f"{type(first).__name__}, which looks up integer ids", "int64 token ids for an embedding",
+                      "an embedding indexes rows by id; float inputs crash it or were meant for another model",
+                      ["keep token ids as torch.long (do not normalise or .float() them)",
+                       "if the inputs are features, the first layer should be nn.Linear, not nn.Embedding"])
+    consumes_values = isinstance(first, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.RNNBase,
+                                         nn.modules.batchnorm._BatchNorm, nn.LayerNorm))
+    if consumes_values and not x.is_floating_point() and x.dtype != torch.bool:
+        return failed("output_shape", "inputs_not_float", f"integer inputs {tuple(x.shape)} ({x.dtype}) reach "
+                      f"{type(first).__name__}, which multiplies float values", "float inputs for this layer",
+                      "integer pixels or codes into a Linear/Conv crash, or were meant for an embedding",
+                      ["convert pixel values with .float() / 255 when the data is built",
+                       "token ids or categorical codes need an nn.Embedding first"])
+    return None
+
+
 def check_outputs_not_probabilities(recipe, model, batch) -> CheckResult:
     """Outputs of a softmax-based loss must be logits: no row of outputs lies in [0, 1] summing to 1."""
     if reason := ops.skip_reason(recipe, "outputs_are_logits"):
@@ -122,6 +158,8 @@ def check_loss_at_init(recipe, model, batch, low: float = 0.5, high: float = 2.0
     expected = ops.init_loss(recipe)
     if expected is None:
         return ops.skipped("loss_at_init", "the task has no expected loss at initialisation")
+    if skip := ops.defer_to_output_shape("loss_at_init", recipe, model, batch):
+        return skip
     x, y = batch
     with torch.no_grad():
         # eval mode: what the untrained model predicts. In train mode BatchNorm rescales features
@@ -189,6 +227,8 @@ def check_gradients(recipe, model, batch) -> CheckResult:
     ViT head and `zero_init_residual` do) sends zero gradient to the layers behind it at step 1
     only; those layers are judged again after one real step of the recipe's own optimizer.
     """
+    if skip := ops.defer_to_output_shape("gradients", recipe, model, batch):
+        return skip
     x, y = batch
     model = copy.deepcopy(model).train()
     grads, error = _grads(recipe, model, x, y)
@@ -281,6 +321,8 @@ def check_one_step(recipe, model, batch) -> CheckResult:
     """Steps of the recipe's own optimizer, scheduler and train_step change every trainable
     parameter (by step ONE_STEP_MAX at the latest: a layer behind a zero-initialised one moves at
     step 2), the optimizer holds them all, and deliberately frozen parameters stay unchanged."""
+    if skip := ops.defer_to_output_shape("one_step", recipe, model, batch):
+        return skip
     x, y = batch
     model = copy.deepcopy(model).train()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

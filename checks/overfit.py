@@ -12,9 +12,9 @@ to that floor. The loss is judged in train mode with dropout-like layers off (Ba
 batch statistics, as when it trained), then confirmed in eval mode.
 
 When the recipe's settings fail, a reference run (Adam, lr 3e-3, the same step) tells the two
-causes apart: if the reference overfits, the recipe's lr / optimizer is the problem
-(`overfit_diverges_with_recipe_settings`, `overfit_too_slow_with_recipe_settings`); if it
-does not, the model, the loss or the step is (`cannot_overfit_batch`).
+causes apart: if the reference overfits, the recipe's lr / optimizer / weight decay is the problem
+(`recipe_settings_cannot_overfit`, with short probes at lr/10 and 10 x lr saying which way to
+move); if it does not, the model, the loss or the step is (`cannot_overfit_batch`).
 """
 from __future__ import annotations
 
@@ -105,6 +105,8 @@ def check_overfit(recipe, model, batch, max_steps: int = 500, gap: float = 0.05)
     check = "overfit_sample" if one else "overfit_batch"
     if reason := ops.skip_reason(recipe, check):
         return ops.skipped(check, reason)
+    if skip := ops.defer_to_output_shape(check, recipe, model, batch):
+        return skip
     initial = copy.deepcopy(model)
     try:
         with torch.no_grad(), ops.train_mode_without_noise(model):
@@ -190,24 +192,26 @@ def _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, 
     expected = f"loss <= {target:.3g} (start {start:.3g}, reachable {floor:.3g}) within {max_steps} steps"
     if reference is not None and math.isfinite(reference[1]) and reference[1] <= target:
         ref = f"; Adam(lr={REFERENCE_LR:g}) with the same model and step reaches {reference[1]:.3g} in {reference[0]} steps"
-        lower, higher = _probe(recipe, initial, x, y, target, max_steps, 0.1), _probe(recipe, initial, x, y, target, max_steps, 10.0)
+        probe_steps = max(CHECK_EVERY, max_steps // 4)  # which way the lr should move, cheaply
+        lower = _probe(recipe, initial, x, y, target, probe_steps, 0.1)
+        higher = _probe(recipe, initial, x, y, target, probe_steps, 10.0)
         lr = getattr(recipe, "lr", None)
-        probes = f"; the recipe's optimizer at lr/10 reaches {lower:.3g}, at 10 x lr {higher:.3g}"
+        probes = f"; in {probe_steps} steps the recipe's optimizer at lr/10 reaches {lower:.3g}, at 10 x lr {higher:.3g}"
         exploded = not math.isfinite(loss) or not math.isfinite(worst) or worst > 3 * start
-        if exploded or lower < min(higher, loss):
-            return failed(check, "overfit_diverges_with_recipe_settings", seen + ref + probes, expected,
-                          f"with its own settings ({settings}) the recipe cannot even fit one batch: the loss "
-                          "spikes or the step is too large to settle, so full training diverges or wanders",
-                          [f"lower the lr (the recipe uses {settings}); an lr tuned for SGD is far too large for Adam",
-                           "add warmup or gradient clipping if the first steps explode",
-                           "run `harness sweep lr` to see where this optimizer trains"])
-        return failed(check, "overfit_too_slow_with_recipe_settings", seen + ref + probes, expected,
-                      f"with its own settings ({settings}) the recipe cannot fit one batch in {max_steps} steps, "
-                      "while the same model and step can: training with them will crawl or stall",
-                      [f"raise the lr (the recipe uses {settings}, lr {lr}); Adam wants about 1e-3, SGD about 0.1",
-                       "a weight decay that large pulls the weights to zero faster than the loss can move them",
-                       "a scheduler that starts at (or decays to) an lr of almost zero",
-                       "run `harness sweep lr` to see where this optimizer trains"])
+        if exploded or lower < higher:
+            why = ("the loss spikes or the steps are too large to settle" if exploded else
+                   "a smaller step does better")
+            hints = [f"lower the lr (the recipe uses {settings}); an lr tuned for SGD is far too large for Adam",
+                     "lower the weight decay: lr x weight decay near 1 erases the weights every step",
+                     "add warmup or gradient clipping if the first steps explode"]
+        else:
+            why = "the steps are too small to get anywhere"
+            hints = [f"raise the lr (the recipe uses {settings}); Adam wants about 1e-3, SGD about 0.1",
+                     "a scheduler that starts at (or decays to) an lr of almost zero"]
+        return failed(check, "recipe_settings_cannot_overfit", seen + ref + probes, expected,
+                      f"with its own settings ({settings}) the recipe cannot fit one batch in {max_steps} steps "
+                      f"while the same model and step can with Adam: {why}. Full training with these settings "
+                      "will crawl, stall or diverge", hints + ["run `harness sweep lr` to see where this optimizer trains"])
     ref = "" if reference is None else f"; Adam(lr={REFERENCE_LR:g}) does not either ({reference[1]:.3g})"
     symptom = "cannot_overfit_sample" if check == "overfit_sample" else "cannot_overfit_batch"
     hints = []

@@ -20,7 +20,12 @@ def task_of(recipe):
 
 
 def skip_reason(recipe, check_id: str):
-    """Why `check_id` does not apply to this recipe's task, or None when it applies."""
+    """Why `check_id` does not apply to this recipe's task, or None when it applies: the registry's
+    `tasks` for the check (empty: every task), then the task's own `skip_reason`."""
+    from harness.checks import registry
+    entry = registry.CHECKS.get(check_id)
+    if entry is not None and entry.tasks and recipe.task.name not in entry.tasks:
+        return f"{check_id} applies to {' and '.join(entry.tasks)} only, not to {recipe.task.name}"
     return recipe.task.skip_reason(check_id)
 
 
@@ -131,3 +136,25 @@ def skipped(check: str, reason: str):
     from harness.checks.result import CheckResult
     return CheckResult(check=check, name=check, passed=True, observed=f"skipped: {reason}",
                        data={"skipped": reason})
+
+
+def outputs_problem(recipe, model, batch):
+    """One line when the model's outputs on `batch` do not fit the task (or the forward raises):
+    checks that need the loss skip with it, so output_shape alone reports the problem."""
+    x, y = batch
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = forward(recipe, model, x)
+        return recipe.task.check_outputs(out, y)
+    except Exception as e:
+        return f"the forward raised {type(e).__name__}"
+    finally:
+        model.train(was)
+
+
+def defer_to_output_shape(check: str, recipe, model, batch):
+    """`skipped(...)` when the outputs do not fit the task (see output_shape), else None."""
+    problem = outputs_problem(recipe, model, batch)
+    return skipped(check, f"the outputs do not fit the task; output_shape reports it ({problem})") if problem else None

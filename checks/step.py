@@ -44,9 +44,13 @@ def _reference_grads(recipe, model, x, y, seed):
 def check_train_step(recipe, model, batches, seed: int = 0) -> CheckResult:
     """Run the recipe's train_step on two batches; compare each step's gradient with the reference."""
     check = "train_step"
+    if skip := ops.defer_to_output_shape(check, recipe, model, batches[0]):
+        return skip
     model = copy.deepcopy(model).train()
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
     optimizer = ops.optimizer_for(recipe, model)
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    # parameters outside the optimizer are one_step's finding (params_not_in_optimizer), not this check's
+    names = [n for n, p in model.named_parameters() if p.requires_grad and id(p) in held]
     by_id = {id(p): n for n, p in model.named_parameters()}
     seen = []  # one dict name -> grad per optimizer.step() call
 

@@ -16,6 +16,7 @@ from harness.checks import data as data_checks
 from harness.checks import model as model_checks
 from harness.batching import batch_len, leaves, take
 from harness.checks.gradcheck import check_gradcheck
+from harness.checks.loss import check_loss_per_label, check_target_shift
 from harness.checks.overfit import check_overfit
 from harness.checks.recipe_ops import has_batchnorm
 from harness.checks.step import check_train_step
@@ -168,6 +169,10 @@ def test_train_val_shift(recipe_data, verify):
     check(verify, data_checks.check_train_val_shift(recipe_data))
 
 
+def test_augmentation_labels(recipe, recipe_data, verify):
+    check(verify, data_checks.check_augmentation_labels(recipe_data, recipe))
+
+
 # --- the model at initialisation --------------------------------------------------------------
 
 def test_output_shape(model, batch, recipe, verify):
@@ -192,6 +197,14 @@ def test_gradients(model, batch, recipe, verify):
 
 def test_gradcheck(model, batch, recipe, verify):
     check(verify, check_gradcheck(recipe, model, batch))
+
+
+def test_loss_per_label(batch, recipe, verify):
+    check(verify, check_loss_per_label(recipe, batch))
+
+
+def test_target_shift(batch, recipe, verify):
+    check(verify, check_target_shift(recipe, batch))
 
 
 def test_registered_submodules(model, verify):

@@ -366,10 +366,10 @@ def test_overfit_names_the_recipe_settings_when_they_are_the_problem(batch):
     torch.manual_seed(0)
     tiny = recipe(optimizer=lambda p, lr: torch.optim.Adam(p, lr=lr), lr=1e-7)
     r = check_overfit(tiny, mlp(64, (32,), 4), batch, max_steps=200)
-    assert r.name == "overfit_too_slow_with_recipe_settings" and "Adam(lr=1e-07" in r.message()
+    assert r.name == "recipe_settings_cannot_overfit" and "Adam(lr=1e-07" in r.message()
     torch.manual_seed(0)
     decay = recipe(optimizer=lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9, weight_decay=5.0))
-    assert check_overfit(decay, mlp(64, (32,), 4), batch, max_steps=200).name == "overfit_too_slow_with_recipe_settings"
+    assert check_overfit(decay, mlp(64, (32,), 4), batch, max_steps=200).name == "recipe_settings_cannot_overfit"
 
 
 def test_overfit_target_comes_from_what_the_loss_can_reach(batch):
@@ -406,3 +406,27 @@ def test_overfit_catches_a_model_that_differs_in_eval_mode(batch):
             return out if self.training else out.flip(1)  # bug: eval mode permutes the classes
     torch.manual_seed(0)
     assert check_overfit(recipe(), EvalBranch(), batch).name == "overfit_lost_in_eval_mode"
+
+
+def test_augmentation_labels():
+    from tests.gallery.bugs import AugmentedDigits, _rotate_half_180
+    from tests.gallery.healthy import _shift
+    from harness.data import digits28
+    d = digits28()
+    r10 = recipe(num_classes=10)
+    assert "skipped" in D.check_augmentation_labels(d, r10).data  # tensors: no augmentation to check
+    torch.manual_seed(0)
+    healthy = D.check_augmentation_labels(Data(train=AugmentedDigits(d.train, _shift), val=d.val), r10)
+    assert healthy.passed and "skipped" not in healthy.data, healthy.message()
+    torch.manual_seed(0)
+    bug = D.check_augmentation_labels(Data(train=AugmentedDigits(d.train, _rotate_half_180), val=d.val), r10)
+    assert bug.name == "augmentation_changes_labels"
+
+
+def test_input_dtype_mismatch_is_flagged_only_against_the_first_layer(batch):
+    ids = torch.randint(0, 20, (16, 8))
+    bag = nn.Sequential(nn.Embedding(20, 8), nn.Flatten(), nn.Linear(64, 4))
+    assert M.check_output_shape(recipe(), bag, (ids, batch[1])).passed  # token ids into an embedding
+    assert M.check_output_shape(recipe(), bag, (ids.float(), batch[1])).name == "inputs_not_ids"
+    r = M.check_output_shape(recipe(), mlp(64, (32,), 4), ((batch[0] * 255).long(), batch[1]))
+    assert r.name == "inputs_not_float"

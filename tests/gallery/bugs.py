@@ -302,6 +302,34 @@ def _val_standardised():
 VAL_PREPROCESSED_DIFFERENTLY = _recipe("val_preprocessed_differently", data=_val_standardised)
 
 
+# 27. augmentation that changes the label's meaning: half the images rotated 180 degrees (a 6 becomes a 9)
+class AugmentedDigits(torch.utils.data.Dataset):
+    """digits28's training split as a Dataset whose __getitem__ applies a random `transform`:
+    the way a recipe declares augmentation (see harness.checks.data.check_augmentation_labels)."""
+
+    def __init__(self, split, transform):
+        self.x, self.y = split
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.transform(self.x[i]), self.y[i]
+
+
+def _rotate_half_180(image):
+    return torch.rot90(image, 2, dims=(1, 2)) if torch.rand(()) < 0.5 else image
+
+
+def _label_changing_augmentation():
+    d = digits28()
+    return Data(train=AugmentedDigits(d.train, _rotate_half_180), val=d.val, test=d.test)
+
+
+LABEL_CHANGING_AUGMENTATION = _recipe("label_changing_augmentation", data=_label_changing_augmentation)
+
+
 CAUGHT_BY = {
     "SOFTMAX_BEFORE_CE": "outputs_are_probabilities",
     "BATCH_MIXING_RESHAPE": "batch_samples_interact",
@@ -319,9 +347,9 @@ CAUGHT_BY = {
     "LAYERS_IN_PLAIN_LIST": "unregistered_submodules",
     "DETACHED_FIRST_LAYER": "params_get_no_gradient",
     "HUGE_LAST_LAYER_INIT": "loss_at_init_too_high",
-    "ADAM_LR_TINY": "overfit_too_slow_with_recipe_settings",
-    "SGD_LR_ON_ADAM": "overfit_diverges_with_recipe_settings",
-    "HUGE_WEIGHT_DECAY": "overfit_too_slow_with_recipe_settings",
+    "ADAM_LR_TINY": "recipe_settings_cannot_overfit",
+    "SGD_LR_ON_ADAM": "recipe_settings_cannot_overfit",
+    "HUGE_WEIGHT_DECAY": "recipe_settings_cannot_overfit",
     "WRONG_CUSTOM_BACKWARD": "gradient_mismatches_finite_differences",
     "OVERCONFIDENT_HEAD": "logits_overconfident_at_init",
     "RNN_TIME_MAJOR": "batch_samples_interact",
@@ -329,4 +357,5 @@ CAUGHT_BY = {
     "DEBUG_SUBSET": "train_smaller_than_val",
     "TILED_DEBUG_SUBSET": "train_rows_mostly_duplicates",
     "VAL_PREPROCESSED_DIFFERENTLY": "train_val_distribution_shift",
+    "LABEL_CHANGING_AUGMENTATION": "augmentation_changes_labels",
 }

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import Recipe
+from harness import Data, Recipe
 from harness.data import digits28
 from harness.models import fashion_mlp, frozen_first_layer, mlp, row_lstm, small_cnn
 from harness.schedules import adam, sgd
@@ -85,5 +85,20 @@ ZERO_HEAD_SMOOTHED_SGD = Recipe(model=_zero_head_mlp, data=digits28, num_classes
 ADAMW = Recipe(model=fashion_mlp, data=digits28, num_classes=10, optimizer=adamw(0.01), lr=1e-3,
                batch_size=128, epochs=15, name="adamw")
 
-HEALTHY = ["SMALL_CNN", "BN_DROPOUT_MLP_ADAM", "LSTM", "FROZEN_FIRST_LAYER", "CUSTOM_BACKWARD",
+# twin of LABEL_CHANGING_AUGMENTATION: random shifts of up to 2 pixels keep every digit's meaning
+def _shift(image):
+    dy, dx = torch.randint(-2, 3, (2,)).tolist()
+    return torch.roll(image, shifts=(dy, dx), dims=(1, 2))
+
+
+def _shift_augmented():
+    from tests.gallery.bugs import AugmentedDigits
+    d = digits28()
+    return Data(train=AugmentedDigits(d.train, _shift), val=d.val, test=d.test)
+
+
+SHIFT_AUGMENTATION = Recipe(model=small_cnn, data=_shift_augmented, num_classes=10, lr=0.1, batch_size=64,
+                            epochs=10, name="shift_augmentation")
+
+HEALTHY = ["SHIFT_AUGMENTATION", "SMALL_CNN", "BN_DROPOUT_MLP_ADAM", "LSTM", "FROZEN_FIRST_LAYER", "CUSTOM_BACKWARD",
            "ZERO_HEAD_SMOOTHED_SGD", "ADAMW"]

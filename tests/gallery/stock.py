@@ -1,0 +1,125 @@
+"""The stock-architecture gallery: one model of every torchvision classification family (and timm's
+ResNet with its zero-initialised last norms), random weights, on digits resized to small RGB
+images, each with its usual optimizer. The sanity suite must raise no false alarm on any of them.
+
+    pytest --pyargs harness.suites -m sanity --recipe tests/gallery/stock.py:RESNET18_ZERO_INIT
+    HARNESS_STOCK=all pytest tests/test_stock_gallery.py      # every model (minutes on a CPU)
+
+Sizes: the smallest input each family accepts from the 8x8 digits (32x32; SqueezeNet 64x64).
+The large families are built at their stock depth where that is cheap on a CPU, else from the
+torchvision class with a smaller configuration (ConvNeXt, ViT, Swin: same blocks, fewer/narrower
+stages). Not here: Inception v3 (needs 75x75 inputs and 24M parameters), VGG and AlexNet (a
+fixed 4096-wide classifier: over 100M parameters), MaxViT (224x224).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+import torchvision.models as tvm
+
+from harness import Data, Recipe, tasks
+from harness.data import digits28
+
+STOCK = {}       # NAME -> Recipe
+CI = ("RESNET18_ZERO_INIT", "MOBILENET_V3_SMALL", "VIT_TINY")  # the representative part CI runs
+
+
+_DIGITS: dict = {}
+
+
+def digits_rgb(size: int = 32) -> Data:
+    """digits28 resized to 3 x size x size, standardised with the train split's mean and std."""
+    if size not in _DIGITS:
+        d = digits28()
+
+        def prep(split):
+            x, y = split
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+            return x, y
+        train, val, test = prep(d.train), prep(d.val), prep(d.test)
+        mean, std = train[0].mean(), train[0].std()
+        norm = (lambda s: ((s[0] - mean) / std, s[1]))
+        _DIGITS[size] = Data(train=norm(train), val=norm(val), test=norm(test), class_names=d.class_names)
+    return _DIGITS[size]
+
+
+def sgd_momentum(weight_decay: float = 5e-4, nesterov: bool = False):
+    def make(params, lr):
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=nesterov)
+    return make
+
+
+def adamw(weight_decay: float = 0.05):
+    def make(params, lr):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return make
+
+
+def warmup_cosine(warmup_fraction: float = 0.05):
+    """Linear warmup over the first steps, then cosine decay to zero: the transformers' schedule."""
+    def make(optimizer, total_steps):
+        warm = max(1, int(warmup_fraction * total_steps))
+        return torch.optim.lr_scheduler.SequentialLR(optimizer, [
+            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warm),
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warm))],
+            milestones=[warm])
+    return make
+
+
+smoothed = partial(F.cross_entropy, label_smoothing=0.1)
+
+
+def stock(name, model, size=32, optimizer=None, lr=0.1, loss=None, scheduler=None):
+    STOCK[name] = Recipe(model=model, data=partial(digits_rgb, size), task=tasks.Classification(10),
+                         optimizer=optimizer or sgd_momentum(), lr=lr, loss=loss, scheduler=scheduler,
+                         batch_size=64, epochs=5, name=name.lower())
+    return STOCK[name]
+
+
+def _timm_resnet18():
+    import timm
+    return timm.create_model("resnet18", num_classes=10, pretrained=False)  # zero_init_last=True by default
+
+
+def _convnext_small_config():
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    blocks = [CNBlockConfig(32, 64, 1), CNBlockConfig(64, 128, 1), CNBlockConfig(128, 256, 2), CNBlockConfig(256, None, 1)]
+    return ConvNeXt(blocks, stochastic_depth_prob=0.1, num_classes=10)
+
+
+def _vit_tiny():
+    from torchvision.models.vision_transformer import VisionTransformer
+    return VisionTransformer(image_size=32, patch_size=4, num_layers=3, num_heads=4, hidden_dim=64,
+                             mlp_dim=128, num_classes=10)  # torchvision zero-initialises the head
+
+
+def _swin_tiny():
+    from torchvision.models.swin_transformer import SwinTransformer
+    return SwinTransformer(patch_size=[2, 2], embed_dim=32, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                           stochastic_depth_prob=0.1, num_classes=10)
+
+
+RESNET18 = stock("RESNET18", partial(tvm.resnet18, num_classes=10), loss=smoothed)
+RESNET18_ZERO_INIT = stock("RESNET18_ZERO_INIT", partial(tvm.resnet18, num_classes=10, zero_init_residual=True))
+TIMM_RESNET18 = stock("TIMM_RESNET18", _timm_resnet18, loss=smoothed)
+MOBILENET_V2 = stock("MOBILENET_V2", partial(tvm.mobilenet_v2, num_classes=10), lr=0.05, optimizer=sgd_momentum(4e-5))
+MOBILENET_V3_SMALL = stock("MOBILENET_V3_SMALL", partial(tvm.mobilenet_v3_small, num_classes=10), lr=0.05,
+                           optimizer=sgd_momentum(1e-5))
+SQUEEZENET = stock("SQUEEZENET", partial(tvm.squeezenet1_1, num_classes=10), size=64, lr=0.01,
+                   optimizer=sgd_momentum(2e-4))
+SHUFFLENET_V2 = stock("SHUFFLENET_V2", partial(tvm.shufflenet_v2_x0_5, num_classes=10), lr=0.1,
+                      optimizer=sgd_momentum(4e-5))
+EFFICIENTNET_B0 = stock("EFFICIENTNET_B0", partial(tvm.efficientnet_b0, num_classes=10), lr=1e-3,
+                        optimizer=adamw(1e-2), loss=smoothed)
+REGNET_X_400MF = stock("REGNET_X_400MF", partial(tvm.regnet_x_400mf, num_classes=10), lr=0.1,
+                       optimizer=sgd_momentum(5e-5, nesterov=True))
+DENSENET121 = stock("DENSENET121", partial(tvm.densenet121, num_classes=10), lr=0.1)
+MNASNET = stock("MNASNET", partial(tvm.mnasnet0_5, num_classes=10), lr=0.05, optimizer=sgd_momentum(4e-5))
+CONVNEXT = stock("CONVNEXT", _convnext_small_config, lr=1e-3, optimizer=adamw(0.05), loss=smoothed,
+                 scheduler=warmup_cosine())
+VIT_TINY = stock("VIT_TINY", _vit_tiny, lr=1e-3, optimizer=adamw(0.05), loss=smoothed, scheduler=warmup_cosine())
+SWIN_TINY = stock("SWIN_TINY", _swin_tiny, lr=1e-3, optimizer=adamw(0.05), loss=smoothed, scheduler=warmup_cosine())
+GOOGLENET = stock("GOOGLENET", partial(tvm.googlenet, num_classes=10, aux_logits=False, init_weights=True),
+                  lr=0.01, optimizer=sgd_momentum(2e-4))

@@ -206,14 +206,11 @@ class Recipe:
             check_hparams(lr=self.diverge_lr, where="Recipe diverge_lr")
 
     @classmethod
-    def from_lightning(cls, module_factory, data, **fields) -> "Recipe":
-        """A recipe from a LightningModule's training_step and configure_optimizers (see harness.lightning)."""
-        from harness.lightning import from_lightning  # Lightning is an optional extra
-        return from_lightning(module_factory, data, **fields)
-
-    @classmethod
     def from_lightning(cls, module_factory: Callable, data: Callable, **fields) -> "Recipe":
-        """A recipe from a LightningModule factory: its training_step and configure_optimizers (harness.lightning)."""
+        """A recipe from a LightningModule factory: its training_step and configure_optimizers (harness.lightning).
+
+        Imported by name when called: Lightning is an optional extra, and harness.lightning imports
+        this module (a static import here would make the contract part of an import cycle)."""
         return importlib.import_module("harness.lightning").from_lightning(module_factory, data, **fields)
 
     def replace(self, **changes) -> "Recipe":

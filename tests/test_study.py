@@ -133,7 +133,7 @@ def test_each_trial_holds_what_the_reports_need(tmp_path, data):
     study.run_study(None, sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False)
     trial = load_existing(default_url(tmp_path), None).get_trials()[0]
     assert trial.params == {"lr": 0.1, "batch_size": 128, "seed": 0} and trial.value == trial.user_attrs["row"]["Accuracy"]
-    assert {"key", "config", "row", "history", "seconds"} <= set(trial.user_attrs)
+    assert {"key", "config", "row", "history", "worker"} <= set(trial.user_attrs)
     assert len(trial.user_attrs["history"]["val_loss"]) == 2
 
 

@@ -31,7 +31,7 @@ TIMING = ("Train_time_s", "Infer_time_s")
 
 
 def tiny_data():
-    return hdata.synthetic(n_train=2048, n_val=256, n_test=256, shape=(1, 16, 16), seed=3)
+    return hdata.synthetic(n_train=1024, n_val=256, n_test=256, shape=(1, 16, 16), seed=3)
 
 
 RECIPE = Recipe(model=lambda: models.mlp(256, (64,), 10), data=tiny_data, num_classes=10, lr=0.1, batch_size=32,
@@ -181,7 +181,7 @@ def test_workers_die_with_their_parent(sig, tmp_path):
 
 def sweep(out: Path, jobs: int) -> list:
     return [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.03,0.1,0.3", "--seeds", "2",
-            "--epochs", "4", "--recipe", SPEC, "--jobs", str(jobs), "--threads", "1", "--out", str(out),
+            "--epochs", "3", "--recipe", SPEC, "--jobs", str(jobs), "--threads", "1", "--out", str(out),
             "--no-figures", "--heartbeat", "2"]
 
 
@@ -220,4 +220,4 @@ def test_under_load_an_interrupted_and_resumed_sweep_equals_a_clean_one(jobs, tm
     assert again.returncode == 0, again.stderr[-3000:]
     if proc.returncode == 130:
         assert f"resuming: {done} of 8 trials already finished" in again.stderr
-    assert rows(resumed) == pytest.approx(rows(clean)) if False else rows(resumed) == rows(clean)
+    assert rows(resumed) == rows(clean)  # bit for bit: same seeds, one thread per run

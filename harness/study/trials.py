@@ -250,7 +250,6 @@ def _run(study, storage, claimed: list, dists: dict, recipe, data, job: Job) -> 
                 raise optuna.TrialPruned(f"{job.prune} pruner at epoch {epoch}: val loss {history.val_loss[-1]:.4g}")
 
     threads = torch.get_num_threads()
-    started = time.time()
     with Heartbeat(storage, [t._trial_id for t in claimed], job.heartbeat):
         try:
             if len(configs) > 1:
@@ -278,8 +277,8 @@ def _run(study, storage, claimed: list, dists: dict, recipe, data, job: Job) -> 
             raise
     told = 0
     for trial, config, result in zip(trials, configs, results):
-        attrs = {"row": result["row"], "history": result["history"], "seconds": time.time() - started,
-                 "worker": f"{os.uname().nodename}:{os.getpid()}"}
+        attrs = {"row": result["row"], "history": result["history"],
+                 "worker": f"{os.uname().nodename}:{os.getpid()}"}  # each attribute is one commit: few of them
         try:
             told += _tell(study, trial, attrs)
         except optuna.exceptions.UpdateFinishedTrialError:

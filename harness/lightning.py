@@ -90,7 +90,13 @@ def _configure(module):
     if not module.automatic_optimization:
         raise RecipeError(f"Recipe.from_lightning: {name} uses manual optimization (automatic_optimization = False), "
                           "which is not supported; write a Recipe with your own train_step instead")
-    conf = module.configure_optimizers()
+    try:
+        conf = module.configure_optimizers()
+    except Exception as e:
+        hint = ("; it runs without a Trainer here, so self.trainer (e.g. estimated_stepping_batches) is not "
+                "available: give the scheduler its step count directly") if "Trainer" in str(e) else ""
+        raise RecipeError(f"Recipe.from_lightning: {name}.configure_optimizers raised {type(e).__name__}: "
+                          f"{' '.join(str(e).split())}{hint}") from e
     if conf is None:
         raise RecipeError(f"Recipe.from_lightning: {name}.configure_optimizers returned None; return an optimizer")
     try:

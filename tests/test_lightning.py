@@ -145,6 +145,18 @@ def test_manual_optimization_is_a_one_line_error():
         Recipe.from_lightning(Manual, data=blobs, task=tasks.Classification(4))
 
 
+def test_configure_optimizers_that_needs_a_trainer_is_a_one_line_error():
+    class NeedsTrainer(Lit):
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            steps = self.trainer.estimated_stepping_batches  # no Trainer here
+            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=steps)}
+
+    with pytest.raises(RecipeError) as info:
+        Recipe.from_lightning(NeedsTrainer, data=blobs, task=tasks.Classification(4))
+    assert "without a Trainer" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_fields_that_come_from_the_module_cannot_be_given():
     with pytest.raises(RecipeError, match="optimizer"):
         Recipe.from_lightning(Lit, data=blobs, task=tasks.Classification(4), optimizer=torch.optim.SGD)

@@ -139,16 +139,20 @@ def train_step(recipe, model, x, y, optimizer):
 
 
 class StepTime(float):
-    """Seconds of one training step (wall clock), with `.cpu`: the process's CPU seconds for it.
+    """Seconds of one training step (wall clock), with `.cpu`: the process's CPU seconds for it,
+    and `.work`: the one to size checks by (CPU seconds on a CPU device, wall seconds on CUDA).
 
-    On a CPU shared with other jobs the wall clock mostly measures their load; the cost table
-    divides CPU time by CPU time there (both sides single-process work), and wall by wall on CUDA.
+    On a CPU shared with other jobs the wall clock mostly measures their load, so a check sized
+    by it would run differently on a busy machine; CPU time is the step's own work. On CUDA the
+    host's CPU time only counts kernel launches, and the wall clock is the measure.
     """
     cpu: float
+    work: float
 
-    def __new__(cls, wall: float, cpu: float):
+    def __new__(cls, wall: float, cpu: float, device_type: str = "cpu"):
         value = super().__new__(cls, wall)
         value.cpu = cpu
+        value.work = cpu if device_type == "cpu" else wall
         return value
 
 
@@ -172,7 +176,7 @@ def time_step(recipe, model, batch, device, min_steps: int = 3, min_seconds: flo
             cpus.append(time.process_time() - c0)
     walls.sort()
     cpus.sort()
-    return StepTime(walls[len(walls) // 2], cpus[len(cpus) // 2])
+    return StepTime(walls[len(walls) // 2], cpus[len(cpus) // 2], torch.device(device).type)
 
 
 # --- counting what a check costs ---------------------------------------------------------------

@@ -249,6 +249,6 @@ def test_overfit_sample(model, batch, recipe, verify):
 def test_overfit_batch(model, batch, recipe, step_seconds, verify):
     x, y = batch
     # a model whose 500 steps on 64 samples would take minutes overfits 16 samples instead
-    n = batch_len(x) if step_seconds is None or step_seconds * 500 < 20 else min(batch_len(x), 16)
+    n = batch_len(x) if step_seconds is None or step_seconds.work * 500 < 20 else min(batch_len(x), 16)
     index = torch.arange(n, device=leaves(y)[0].device)
     check(verify, check_overfit(recipe, model, (take(x, index), take(y, index)), max_steps=500))

@@ -5,13 +5,13 @@ and the cost account printed by `--harness-durations`.
     with restored(model, optimizer):        # parameters, buffers, grads, optimizer state, RNG and
         check(model, ...)                   # train/eval mode are put back, whatever the check did
 
-    pytest -m sanity --harness-durations     # the cost table of the slowest checks (0: all of them)
+    pytest -m sanity --harness-durations=0   # the cost table of every check (=N: the N costliest)
 
 The suite builds the recipe's model once per session (`suites/test_sanity.py`'s fixtures) and
 hands each check that model inside `restored(...)`, so a check pays for its own work and not
 for a model build. The step clock times the recipe's own training step once per session, on
 the session's model at the recipe's batch size; the cost table divides each check's time by it,
-and the expensive checks (overfit, the train-step comparison) size themselves from it.
+and the overfit check sizes its batch from it (`StepTime.work`).
 """
 from __future__ import annotations
 

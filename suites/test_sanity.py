@@ -69,10 +69,12 @@ def session_model(recipe, device, harness_settings, pytestconfig):
     try:
         model = recipe.build_model().to(device)
     except RecipeError as e:
-        return str(e)
-    if pytestconfig.getoption("harness_durations", None) is not None:
-        budget.counting_hooks(model)
-    return model, budget.Snapshot(model)
+        yield str(e)
+        return
+    remove = (budget.counting_hooks(model) if pytestconfig.getoption("harness_durations", None) is not None
+              else lambda: None)
+    yield model, budget.Snapshot(model)
+    remove()  # the global optimizer hook must not outlive the session (pytester runs share the process)
 
 
 @pytest.fixture

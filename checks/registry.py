@@ -80,10 +80,12 @@ _ALL = (
           ("train_rows_mostly_duplicates", "train_smaller_than_val")),
     Check("train_val_shift", "data", "a validation split preprocessed differently from the training split",
           ("train_val_distribution_shift",)),
+    Check("augmentation_labels", "data", "augmentation that changes a label's meaning (a 6 rotated into a 9)",
+          ("augmentation_changes_labels",), tasks=("classification",)),
     # --- the model at initialisation ------------------------------------------------------------
     Check("output_shape", "model", "layer size mismatches, a wrong head",
           ("forward_crashed", "output_not_tensor", "output_shape_wrong", "output_dtype_wrong",
-           "outputs_not_finite")),
+           "outputs_not_finite", "inputs_not_float", "inputs_not_ids")),
     Check("outputs_are_logits", "model", "softmax before cross_entropy", ("outputs_are_probabilities",)),
     Check("init_logit_scale", "model", "a last layer initialised over-confident (large logits at init)",
           ("logits_overconfident_at_init",)),
@@ -94,6 +96,10 @@ _ALL = (
            "train_step_crashed")),
     Check("gradcheck", "model", "a custom autograd Function with a wrong backward (finite differences, float64)",
           ("gradient_mismatches_finite_differences",)),
+    Check("loss_per_label", "model", "a multi-label model trained with softmax cross-entropy (labels compete)",
+          ("labels_compete_in_loss", "loss_crashed"), tasks=("multilabel",)),
+    Check("target_shift", "model", "a language model's loss not shifted by one (it learns to copy its input)",
+          ("targets_not_shifted", "targets_shifted_twice", "loss_crashed"), tasks=("causal_lm",)),
     Check("registered_submodules", "model", "layers in a plain Python list", ("unregistered_submodules",)),
     Check("batch_independence", "model", "a reshape or time-major layer that mixes samples across the batch",
           ("batch_samples_interact", "batch_gradients_interact")),
@@ -109,11 +115,11 @@ _ALL = (
            "step_gradient_differs")),
     # --- overfitting ----------------------------------------------------------------------------
     Check("overfit_sample", "overfit", "anything that stops the model memorising one sample",
-          ("cannot_overfit_sample", "overfit_too_slow_with_recipe_settings", "overfit_diverges_with_recipe_settings",
+          ("cannot_overfit_sample", "recipe_settings_cannot_overfit",
            "overfit_lost_in_eval_mode", "train_step_crashed")),
     Check("overfit_batch", "overfit", "an lr or weight decay wrong for the recipe's optimizer; anything that stops "
           "the model memorising one batch",
-          ("cannot_overfit_batch", "overfit_too_slow_with_recipe_settings", "overfit_diverges_with_recipe_settings",
+          ("cannot_overfit_batch", "recipe_settings_cannot_overfit",
            "overfit_lost_in_eval_mode", "train_step_crashed")),
     # --- training dynamics (the recipe suite) ---------------------------------------------------
     Check("lr_divergence", "dynamics", "a too-high lr that does not diverge, or a divergence fit does not stop",
@@ -174,12 +180,6 @@ def count(suite: str, task=None) -> int:
     """How many tests the suite runs for one recipe of `task` (a task name; None counts every check);
     the rest of the suite's tests skip, saying why."""
     return sum(c.cases for c in in_suite(suite) if applies(c, task))
-
-
-def expected_outcomes(suite: str, task=None) -> dict:
-    """The outcomes of a healthy recipe of `task` under a suite, for `pytester`'s `assert_outcomes`:
-    every check that applies passes, the others skip."""
-    return {"passed": count(suite, task), "skipped": count(suite) - count(suite, task)}
 
 
 def validate_suppress(value, where: str) -> tuple:

@@ -23,7 +23,7 @@ from harness.errors import RecipeError
 from harness.fit import resolve_device
 from harness.recipe import warn_batch_size
 from harness.recipes import load_recipe
-from harness.suites.plugin import INJECTED, SUITES, as_pytest_flags, looks_like_file, recipe_spec, setting, test_seed
+from harness.suites.settings import INJECTED, SUITES, as_pytest_flags, looks_like_file, recipe_spec, setting, test_seed
 
 _KEY = pytest.StashKey[dict]()
 
@@ -124,7 +124,14 @@ def _in_suites(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Suites added by a configured recipe (no test paths given) run only their sanity tier without -m."""
+    """A suppressed check, or one that does not apply to the recipe's task, gets a skip marker: pytest
+    skips it in setup, before any fixture is built, and reports it at the test's own line. Suites
+    added by a configured recipe (no test paths given) run only their sanity tier without -m."""
+    settings = config.stash.get(_KEY, None)
+    for item in items:
+        reason = _skip_reason(check_id(item), settings)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
     if not config.stash.get(INJECTED, False) or config.option.markexpr:
         return
     keep, drop = [], []
@@ -135,20 +142,14 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
-    """A suppressed check (or one that does not apply to the recipe's task) is skipped before any
-    fixture is built or the check runs."""
-    cid = check_id(item)
-    settings = item.config.stash.get(_KEY, None)
+def _skip_reason(cid, settings):
     if cid is None or settings is None:
-        return
+        return None
     if cid in settings["suppress"]:
-        pytest.skip(f"{cid} suppressed (--harness-suppress, ini harness_suppress or Recipe.suppress)")
+        return f"{cid} suppressed (--harness-suppress, ini harness_suppress or Recipe.suppress)"
     task = getattr(settings["recipe"], "task", None)
     reason = task.skip_reason(cid) if hasattr(task, "skip_reason") else None
-    if reason:
-        pytest.skip(f"{cid}: {reason}")
+    return f"{cid}: {reason}" if reason else None
 
 
 @pytest.hookimpl(wrapper=True)

@@ -20,6 +20,7 @@ from harness.data import synthetic
 from harness.models import fashion_mlp
 from harness.recipe import HarnessWarning
 from tests.fakedata import write_cifar10, write_fashion_mnist
+from tests.outcomes import assert_healthy
 
 # A frame of a Python traceback, or pytest's "file.py:123: SomeError" line under a long report.
 TRACE = re.compile(r"Traceback \(most recent call last\)|^\S+\.py:\d+: \w*(Error|Exception)\b", re.M)
@@ -211,8 +212,7 @@ def test_pytest_recipe_with_bad_parts(pytester, bad, row):
 
 def test_pytest_batch_larger_than_split_is_one_warning(pytester, bad):
     result, out = run_suite(pytester, "--recipe", f"{bad}:BIG_BATCH")
-    outcomes = result.parseoutcomes()  # every test passes or skips with its reason; one warning
-    assert outcomes.get("passed", 0) >= 18 and not outcomes.get("failed") and not outcomes.get("errors"), outcomes
+    outcomes = assert_healthy(result)  # every test passes or skips with its reason; one warning
     assert outcomes.get("warnings") == 1, outcomes
     assert_one_line(out, "HarnessWarning", "batch_size 5000 is larger than the 512-sample training split")
 

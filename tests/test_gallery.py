@@ -9,21 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.checks import registry
 from tests.fakedata import write_cifar10, write_fashion_mnist
 from tests.gallery import bugs, healthy
+from tests.outcomes import assert_healthy
 
-HEALTHY = registry.expected_outcomes("sanity", "classification")  # every check passes or skips
-
-
-def assert_healthy(result):
-    """No failure and no error; every registered sanity check ran (passed) or was skipped with a
-    reason (a check that does not apply: no augmentation, a BatchNorm1d model's one-sample fit)."""
-    outcomes = result.parseoutcomes()
-    text = result.stdout.str()[-4000:]
-    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, text
-    assert outcomes.get("passed", 0) + outcomes.get("skipped", 0) == sum(HEALTHY.values()), text
-    assert outcomes.get("passed", 0) >= HEALTHY["passed"] - 3, text
 
 GALLERY = Path(__file__).parent / "gallery"
 SEEDS = range(int(os.environ.get("HARNESS_GALLERY_SEEDS", "2")))

@@ -4,6 +4,7 @@ and `harness sweep` against an older checkout of the code.
     .venv/bin/python benchmarks/sweep_speed.py                          # batch 8, 32, 128
     SWEEP_SAMPLES=20000 .venv/bin/python benchmarks/sweep_speed.py --batch-sizes 32 --rounds 1
     .venv/bin/python benchmarks/sweep_speed.py --against /work/baseline --rounds 3   # CLI, new vs old code
+    .venv/bin/python benchmarks/sweep_speed.py --machinery --rounds 5   # the study's own cost, same engine
 
 For each batch size it runs the same 5-lr sweep (the seed notebook's MLP, plain SGD, --epochs epochs
 on FashionMNIST-shaped synthetic data) through `harness.study.run_study` four ways, interleaved
@@ -72,6 +73,43 @@ def against(old: str, rounds: int, extra: list) -> int:
     return 0
 
 
+def machinery(rounds: int, epochs: int) -> int:
+    """The sweep machinery alone, same engine, same process, interleaved: the old way (a loop of
+    run_config, each result written atomically to OUT/runs/KEY.json) against run_study (an Optuna
+    study in OUT/study.db), 5 lrs on the default recipe. Imports are warmed up first."""
+    import tempfile
+
+    from harness.io import atomic_write_json
+    from harness.recipes import load_recipe
+    from harness.study import run_config, run_study, sweep_configs
+
+    recipe = load_recipe("digits28")
+    data = recipe.load_data()
+    configs = sweep_configs("lr", [1e-4, 1e-3, 1e-2, 1e-1, 1.0], lr=0.1, batch_size=128, epochs=epochs)
+
+    def old(out):
+        for c in configs:
+            result = run_config(recipe, data, c)
+            atomic_write_json(Path(out) / "runs" / f"{result['key']}.json", result)
+
+    def new(out):
+        run_study("digits28", configs, out, recipe=recipe, data=data, progress=False)
+
+    with tempfile.TemporaryDirectory() as out:  # warm-up: imports, the first optimizer, the schema code
+        new(out)
+    times: dict = {"old": [], "new": []}
+    for r in range(rounds):
+        for name, way in (("old", old), ("new", new)) if r % 2 == 0 else (("new", new), ("old", old)):
+            with tempfile.TemporaryDirectory() as out:
+                t0 = time.perf_counter()
+                way(out)
+                times[name].append(time.perf_counter() - t0)
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    print(f"5-lr sweep, {epochs} epochs, in one process: loop + JSON files {med['old']:.2f} s, Optuna study "
+          f"{med['new']:.2f} s (medians of {rounds}); study/loop = {med['new'] / med['old']:.3f}; all: {times}")
+    return 0
+
+
 def main(argv=None) -> int:
     import tempfile
 
@@ -84,7 +122,10 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--against", default=None, help="an older checkout: time `harness sweep lr` in both")
     p.add_argument("--extra", default="", help="more `harness sweep lr` arguments for --against")
+    p.add_argument("--machinery", action="store_true", help="the study's own cost: loop + files vs run_study")
     args = p.parse_args(argv)
+    if args.machinery:
+        return machinery(args.rounds, args.epochs)
     if args.against:
         return against(args.against, args.rounds, args.extra.split())
     ways = args.ways.split(",")

@@ -5,7 +5,8 @@ best accuracy so far, and tqdm's own rate and time left.
         run_trials(job)           # the bar reads the study's storage every second, on a thread
 
 The bar counts the study's trials, not this process's, so it is right whether the trials run
-here, in worker processes, or on other machines.
+here, in worker processes, or on other machines. It reads the study every second, or every
+total/200 seconds for a study of more than 200 trials.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from harness.study.storage import counts
 
 class StudyProgress:
     def __init__(self, study, total: int, enabled: bool = True, every: float = 1.0, stream=None):
-        self.study, self.total, self.every = study, total, every
+        # each look reads every trial of the study (with its history): a big study is read less often,
+        # so that a hundred machines' bars do not become the database's main load
+        self.study, self.total, self.every = study, total, max(every, total / 200)
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.stop = threading.Event()

@@ -8,6 +8,7 @@
     harness train --lr 0.1 --patience 3 --scheduler step:5:0.1
     harness eda
     harness lr-find
+    harness checks                  # the check registry: ids for --harness-suppress (takes no --recipe)
 
 Every command takes --recipe (default digits28), --out DIR (default results/<recipe>/<command>),
 --device, --seed and --seeds K (run each configuration with K seeds, report mean ± std).

@@ -26,6 +26,7 @@ from harness.recipes import load_recipe
 from harness.suites.settings import INJECTED, SUITES, as_pytest_flags, looks_like_file, recipe_spec, setting, test_seed
 
 _KEY = pytest.StashKey[dict]()
+_BAD_MARKER = pytest.StashKey[str]()  # an item whose harness_check marker names no registered check
 
 
 def parse_seed(text) -> int:
@@ -112,7 +113,7 @@ def check_id(item):
     (for the suites' own tests); None for any other test."""
     marker = item.get_closest_marker("harness_check")
     if marker is not None:
-        return registry.get(marker.args[0]).id
+        return registry.get(marker.args[0] if marker.args else None, "@pytest.mark.harness_check").id
     if not _in_suites(item):
         return None
     name = getattr(item, "originalname", item.name).removeprefix("test_")
@@ -129,7 +130,11 @@ def pytest_collection_modifyitems(config, items):
     added by a configured recipe (no test paths given) run only their sanity tier without -m."""
     settings = config.stash.get(_KEY, None)
     for item in items:
-        reason = _skip_reason(check_id(item), settings)
+        try:
+            reason = _skip_reason(check_id(item), settings)
+        except registry.UnknownCheck as e:  # a typo in @pytest.mark.harness_check: the test fails, in one line
+            item.stash[_BAD_MARKER] = str(e)
+            continue
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
     if not config.stash.get(INJECTED, False) or config.option.markexpr:
@@ -140,6 +145,12 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if _BAD_MARKER in item.stash:
+        pytest.fail(item.stash[_BAD_MARKER], pytrace=False)
 
 
 def _skip_reason(cid, settings):
@@ -157,7 +168,7 @@ def pytest_runtest_makereport(item, call):
     """A harness check whose code raised (not a failed or skipped check): one line naming the check."""
     report = yield
     error = call.excinfo.value if call.excinfo is not None else None
-    if report.failed and isinstance(error, Exception):  # pytest.fail / skip are not Exceptions
+    if report.failed and isinstance(error, Exception) and _BAD_MARKER not in item.stash:  # fail/skip: not Exceptions
         cid = check_id(item)
         settings = item.config.stash.get(_KEY, None)
         if cid is not None and settings is not None:

@@ -166,6 +166,14 @@ def test_a_check_that_raises_fails_as_that_check_in_one_line_and_suppressed_neve
     assert "torch/nn/functional" not in out and "Traceback" not in out  # no frames from inside torch
 
 
+def test_a_typo_in_the_harness_check_marker_fails_that_test_in_one_line(project):
+    write(project, {"test_typo.py": "import pytest\n\n\n@pytest.mark.harness_check('gradiens')\n"
+                                    "def test_x(recipe):\n    pass\n"})
+    result = run(project, "test_typo.py", "--recipe", "digits28")
+    assert "1 error" in result.stdout and "INTERNALERROR" not in result.stdout, result.stdout[-3000:]
+    assert "@pytest.mark.harness_check: unknown check id 'gradiens'; did you mean 'gradients'?" in result.stdout
+
+
 def test_the_rerun_line_of_a_failure_works_from_another_folder(project, tmp_path):
     bugs = ROOT / "tests" / "gallery" / "bugs.py"
     write(project, {"bugs_copy.py": bugs.read_text(), "pytest.ini": "[pytest]\nharness_recipe = bugs_copy.py:DROPOUT_IN_EVAL\n"})

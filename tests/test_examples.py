@@ -78,27 +78,30 @@ def test_example_trains_and_reports_its_tasks_metrics(name):
     assert all(math.isfinite(metrics[k]) for k in names), metrics
 
 
-@pytest.mark.parametrize("name", ["causal_lm", "regression"])
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_harness_train_prints_the_tasks_metrics(tmp_path, name):
     """`harness train` on an example, as a user runs it: exit 0 and the task's main metric printed."""
+    needs_extra(name)
     spec = f"{ROOT / 'examples' / name}.py:RECIPE"
     proc = subprocess.run([sys.executable, "-m", "harness", "train", "--recipe", spec, "--epochs", "1",
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path,
+                           "--subset", "256", "--no-figures", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from harness import load_recipe
     assert load_recipe(spec).task.main_metric.lower() in proc.stdout.lower(), proc.stdout[-3000:]
 
 
-@pytest.mark.parametrize("name", ["lightning_module", "multilabel"])
+@pytest.mark.parametrize("name", [n for n in ("lightning_module", "multilabel", "hf_gpt2") if n in EXAMPLES])
 def test_harness_sweep_lr_runs_on_an_example(tmp_path, name):
     """`harness sweep lr` on an example: exit 0, one row per lr, the task's main metric printed."""
     needs_extra(name)
     spec = f"{ROOT / 'examples' / name}.py:RECIPE"
     proc = subprocess.run([sys.executable, "-m", "harness", "sweep", "lr", "--recipe", spec, "--values", "1e-3,1e-2",
-                           "--epochs", "1", "--no-figures", "--out", str(tmp_path / "out")],
+                           "--epochs", "1", "--subset", "256", "--no-figures", "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from harness import load_recipe
     assert load_recipe(spec).task.main_metric.lower() in proc.stdout.lower(), proc.stdout[-3000:]
+    assert "0.001" in proc.stdout and "0.01" in proc.stdout, proc.stdout[-3000:]

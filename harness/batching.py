@@ -155,9 +155,14 @@ def batches(split, batch_size: int, *, shuffle: bool, generator: Optional[torch.
             order = torch.randperm(n, generator=generator)
             order = order.to(leaves(y)[0].device)
         stop = n - n % batch_size if drop_last else n
+        plain = isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
         for i in range(0, stop, batch_size):
-            index = slice(i, i + batch_size) if order is None else order[i:i + batch_size]
-            yield take(x, index), take(y, index)
+            if order is None:
+                index = slice(i, i + batch_size)
+                yield (x[index], y[index]) if plain else (take(x, index), take(y, index))
+            else:
+                index = order[i:i + batch_size]
+                yield (x.index_select(0, index), y.index_select(0, index)) if plain else (take(x, index), take(y, index))
         return
     if isinstance(split, DataLoader):
         loader = split if split.batch_size == batch_size and (shuffle or not _shuffled(split)) else rebuild(

@@ -273,13 +273,12 @@ class _StepWatch:
 
     def __init__(self, opt):
         self.opt, self.steps, self.lr = opt, 0, None
-        self.hooks = [opt.register_step_pre_hook(self._before), opt.register_step_post_hook(self._after)]
-
-    def _before(self, *_):
-        if self.lr is None:
-            self.lr = self.opt.param_groups[0]["lr"]
+        self.hooks = [opt.register_step_post_hook(self._after)]
 
     def _after(self, *_):
+        # right after optimizer.step(), before any scheduler moves it: the lr this step used
+        if not self.steps:
+            self.lr = self.opt.param_groups[0]["lr"]
         self.steps += 1
 
     def new_epoch(self):
@@ -315,7 +314,8 @@ def _train_epoch(step: Recipe, model, split, opt, sched, cfg: FitConfig, generat
     for i, (xb, yb) in enumerate(batches(split, cfg.batch_size, shuffle=True, generator=generator,
                                          drop_last=cfg.drop_last, device=device), start=1):
         loss, outputs = step.step(model, xb, yb, opt, sched)
-        losses.append(loss.detach().to(device))
+        loss = loss.detach()
+        losses.append(loss if loss.device == device else loss.to(device))  # a float from a custom step is on the CPU
         n = batch_len(yb)
         sizes.append(n)
         seen += n

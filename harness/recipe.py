@@ -86,6 +86,9 @@ class Forward:
             raise RecipeError(f"Recipe.forward must be a function (model, inputs) -> outputs, got {type(fn).__name__}")
 
     def __call__(self, model, inputs):
+        if self.fn is None and isinstance(inputs, torch.Tensor):  # the hot path: one tensor in, one out
+            outputs = model(inputs)
+            return outputs if isinstance(outputs, torch.Tensor) else unwrap_outputs(outputs)
         return unwrap_outputs(self.fn(model, inputs) if self.fn is not None else call_model(model, inputs))
 
     def __eq__(self, other):
@@ -278,7 +281,10 @@ class Recipe:
 
     def compute_loss(self, outputs, targets) -> torch.Tensor:
         """The recipe's loss (or the task's default), checked to be one number."""
-        return checked_loss(self.loss(outputs, targets))
+        loss = self.loss(outputs, targets)
+        if isinstance(loss, torch.Tensor) and loss.dim() == 0:  # the hot path, without another call
+            return loss
+        return checked_loss(loss)
 
     def step(self, model, inputs, targets, optimizer, scheduler=None):
         """One training step: the recipe's train_step or zero_grad/forward/loss/backward/step; the

@@ -48,7 +48,7 @@ class Meter:
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         """Add one batch; a few small ops on the device, no host sync."""
         outputs = outputs.detach()
-        self.n += len(targets)
+        self.n += targets.shape[0]
         self.tallies.append(self.task.tally(outputs, targets, self.full))
         if self.full:
             kept = self.task.keep(outputs, targets)

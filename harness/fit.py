@@ -151,7 +151,7 @@ def fit(model: torch.nn.Module, data: Data, config: Optional[FitConfig] = None, 
     Threads, the optimizer hooks and the model's train/eval mode are restored however fit ends.
     """
     cfg = FitConfig.of(config, settings)
-    device = resolve_device(cfg.device)
+    device = _indexed(resolve_device(cfg.device))
     step, train_split, val_split = _prepare(model, data, cfg, device)
     opt = make_optimizer(step.optimizer, model, cfg.lr, where="fit")
     epoch_sched = cfg.scheduler(opt, cfg.epochs) if cfg.scheduler is not None else None
@@ -219,6 +219,18 @@ def fit(model: torch.nn.Module, data: Data, config: Optional[FitConfig] = None, 
 
 
 # --- fit's helpers --------------------------------------------------------------------------------
+
+def _indexed(device: torch.device) -> torch.device:
+    """cuda -> cuda:N (the current device), so that tensors' devices compare equal to it."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _check_split(split, where: str) -> None:
+    if split is None:
+        raise RecipeError(f"{where}: the split is None; pass data.val or data.test (Data(test=...) may be None)")
+
 
 def _task_of(cfg: FitConfig):
     return cfg.task or (tasks.Classification(cfg.num_classes) if cfg.num_classes is not None else None)
@@ -411,6 +423,7 @@ def train(recipe: Recipe, *, data: Optional[Data] = None, seed: int = 0, device=
 def evaluate_loss_acc(model, split, loss_fn: Optional[Callable] = None, device=None, batch_size=EVAL_BATCH,
                       task: Optional[tasks.Task] = None, forward: Optional[Callable] = None):
     """Mean loss and the task's main metric of `model` on a split, in eval mode, read once from the device."""
+    _check_split(split, "evaluate_loss_acc")
     task = task or infer_task(split)
     loss_fn = loss_fn or task.loss
     device = device or _model_device(model)
@@ -430,6 +443,7 @@ def evaluate(model: torch.nn.Module, split, device=None, batch_size: int = EVAL_
              task: Optional[tasks.Task] = None, forward: Optional[Callable] = None) -> dict:
     """The task's metrics on a split (classification: accuracy, macro precision/recall/F1 via
     scikit-learn) and `infer_seconds`; the task is read from the targets when not given."""
+    _check_split(split, "evaluate")
     device = resolve_device(device) if device is not None else _model_device(model)
     task = task or infer_task(split)
     meter = task.meter()

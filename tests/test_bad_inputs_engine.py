@@ -195,3 +195,10 @@ def test_a_recipe_that_exits_or_raises_at_import_is_one_line(tmp_path, body, fra
     with pytest.raises(RecipeError) as info:
         load_recipe(f"{path}:RECIPE")
     assert fragment in one_line(info)
+
+
+def test_evaluating_a_missing_split_is_one_line():
+    from harness import evaluate
+    with pytest.raises(RecipeError) as info:
+        evaluate(model(), None)
+    assert "split is None" in one_line(info)

@@ -90,8 +90,8 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--recipe given {len(given)} times ({', '.join(map(repr, given))}); "
                                 "give it once (one recipe per run)")
     if asked(config):
-        if recipe_spec(config) is not None and not config.args_source == pytest.Config.ArgsSource.ARGS \
-                and not _names_suites(config):
+        no_paths_given = config.args_source != pytest.Config.ArgsSource.ARGS
+        if recipe_spec(config) is not None and no_paths_given and not _names_suites(config):
             config.args.append(str(SUITES))  # the one ini line: the suites run next to the project's tests
             config.stash[INJECTED] = True
         activate(config)

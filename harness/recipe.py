@@ -29,7 +29,7 @@ from harness.batching import is_pair, split_len
 from harness.errors import HarnessWarning, RecipeError
 from harness.schedules import plain_sgd
 
-__all__ = ["Data", "Recipe", "RecipeError", "HarnessWarning", "Forward", "call_model", "unwrap_outputs",
+__all__ = ["Data", "Recipe", "RecipeError", "HarnessWarning", "Forward", "TaskLoss", "call_model", "unwrap_outputs",
            "default_step", "check_hparams", "check_data", "check_inputs_match_model", "warn_batch_size",
            "is_tensor_split", "split_len", "plain_sgd"]
 
@@ -102,6 +102,26 @@ class Forward:
 
 
 DEFAULT_FORWARD = Forward()
+
+
+class TaskLoss:
+    """`recipe.loss` when none was given: the task's default loss, as a value (equal for equal
+    tasks, so a recipe equals its pickled copy)."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def __call__(self, outputs, targets):
+        return self.task.loss(outputs, targets)
+
+    def __eq__(self, other):
+        return isinstance(other, TaskLoss) and other.task == self.task
+
+    def __hash__(self):
+        return hash(self.task)
+
+    def __repr__(self):
+        return f"{self.task!r}.loss"
 
 
 def default_step(model, inputs, targets, optimizer, loss_fn, forward: Callable = DEFAULT_FORWARD):
@@ -193,7 +213,7 @@ class Recipe:
         set_("task", _resolve_task(self.task, self.num_classes))
         set_("num_classes", getattr(self.task, "num_classes", None))
         if self.loss is None:
-            set_("loss", self.task.loss)
+            set_("loss", TaskLoss(self.task))
         elif not callable(self.loss):
             raise RecipeError(f"Recipe.loss must be a function (outputs, targets) -> loss, got {type(self.loss).__name__}; "
                               "or leave it out for the task's default")
@@ -221,7 +241,7 @@ class Recipe:
         if ("task" in changes) != ("num_classes" in changes):
             changes.setdefault("task", None)
             changes.setdefault("num_classes", None)
-            if "loss" not in changes and self.loss == self.task.loss:
+            if "loss" not in changes and isinstance(self.loss, TaskLoss):
                 changes["loss"] = None
         return replace(self, **changes)
 

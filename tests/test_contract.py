@@ -38,9 +38,11 @@ def test_a_v1_recipe_is_unchanged():
 
 def test_task_and_num_classes_must_agree_and_replace_keeps_them_consistent():
     r = Recipe(model=net, data=data, task=tasks.Classification(4))
-    assert r.num_classes == 4 and r.loss == r.task.loss
+    assert r.num_classes == 4 and r.loss.task == r.task
     regression = r.replace(task=tasks.Regression())
-    assert regression.num_classes is None and regression.loss == regression.task.loss
+    assert regression.num_classes is None and regression.loss.task == regression.task
+    import pickle
+    assert pickle.loads(pickle.dumps(r)) == r
     assert r.replace(num_classes=7).task == tasks.Classification(7)
     with pytest.raises(RecipeError, match="disagrees"):
         Recipe(model=net, data=data, task=tasks.Classification(4), num_classes=5)

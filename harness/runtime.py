@@ -91,7 +91,8 @@ def threads_for(model: torch.nn.Module, split, batch_size: int, loss_fn, device=
     if pinned is None:
         return min(current, cap)  # the deterministic default
     device = torch.device(device) if device is not None else torch.device("cpu")
-    if device.type != "cpu" or not (isinstance(split, (tuple, list)) and len(split) == 2):
+    if device.type != "cpu" or not (isinstance(split, (tuple, list)) and len(split) == 2
+                                    and all(isinstance(t, torch.Tensor) for t in split)):  # measured on tensor pairs only
         return min(current, cap)
     if cap == 1 or (samples is not None and samples < MEASURE_MIN_SAMPLES):
         return min(current, cap)

@@ -103,19 +103,9 @@ def _import_file(target: str, spec: str):
     sys.modules[name] = module  # dataclasses and pickling look modules up here
     try:
         module_spec.loader.exec_module(module)
-    except SyntaxError as e:
+    except (Exception, SystemExit) as e:  # SystemExit: a script's sys.exit() must not end the harness
         del sys.modules[name]
-        raise RecipeError(f"--recipe {spec!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from e
-    except RecipeError as e:
-        del sys.modules[name]
-        raise RecipeError(f"--recipe {spec!r}: {e}") from e
-    except SystemExit as e:
-        del sys.modules[name]
-        raise RecipeError(f"--recipe {spec!r}: importing {path} called sys.exit({e.code!r}); move script code "
-                          "under `if __name__ == \"__main__\":` so that importing the recipe does not exit") from e
-    except Exception as e:
-        del sys.modules[name]
-        raise RecipeError(f"--recipe {spec!r}: importing {path} raised {type(e).__name__}: {_one_line(e)}") from e
+        raise _import_error(spec, path, e) from e
     return module
 
 
@@ -125,13 +115,20 @@ def _import_module(target: str, spec: str):
     except ModuleNotFoundError as e:
         raise RecipeError(f"--recipe {spec!r}: no module named {e.name!r}; is it installed or on PYTHONPATH? "
                           "(a file path needs the .py ending)") from e
-    except SyntaxError as e:
-        raise RecipeError(f"--recipe {spec!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}") from e
-    except SystemExit as e:
-        raise RecipeError(f"--recipe {spec!r}: importing {target} called sys.exit({e.code!r}); move script code "
-                          "under `if __name__ == \"__main__\":` so that importing the recipe does not exit") from e
-    except Exception as e:
-        raise RecipeError(f"--recipe {spec!r}: importing {target} raised {type(e).__name__}: {_one_line(e)}") from e
+    except (Exception, SystemExit) as e:
+        raise _import_error(spec, target, e) from e
+
+
+def _import_error(spec: str, what, e: BaseException) -> RecipeError:
+    """One line for whatever importing a recipe raised."""
+    if isinstance(e, SyntaxError):
+        return RecipeError(f"--recipe {spec!r}: syntax error in {e.filename}, line {e.lineno}: {e.msg}")
+    if isinstance(e, RecipeError):
+        return RecipeError(f"--recipe {spec!r}: {e}")
+    if isinstance(e, SystemExit):
+        return RecipeError(f"--recipe {spec!r}: importing {what} called sys.exit({e.code!r}); move script code "
+                           "under `if __name__ == \"__main__\":` so that importing the recipe does not exit")
+    return RecipeError(f"--recipe {spec!r}: importing {what} raised {type(e).__name__}: {_one_line(e)}")
 
 
 def _one_line(error: BaseException) -> str:

@@ -116,6 +116,14 @@ def _input_dtype_mismatch(model, x):
                        "if the inputs are features, the first layer should be nn.Linear, not nn.Embedding"])
     consumes_values = isinstance(first, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.RNNBase,
                                          nn.modules.batchnorm._BatchNorm, nn.LayerNorm))
+    weight = next(first.parameters())
+    if consumes_values and x.is_floating_point() and weight.is_floating_point() and x.dtype != weight.dtype:
+        return failed("output_shape", "inputs_dtype_differs_from_model",
+                      f"{x.dtype} inputs {tuple(x.shape)} reach {type(first).__name__} with {weight.dtype} weights",
+                      "inputs in the dtype of the model's weights", "matmul and conv refuse mixed float dtypes",
+                      [f"convert the inputs when the data is built: x.to({weight.dtype})",
+                       "or build the model in the data's dtype (model.to(dtype)); for mixed precision use "
+                       "torch.autocast in a custom train_step"])
     if consumes_values and not x.is_floating_point() and x.dtype != torch.bool:
         return failed("output_shape", "inputs_not_float", f"integer inputs {tuple(x.shape)} ({x.dtype}) reach "
                       f"{type(first).__name__}, which multiplies float values", "float inputs for this layer",

@@ -430,3 +430,8 @@ def test_input_dtype_mismatch_is_flagged_only_against_the_first_layer(batch):
     assert M.check_output_shape(recipe(), bag, (ids.float(), batch[1])).name == "inputs_not_ids"
     r = M.check_output_shape(recipe(), mlp(64, (32,), 4), ((batch[0] * 255).long(), batch[1]))
     assert r.name == "inputs_not_float"
+
+
+def test_float_dtype_mismatch_names_both_dtypes(model, batch):
+    r = M.check_output_shape(recipe(), model, (batch[0].half(), batch[1]))
+    assert r.name == "inputs_dtype_differs_from_model" and "torch.float16" in r.observed

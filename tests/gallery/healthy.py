@@ -100,5 +100,20 @@ def _shift_augmented():
 SHIFT_AUGMENTATION = Recipe(model=small_cnn, data=_shift_augmented, num_classes=10, lr=0.1, batch_size=64,
                             epochs=10, name="shift_augmentation")
 
+# a healthy recipe with 150,000 training samples (digits28's train split tiled, each copy with its own
+# small noise): the suite's cost must not grow with the split (issue 10: under 30 s)
+def _digits_150k():
+    d = digits28()
+    x, y = d.train
+    reps = -(-150_000 // len(y))
+    g = torch.Generator().manual_seed(0)
+    big = x.repeat(reps, 1, 1, 1)[:150_000]
+    big = (big + 0.02 * torch.randn(big.shape, generator=g)).clamp_(0, 1)
+    return Data(train=(big, y.repeat(reps)[:150_000]), val=d.val, test=d.test)
+
+
+LARGE_150K = Recipe(model=fashion_mlp, data=_digits_150k, num_classes=10, lr=0.1, batch_size=128, epochs=1,
+                    name="large_150k")
+
 HEALTHY = ["SHIFT_AUGMENTATION", "SMALL_CNN", "BN_DROPOUT_MLP_ADAM", "LSTM", "FROZEN_FIRST_LAYER", "CUSTOM_BACKWARD",
            "ZERO_HEAD_SMOOTHED_SGD", "ADAMW"]

@@ -70,8 +70,14 @@ def take(tree, index):
 
 
 def to_device(tree, device, non_blocking: bool = False):
-    """Move every tensor leaf to `device` (no copy when it is already there); numpy leaves become tensors."""
-    return pytree.tree_map(lambda t: as_tensor(t).to(device, non_blocking=non_blocking), tree)
+    """Move every tensor leaf to `device` (no copy when it is already there); numpy leaves become
+    tensors; other leaves (strings, ids a collate_fn kept) pass through."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device, non_blocking=non_blocking)
+
+    def move(leaf):
+        return as_tensor(leaf).to(device, non_blocking=non_blocking) if _is_leaf(leaf) else leaf
+    return pytree.tree_map(move, tree)
 
 
 def as_tensor(x):

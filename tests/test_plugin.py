@@ -224,10 +224,13 @@ def test_every_check_id_and_symptom_in_the_checks_is_registered():
     assert not symptoms - known, f"symptoms no registered check lists: {sorted(symptoms - known)}"
 
 
-def test_every_registered_check_has_its_anchor_in_the_installed_docs():
-    text = registry.DOCS.read_text()
-    missing = [c.id for c in registry.CHECKS.values() if f'<a id="{c.id}"></a>' not in text]
+def test_every_registered_check_has_its_row_and_symptoms_in_the_installed_docs():
+    rows = {m.group(1): line for line in registry.DOCS.read_text().splitlines()
+            for m in re.finditer(r'<a id="(\w+)"></a>', line)}
+    missing = [c.id for c in registry.CHECKS.values() if c.id not in rows]
     assert not missing, f"no anchor in {registry.DOCS}: {missing}"
+    unlisted = [f"{c.id}: {s}" for c in registry.CHECKS.values() for s in c.symptoms if f"`{s}`" not in rows[c.id]]
+    assert not unlisted, f"symptoms missing from their row in {registry.DOCS}: {unlisted}"
 
 
 def test_registry_errors_are_one_line_with_the_fix():

@@ -260,3 +260,13 @@ def test_importing_the_plugin_and_the_package_does_not_import_torch():
     code = "import sys, harness, harness.suites.plugin, harness.checks.registry; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out
+
+
+def test_every_public_name_of_the_lazy_package_resolves():
+    import harness
+
+    for name in harness.__all__:
+        assert getattr(harness, name) is not None, name
+    assert {"Recipe", "Data", "tasks", "load_recipe", "fit", "RecipeError"} <= set(harness.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Recpie'"):
+        harness.Recpie  # noqa: B018

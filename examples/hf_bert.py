@@ -70,8 +70,8 @@ RECIPE = Recipe(
     data=load_data,
     task=tasks.Classification(10),
     optimizer=adamw,
-    lr=1e-3,
-    batch_size=16,
+    lr=2e-3,
+    batch_size=32,
     epochs=8,
     name="hf_bert",
 )

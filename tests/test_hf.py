@@ -35,9 +35,9 @@ def test_model_output_is_unwrapped_to_its_logits(name, shape):
 
 def test_tiny_bert_classifier_learns_with_fit():
     recipe = example("hf_bert")
-    history = train(recipe, epochs=2, batch_size=16).history
-    assert history.train_loss[-1] < 0.95 * history.train_loss[0]
-    assert history.val_acc[-1] > 0.25  # chance is 0.1; 0.37 seen
+    history = train(recipe, epochs=3).history
+    assert history.train_loss[-1] < 0.9 * history.train_loss[0]
+    assert history.val_acc[-1] > 0.25  # chance is 0.1; 0.44 seen
 
 
 def test_tiny_gpt2_language_model_learns_with_fit():

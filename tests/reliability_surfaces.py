@@ -77,6 +77,26 @@ def via_cli(argv, capsys=None) -> Outcome:
     return Outcome("line" if len(errors) == 1 else "traceback", text, ws, code)
 
 
+def via_cli_process(argv, cwd=None, timeout=600) -> Outcome:
+    """`python -m harness ARGV` in its own process, as a user runs it (nothing shared between runs)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-m", "harness", *[str(a) for a in argv]], capture_output=True, text=True,
+                          env=env, cwd=cwd or root, timeout=timeout)
+    text = done.stdout + done.stderr
+    if TRACE.search(text):
+        return Outcome("traceback", text, value=done.returncode)
+    if done.returncode == 0:
+        return Outcome("ran", text, value=done.returncode)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("harness: ")]
+    return Outcome("line" if len(errors) == 1 else "traceback", text, value=done.returncode)
+
+
 def via_pytest(pytester, *args) -> Outcome:
     """`pytest --pyargs harness.suites -m sanity ARGS` in-process."""
     result = pytester.runpytest("--pyargs", "harness.suites", "-m", "sanity", "-p", "no:cacheprovider",

@@ -15,7 +15,6 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,11 @@ import torch
 
 import harness.cli  # noqa: F401  imported before pytester snapshots sys.modules (see reliability_surfaces)
 import harness.study  # noqa: F401
-from harness import RecipeError
 from harness.data import cifar10, fashion_mnist
 from harness.recipes import load_recipe
 from tests import reliability_recipes as R
 from tests.fakedata import write_cifar10, write_fashion_mnist
-from tests.reliability_surfaces import TRACE, Outcome, via_api, via_cli, via_pytest
+from tests.reliability_surfaces import TRACE, Outcome, via_api, via_cli, via_cli_process, via_pytest
 
 try:
     import optuna  # noqa: F401  the study's storage imports SQLAlchemy; keep it out of pytester's snapshot
@@ -152,8 +150,7 @@ RECIPES = {
                      line("[inputs_not_float]", "uint8")),
     "HALF_INPUTS": ("float16 inputs, float32 model",
                     line("inputs are float16", "convert the inputs"), line("inputs are float16", "convert the inputs"),
-                    line("float16", xfail="owner: H4 — [train_step_crashed] shows torch's 'mat1 and mat2 must have the "
-                                          "same dtype, but got Half and Float', not the fit's 'inputs are float16; convert'")),
+                    line("float16")),
     "DICT_DATASET": ("a Dataset whose samples are dicts",
                      line("batch is a dict with keys", "collate_fn"), line("batch is a dict with keys", "collate_fn"),
                      line("batch is a dict with keys")),
@@ -205,8 +202,7 @@ RECIPES = {
                        line("model", "instance", xfail="owner: H2 — as in the API")),
     "DOUBLE_MODEL": ("a float64 model, float32 inputs",
                      line("model's parameters are float64"), line("model's parameters are float64"),
-                     line("float64", xfail="owner: H4 — [train_step_crashed] shows torch's 'got Float and Double', "
-                                           "not the fit's 'parameters are float64; convert the inputs'")),
+                     line("float64")),
     "LOSS_CLASS": ("loss=nn.CrossEntropyLoss (the class, not an instance)",
                    line("loss", "CrossEntropyLoss()", xfail=H2_MODEL_CRASH.format(
                        "RuntimeError 'Boolean value of Tensor with more than one value is ambiguous'")
@@ -451,18 +447,20 @@ def test_io_on_a_full_disk_keeps_the_old_file(mount):
 
 
 def _finished_sweep(tmp_path):
+    """A finished two-run sweep, run as its own process (as are the re-runs below: an in-process run
+    would keep the study's database open)."""
     out = tmp_path / "out"
     argv = ["sweep", "lr", "--values", "0.05,0.1", "--epochs", "1", "--subset", "200", "--out", out,
             "--no-figures", "--quiet"]
-    first = via_cli(argv)
+    first = via_cli_process(argv)
     assert first.kind == "ran", first.text
     return out, argv
 
 
 _DB_XFAIL = pytest.mark.xfail(strict=True, reason="owner: H6 — a damaged OUT/study.db gives 'harness: error: --storage "
-                              "sqlite:///OUT/study.db: cannot open it (file is not a database); give a database URL such "
-                              "as postgresql+psycopg://...' (harness/study/storage.py): it should say to delete it (or "
-                              "use another --out) to start afresh")
+                              "sqlite:///OUT/study.db: cannot open it (database disk image is malformed); give a database "
+                              "URL such as postgresql+psycopg://...' (harness/study/storage.py): it should say to delete it "
+                              "(or use another --out) to start afresh")
 
 
 @pytest.mark.parametrize("damage", [pytest.param("truncated", marks=_DB_XFAIL), "empty",
@@ -473,7 +471,7 @@ def test_a_study_database_left_damaged_is_rerun_or_one_line(tmp_path, damage):
     assert db.is_file(), list(out.rglob("*"))
     data = db.read_bytes()
     db.write_bytes({"truncated": data[: len(data) // 3], "empty": b"", "not a database": b"garbage" * 100}[damage])
-    outcome = via_cli(argv)
+    outcome = via_cli_process(argv)
     if outcome.kind == "ran":  # started afresh: the results are whole again
         assert len(json.loads((out / "results.json").read_text())["runs"]) == 2
     else:
@@ -485,7 +483,7 @@ def test_a_corrupt_results_json_is_rewritten_or_one_line(tmp_path, damage):
     out, argv = _finished_sweep(tmp_path)
     text = (out / "results.json").read_text()
     (out / "results.json").write_text({"truncated": text[:100], "not json": "garbage"}[damage])
-    outcome = via_cli(argv)
+    outcome = via_cli_process(argv)
     if outcome.kind == "ran":
         json.loads((out / "results.json").read_text())
     else:

@@ -92,7 +92,9 @@ def check_split_shapes(data, recipe=None) -> CheckResult:
                 continue
             x, y = sample(split, 64)
         except Exception as e:
-            problems.append(("split_unreadable", f"{name}: reading it raised {type(e).__name__}: {e}"))
+            problems.append(("split_unreadable", f"{name}: reading it raised {type(e).__name__}: {e}; give "
+                                                  "(inputs, targets) as tensors or numpy arrays, or a Dataset "
+                                                  "whose items are (input, target) tensors"))
             continue
         if batch_len(x) != batch_len(y):
             problems.append(("split_lengths_differ", f"{name}: {batch_len(x)} inputs but {batch_len(y)} targets"))

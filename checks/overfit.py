@@ -215,6 +215,9 @@ def _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, 
     ref = "" if reference is None else f"; Adam(lr={REFERENCE_LR:g}) does not either ({reference[1]:.3g})"
     symptom = "cannot_overfit_sample" if check == "overfit_sample" else "cannot_overfit_batch"
     hints = []
+    if math.isfinite(loss) and abs(loss - start) <= 1e-3 * max(abs(start), 1e-12):
+        hints.append("the loss never moved: every output is clamped or constant (a ReLU after the last layer, as "
+                     "SqueezeNet's head has, can switch all logits to 0) or no gradient reaches the head")
     if math.isfinite(loss) and loss > 0.3 * start:
         hints.append("the loss stalls: outputs squashed by a softmax/sigmoid before a loss that applies its own "
                      "(see outputs_are_logits)")

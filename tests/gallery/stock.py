@@ -25,6 +25,13 @@ from harness.data import digits28
 STOCK = {}       # NAME -> Recipe
 CI = ("RESNET18_ZERO_INIT", "MOBILENET_V3_SMALL", "VIT_TINY")  # the representative part CI runs
 
+# Findings we believe are true, not false alarms. SqueezeNet 1.1 ends in Conv -> ReLU -> AvgPool, so
+# its logits are clamped at 0: from random init with its usual SGD (lr 0.01 and 0.04, seeds 0 and 1)
+# every logit is switched off and the loss sits at exactly ln 10 for 300+ steps on 16 samples, and
+# Adam at 3e-3 does the same; AdamW at 1e-3 moves (2.30 -> 0.58 in 300 steps) but does not
+# memorise. A user training it this way would see chance accuracy, so the suite says so.
+EXPECTED_FINDINGS = {"SQUEEZENET": "cannot_overfit_batch"}
+
 
 _DIGITS: dict = {}
 

@@ -204,19 +204,31 @@ def main(argv=None) -> int:
     recipes = stock_recipes()
     names = [n for n in args.models.split(",") if n] or list(recipes)
     load = os.getloadavg()
-    lines = []
     results = {}
     for name in names:
         spec, _ = recipes[name]
         ours = run_ours(spec, args.threads)
+        print(f"{name}: ours {ours['cpu']:.1f} s CPU = {ours['steps']} steps ({ours['outcome']})", file=sys.stderr, flush=True)
         theirs = {"seconds": None, "cpu": None} if args.no_pytest_torch else run_pytest_torch(name, args.threads)
+        print(f"{name}: pytest-torch {theirs['cpu']} s CPU", file=sys.stderr, flush=True)
         results[name] = ours, theirs
-        print(f"{name}: ours {ours['cpu']:.1f} s CPU = {ours['steps']} steps ({ours['outcome']}); "
-              f"pytest-torch {theirs['cpu']} s CPU", file=sys.stderr, flush=True)
+        write(args.out, report(results, load, [], args.threads))  # partial results survive an interrupted run
     runs = [default_recipe_wall(args.threads) for _ in range(args.default_runs)]
-    lines.append(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
-                 f"OMP_NUM_THREADS={args.threads}, load average {load[0]:.1f} at the start and "
-                 f"{os.getloadavg()[0]:.1f} at the end (2 cores, shared with other jobs).\n")
+    write(args.out, report(results, load, runs, args.threads))
+    return 0
+
+
+def write(out, text):
+    if out == "-":
+        print(text)
+    else:
+        Path(out).write_text(HEADER + text)
+
+
+def report(results, load, runs, threads) -> str:
+    lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
+             f"OMP_NUM_THREADS={threads}, load average {load[0]:.1f} at the start and "
+             f"{os.getloadavg()[0]:.1f} at the end (2 cores, shared with other jobs).\n"]
     lines.append("| model | ours: training steps (budget %d) | ours: CPU s | one step: CPU ms (wall ms), batch | "
                  "pytest-torch: CPU s | pytest-torch in steps | ours / pytest-torch (CPU) | ours: outcome | "
                  "ours: costliest checks (steps) |" % BUDGET_STEPS)
@@ -230,20 +242,15 @@ def main(argv=None) -> int:
                      f"{ours['batch']} | {theirs.get('cpu') and round(theirs['cpu'], 1)} | {theirs_steps} | {ratio} | "
                      f"{ours['outcome']} | {slow} |")
     lines.append("")
-    lines.append(f"Default recipe, `pytest -m sanity` (start-up included), {len(runs)} runs: wall "
-                 + ", ".join(f"{w:.1f}" for w, _ in runs) + " s; CPU " + ", ".join(f"{c:.1f}" for _, c in runs) + " s.")
+    if runs:
+        lines.append(f"Default recipe, `pytest -m sanity` (start-up included), {len(runs)} runs: wall "
+                     + ", ".join(f"{w:.1f}" for w, _ in runs) + " s; CPU " + ", ".join(f"{c:.1f}" for _, c in runs) + " s.")
     failures = {n: (o["failures"], t.get("failures")) for n, (o, t) in results.items() if o["failures"] or t.get("failures")}
     if failures:
         lines.append("\nFailures (ours; pytest-torch):\n")
         for n, (ours_f, theirs_f) in failures.items():
             lines.append(f"- {n}: {ours_f or '-'}; {theirs_f or '-'}")
-    text = "\n".join(lines) + "\n"
-    if args.out == "-":
-        print(text)
-    else:
-        Path(args.out).write_text(HEADER + text)
-        print(text)
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 HEADER = """# What the sanity suite costs on stock architectures

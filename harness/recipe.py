@@ -26,6 +26,7 @@ import torch
 
 from harness import batching, parse, tasks
 from harness.batching import is_pair, split_len
+from harness.checks import registry
 from harness.errors import HarnessWarning, RecipeError
 from harness.schedules import plain_sgd
 
@@ -222,8 +223,10 @@ class Recipe:
             if value is not None and not callable(value):
                 raise RecipeError(f"Recipe.{field_name} must be a function, got {type(value).__name__}")
         set_("forward", Forward(self.forward))
-        if isinstance(self.suppress, str):
-            set_("suppress", (self.suppress,))
+        try:  # a string, a typo or a non-string is one line naming the closest registered check id
+            set_("suppress", registry.validate_suppress(self.suppress, "Recipe.suppress"))
+        except registry.UnknownCheck as e:
+            raise RecipeError(str(e)) from None
         check_hparams(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs, where="Recipe")
         if self.diverge_lr is not None:
             check_hparams(lr=self.diverge_lr, where="Recipe diverge_lr")

@@ -270,3 +270,18 @@ def test_every_public_name_of_the_lazy_package_resolves():
     assert {"Recipe", "Data", "tasks", "load_recipe", "fit", "RecipeError"} <= set(harness.__all__)
     with pytest.raises(AttributeError, match="no attribute 'Recpie'"):
         harness.Recpie  # noqa: B018
+
+
+def test_a_recipe_with_suppress_as_a_string_or_a_typo_is_one_line(tmp_path, capsys):
+    from harness import RecipeError, cli
+    from harness.recipes import digits28
+
+    with pytest.raises(RecipeError, match=r"^Recipe.suppress='labels' is a string.*write suppress=\('labels',\)"):
+        digits28().replace(suppress="labels")
+    with pytest.raises(RecipeError, match=r"^Recipe.suppress: unknown check id 'labls'; did you mean 'labels'\?$"):
+        digits28().replace(suppress=("labls",))
+    recipe = tmp_path / "typo.py"
+    recipe.write_text("from harness.recipes import digits28\n\nRECIPE = digits28().replace(suppress=('labls',))\n")
+    assert cli.main(["eda", "--recipe", f"{recipe}:RECIPE", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("did you mean 'labels'?"), err

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.checks import registry
 from tests.gallery import task_bugs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +53,12 @@ def test_every_example_has_a_twin():
 def test_example_passes_sanity(pytester, name):
     needs_extra(name)
     result = run_sanity(pytester, f"{ROOT / 'examples' / name}.py:RECIPE")
-    outcomes = result.parseoutcomes()
-    out = result.stdout.str()
-    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, out[-4000:]
-    assert outcomes.get("passed", 0) >= 12, out[-4000:]
+    outcomes, out = result.parseoutcomes(), result.stdout.str()[-4000:]
+    # not tests.outcomes.assert_healthy: its counts per task do not yet include the tasks' own skips
+    # (Regression's loss_at_init, integer-id inputs' input_range, ...)
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, out
+    assert outcomes.get("passed", 0) + outcomes.get("skipped", 0) == registry.count("sanity"), out
+    assert outcomes.get("passed", 0) >= 15, out
 
 
 @pytest.mark.parametrize("twin", TWINS)

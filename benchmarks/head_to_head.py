@@ -36,6 +36,7 @@ from tests.gallery import bugs, healthy  # noqa: E402
 
 GALLERY = ROOT / "tests" / "gallery"
 TOOLS = ("recipe-harness", "torchtest2", "neural-net-checklist", "pytest-torch")
+KEEP = "<!-- recorded by hand below: kept when this script rewrites the file -->"
 
 
 def cases(only=None):
@@ -144,11 +145,13 @@ def main(argv=None):
             row[tool] = (flagged, found, time.perf_counter() - t)
         rows.append(row)
         print(name, {k: (v[0], v[1][:3]) for k, v in row.items() if k in TOOLS}, flush=True)
-    Path(args.out).write_text(render(rows))
+    out = Path(args.out)
+    kept = out.read_text().partition(KEEP)[1:] if out.exists() else ("", "")
+    out.write_text(render(rows, " ".join(sys.argv[1:]) if argv is None else " ".join(argv)) + "".join(kept))  # the hand-recorded sections after KEEP stay
     print(f"wrote {args.out}")
 
 
-def render(rows) -> str:
+def render(rows, args: str = "") -> str:
     bug_rows = [r for r in rows if r["expected"]]
     ok_rows = [r for r in rows if not r["expected"]]
     lines = ["# Head-to-head: the bug gallery through four tools", "",
@@ -158,6 +161,7 @@ def render(rows) -> str:
              "one, the recipe's optimizer; ours runs `pytest -m sanity --recipe ...` as a user would. "
              "Caught: the tool reports at least one failure on a planted bug (for ours, `right name`: the failure "
              "names the expected symptom). False alarm: any failure on a healthy recipe.", "",
+             f"This run: `python benchmarks/head_to_head.py {args}`".rstrip() + f" ({len(rows)} recipes).", "",
              "| tool | caught | right name | missed | false alarms | seconds |", "|---|---|---|---|---|---|"]
     for tool in TOOLS:
         caught = sum(r[tool][0] for r in bug_rows)

@@ -435,3 +435,39 @@ def test_input_dtype_mismatch_is_flagged_only_against_the_first_layer(batch):
 def test_float_dtype_mismatch_names_both_dtypes(model, batch):
     r = M.check_output_shape(recipe(), model, (batch[0].half(), batch[1]))
     assert r.name == "inputs_dtype_differs_from_model" and "torch.float16" in r.observed
+
+
+def test_loss_per_label_catches_softmax_over_labels():
+    from harness.checks.loss import check_loss_per_label
+    y = (torch.rand(16, 5, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    multi = recipe(task=tasks.MultiLabel(5), num_classes=None)
+    assert check_loss_per_label(multi, (torch.zeros(16, 3), y)).passed  # the task's BCE with logits
+    softmax_ce = multi.replace(loss=lambda out, t: F.cross_entropy(out, t))
+    assert check_loss_per_label(softmax_ce, (torch.zeros(16, 3), y)).name == "labels_compete_in_loss"
+    assert "skipped" in check_loss_per_label(recipe(), (torch.zeros(16, 3), torch.zeros(16).long())).data
+
+
+def test_target_shift_catches_an_unshifted_and_a_doubly_shifted_loss():
+    from harness.checks.loss import check_target_shift
+    ids = torch.randint(0, 20, (8, 12), generator=torch.Generator().manual_seed(0))
+    lm = recipe(task=tasks.CausalLM(20), num_classes=None)
+    r = check_target_shift(lm, (ids, ids))
+    assert r.passed, r.message()
+    unshifted = lm.replace(loss=lambda out, t: F.cross_entropy(out.flatten(0, 1), t.flatten()))
+    assert check_target_shift(unshifted, (ids, ids)).name == "targets_not_shifted"
+    pre_shifted = ids.roll(-1, 1)  # targets already shifted, and the task's loss shifts again
+    assert check_target_shift(lm, (ids, pre_shifted)).name == "targets_shifted_twice"
+
+
+def test_checks_that_need_the_loss_defer_to_output_shape(model, batch):
+    wide = nn.Sequential(model, nn.Linear(4, 5))  # 5 outputs for 4 classes: output_shape's finding
+    assert M.check_output_shape(recipe(), wide, batch).name == "output_shape_wrong"
+    for result in (M.check_gradients(recipe(), wide, batch), M.check_one_step(recipe(), wide, batch),
+                   check_gradcheck(recipe(), wide, batch), check_overfit(recipe(), wide, batch)):
+        assert "skipped" in result.data and "output_shape" in result.data["skipped"]
+
+
+def test_train_step_compares_only_the_parameters_the_optimizer_holds(model):
+    head_only = recipe(optimizer=lambda params, lr: torch.optim.SGD(list(params)[-2:], lr=lr))
+    r = check_train_step(head_only, model, _two_batches())
+    assert r.passed, r.message()

@@ -13,6 +13,9 @@ one-element list or tuple, `([optimizer], [scheduler])`, or the dict form with a
 `lr_scheduler` (a scheduler or a dict with "interval" and "frequency"), which is stepped as the
 Trainer would: after every `frequency` optimizer steps, or every `frequency` epochs.
 
+`data` is the usual data factory, or a LightningDataModule (class or instance): its
+train/val/test dataloaders become the splits (after prepare_data and setup).
+
 The recipe's lr is the lr the module sets (its optimizer's `defaults["lr"]`) unless `lr=` is
 given. A harness lr (an lr sweep, `--lr`) overrides it: every param group's lr, and the
 schedulers' base lrs, are scaled by `lr / defaults["lr"]`, so a group with its own lr keeps its
@@ -21,6 +24,7 @@ with one line. `self.log` / `self.log_dict` calls do nothing here (there is no T
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 import weakref
@@ -28,7 +32,7 @@ from typing import Callable
 
 import torch
 
-from harness.recipe import Recipe, RecipeError
+from harness.recipe import Data, Recipe, RecipeError
 
 _LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # lr-valued entries torch schedulers keep in param groups
 _SCHEDULES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimizer -> its LRSchedulerConfigs
@@ -63,9 +67,27 @@ def from_lightning(module_factory: Callable, data: Callable, **fields) -> Recipe
     if "lr" not in fields:
         fields["lr"] = _module_lr(module_factory, pl)
     fields.setdefault("name", getattr(module_factory, "__name__", "lightning"))
+    if isinstance(data, pl.LightningDataModule) or isinstance(data, type) and issubclass(data, pl.LightningDataModule):
+        data = functools.partial(datamodule_data, data)
     # the scheduler takes epochs=, so Recipe.make_scheduler passes them (interval "epoch" needs steps per epoch)
     return Recipe(model=module_factory, data=data, optimizer=configure_optimizer,
                   scheduler=lightning_scheduler, train_step=lightning_step, **fields)
+
+
+def datamodule_data(datamodule) -> Data:
+    """Data from a LightningDataModule (or its class): prepare_data, setup, then its dataloaders as the
+    splits (val and test only when the module defines them)."""
+    pl = _lightning()
+    dm = datamodule() if isinstance(datamodule, type) else datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    defined = lambda hook: getattr(type(dm), hook) is not getattr(pl.LightningDataModule, hook)  # noqa: E731
+    val = dm.val_dataloader() if defined("val_dataloader") else None
+    test = None
+    if defined("test_dataloader"):
+        dm.setup("test")
+        test = dm.test_dataloader()
+    return Data(train=dm.train_dataloader(), val=val, test=test)
 
 
 def _module_lr(module_factory, pl) -> float:

@@ -195,6 +195,29 @@ def test_an_lr_sweep_overrides_the_modules_lr():
     assert train(recipe, lr=0.01, epochs=2).history.lr == pytest.approx([0.01, 0.005])
 
 
+class BlobsModule(pl.LightningDataModule):
+    def setup(self, stage):
+        self.data = blobs()
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*self.data.train), batch_size=32, shuffle=True)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*self.data.val), batch_size=32)
+
+
+@pytest.mark.parametrize("datamodule", [BlobsModule, BlobsModule()], ids=["class", "instance"])
+def test_a_lightning_datamodule_gives_the_splits(datamodule):
+    from harness import train
+
+    recipe = Recipe.from_lightning(lambda: Lit(lr=0.3), data=datamodule, task=tasks.Classification(4),
+                                   batch_size=32, epochs=3)
+    data = recipe.load_data()
+    assert data.test is None and len(data.train.dataset) == 128 and len(data.val.dataset) == 128
+    history = train(recipe).history
+    assert history.steps == [4, 4, 4] and history.val_acc[-1] > 0.9
+
+
 def test_importing_harness_does_not_import_lightning():
     code = "import sys, harness, harness.recipe; assert 'lightning' not in sys.modules and 'pytorch_lightning' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

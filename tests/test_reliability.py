@@ -131,9 +131,7 @@ RECIPES = {
                 line("[inputs_not_finite] val")),
     "LABELS_LIST": ("labels as a Python list",
                     line("train split", "tensors or numpy arrays"), line("train split", "tensors or numpy arrays"),
-                    line("train", "tensors or numpy arrays",
-                         xfail="owner: H4 — [split_unreadable] shows torch's 'expected Tensor as element 1 in "
-                               "argument 0, but got list', not the fix (checks/data.py)")),
+                    line("train", "tensors or numpy arrays")),
     "CUDA_TENSORS": ("data built on CUDA on a machine without it",
                      line("data factory raised RuntimeError", "NVIDIA driver"),
                      line("data factory raised RuntimeError", "NVIDIA driver"),

@@ -174,7 +174,7 @@ def fit(model: torch.nn.Module, data: Data, config: Optional[FitConfig] = None, 
             hist.seconds.append(time.perf_counter() - t0)
             _check_lr(opt, f"in epoch {epoch}")
             # --- record: the lr the optimizer actually used, the steps it took, loss and main metric
-            hist.lr.append(watch.lr if watch.lr is not None else opt.param_groups[0]["lr"])
+            hist.lr.append(watch.lr if watch.lr is not None else current_lr(opt))
             hist.steps.append(watch.steps)
             hist.train_loss.append(train_loss)
             hist.train_acc.append(train_score)
@@ -290,7 +290,7 @@ class _StepWatch:
     def _after(self, *_):
         # right after optimizer.step(), before any scheduler moves it: the lr this step used
         if not self.steps:
-            self.lr = self.opt.param_groups[0]["lr"]
+            self.lr = current_lr(self.opt)
         self.steps += 1
 
     def new_epoch(self):
@@ -299,6 +299,12 @@ class _StepWatch:
     def remove(self):
         for hook in self.hooks:
             hook.remove()
+
+
+def current_lr(opt) -> float:
+    """The first param group's lr as a float (a capturable optimizer may hold it as a tensor)."""
+    lr = opt.param_groups[0]["lr"]
+    return float(lr) if isinstance(lr, torch.Tensor) else lr
 
 
 def _check_lr(opt, when: str) -> None:

@@ -38,6 +38,14 @@ _LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # lr-valued entries torch s
 _SCHEDULES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimizer -> its LRSchedulerConfigs
 
 
+def _lightning_base(obj, name: str):
+    """The Lightning base class `name` that `obj` (an instance or a class) derives from, or None;
+    either package counts (`lightning.pytorch` or the standalone `pytorch_lightning`)."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return next((c for c in cls.__mro__ if c.__name__ == name
+                 and c.__module__.split(".")[0] in ("lightning", "pytorch_lightning")), None)
+
+
 def _lightning():
     try:
         import lightning.pytorch as pl
@@ -63,11 +71,11 @@ def from_lightning(module_factory: Callable, data: Callable, **fields) -> Recipe
     if not callable(module_factory):
         raise RecipeError("Recipe.from_lightning: pass a function (or class) that returns a fresh LightningModule, "
                           f"got {type(module_factory).__name__}")
-    pl = _lightning()
+    _lightning()  # a one-line error naming the extra when Lightning is not installed
     if "lr" not in fields:
-        fields["lr"] = _module_lr(module_factory, pl)
+        fields["lr"] = _module_lr(module_factory)
     fields.setdefault("name", getattr(module_factory, "__name__", "lightning"))
-    if isinstance(data, pl.LightningDataModule) or isinstance(data, type) and issubclass(data, pl.LightningDataModule):
+    if _lightning_base(data, "LightningDataModule") is not None:
         data = functools.partial(datamodule_data, data)
     # the scheduler takes epochs=, so Recipe.make_scheduler passes them (interval "epoch" needs steps per epoch)
     return Recipe(model=module_factory, data=data, optimizer=configure_optimizer,
@@ -77,11 +85,11 @@ def from_lightning(module_factory: Callable, data: Callable, **fields) -> Recipe
 def datamodule_data(datamodule) -> Data:
     """Data from a LightningDataModule (or its class): prepare_data, setup, then its dataloaders as the
     splits (val and test only when the module defines them)."""
-    pl = _lightning()
     dm = datamodule() if isinstance(datamodule, type) else datamodule
     dm.prepare_data()
     dm.setup("fit")
-    defined = lambda hook: getattr(type(dm), hook) is not getattr(pl.LightningDataModule, hook)  # noqa: E731
+    base = _lightning_base(dm, "LightningDataModule")
+    defined = lambda hook: getattr(type(dm), hook) is not getattr(base, hook)  # noqa: E731
     val = dm.val_dataloader() if defined("val_dataloader") else None
     test = None
     if defined("test_dataloader"):
@@ -90,13 +98,13 @@ def datamodule_data(datamodule) -> Data:
     return Data(train=dm.train_dataloader(), val=val, test=test)
 
 
-def _module_lr(module_factory, pl) -> float:
+def _module_lr(module_factory) -> float:
     """The lr the module's configure_optimizers sets (one probe module, thrown away)."""
     try:
         module = module_factory()
     except Exception as e:
         raise RecipeError(f"Recipe.from_lightning: the module factory raised {type(e).__name__}: {e}") from e
-    if not isinstance(module, pl.LightningModule):
+    if _lightning_base(module, "LightningModule") is None:
         raise RecipeError(f"Recipe.from_lightning: the factory returned {type(module).__name__}, "
                           "not a LightningModule; for a plain nn.Module use Recipe(model=..., ...)")
     optimizer, _ = _configure(module)
@@ -105,8 +113,12 @@ def _module_lr(module_factory, pl) -> float:
 
 def _configure(module):
     """Call configure_optimizers and parse it as Lightning does: (optimizer, [LRSchedulerConfig])."""
-    from lightning.pytorch.core.optimizer import _configure_optimizers, _configure_schedulers_automatic_opt
-    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+    try:
+        from lightning.pytorch.core.optimizer import _configure_optimizers, _configure_schedulers_automatic_opt
+        from lightning.pytorch.utilities.exceptions import MisconfigurationException
+    except ImportError:  # only the standalone package is installed
+        from pytorch_lightning.core.optimizer import _configure_optimizers, _configure_schedulers_automatic_opt
+        from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     name = type(module).__name__
     if not module.automatic_optimization:

@@ -218,6 +218,31 @@ def test_a_lightning_datamodule_gives_the_splits(datamodule):
     assert history.steps == [4, 4, 4] and history.val_acc[-1] > 0.9
 
 
+def test_a_module_from_the_standalone_pytorch_lightning_package_works_too():
+    ptl = pytest.importorskip("pytorch_lightning")
+    from harness import train
+
+    class Standalone(ptl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            loss = F.cross_entropy(self(batch[0]), batch[1])
+            self.log("loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.2)
+
+    recipe = Recipe.from_lightning(Standalone, data=blobs, task=tasks.Classification(4), batch_size=32, epochs=2)
+    assert recipe.lr == 0.2
+    assert train(recipe).history.val_acc[-1] > 0.8
+
+
 def test_importing_harness_does_not_import_lightning():
     code = "import sys, harness, harness.recipe; assert 'lightning' not in sys.modules and 'pytorch_lightning' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

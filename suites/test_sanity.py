@@ -5,7 +5,11 @@
 
 The blog's steps in order: inspect the data, check shapes and the loss at init, check
 gradients and one step, check the training step against a reference, overfit one sample,
-then one batch.
+then one batch. Every check runs the recipe's own forward, loss, optimizer, lr, scheduler and
+train_step (harness.checks.recipe_ops); a check that does not apply to the recipe's task, or to
+this model or data, is skipped with the reason, never passed. Data checks read a fixed-size
+sample of each split. Augmentation is declared by a training Dataset whose __getitem__ is
+random (reading one index twice gives different inputs); augmentation_labels then checks it.
 """
 import time
 

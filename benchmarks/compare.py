@@ -325,7 +325,7 @@ def main(argv=None) -> int:
     best, rounds = {}, {}
     for r in range(args.rounds):
         for bs in sizes:
-            for name in loops:
+            for name in loops[r % len(loops):] + loops[:r % len(loops)]:  # rotated: no loop always runs first
                 torch.set_num_threads(args.threads)
                 # wall clock: the harness measures its thread count; CPU clock: every loop on --threads
                 runtime.set_threads_override("auto" if args.clock == "wall" else args.threads)

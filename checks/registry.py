@@ -85,7 +85,7 @@ _ALL = (
     # --- the model at initialisation ------------------------------------------------------------
     Check("output_shape", "model", "layer size mismatches, a wrong head",
           ("forward_crashed", "output_not_tensor", "output_shape_wrong", "output_dtype_wrong",
-           "outputs_not_finite", "inputs_not_float", "inputs_not_ids")),
+           "outputs_not_finite", "inputs_not_float", "inputs_not_ids", "inputs_dtype_differs_from_model")),
     Check("outputs_are_logits", "model", "softmax before cross_entropy", ("outputs_are_probabilities",)),
     Check("init_logit_scale", "model", "a last layer initialised over-confident (large logits at init)",
           ("logits_overconfident_at_init",)),

@@ -26,7 +26,13 @@ from collections import Counter
 import optuna
 
 
+TRAIN = (0.1, 0.3)  # seconds a trial "trains" (--train LOW:HIGH; 0:0 measures the storage alone)
+
+
 def storage_for(kind: str, path: str, heartbeat: bool = True):
+    if kind.startswith("postgresql"):
+        return optuna.storages.RDBStorage(kind, heartbeat_interval=1, grace_period=3,
+                                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
     if kind == "sqlite":
         extra = dict(heartbeat_interval=1, grace_period=3,
                      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback()) if heartbeat else {}
@@ -63,7 +69,7 @@ def worker(kind: str, path: str) -> int:
             if beats:  # as harness.study.trials: a heartbeat thread while the trial runs
                 storage.record_heartbeat(claimed._trial_id)
                 threading.Thread(target=beat, args=(storage, claimed._trial_id, stop), daemon=True).start()
-            time.sleep(random.uniform(0.1, 0.3))
+            time.sleep(random.uniform(*TRAIN))
             trial = optuna.Trial(study, claimed._trial_id)
             trial.set_user_attr("worker", os.getpid())
             study.tell(trial, 1.0)
@@ -83,13 +89,15 @@ def beat(storage, trial_id, stop):
 
 
 def measure(kind: str, workers: int, trials: int, kills: int) -> dict:
-    folder = tempfile.mkdtemp(prefix=f"storage-{kind}-")
+    folder = tempfile.mkdtemp(prefix="storage-")
     path = os.path.join(folder, "study")
+    if kind.startswith("postgresql"):
+        optuna.delete_study(study_name="s", storage=kind) if "s" in optuna.get_all_study_names(kind) else None
     study = optuna.create_study(study_name="s", storage=storage_for(kind, path))
     for i in range(trials):
         study.enqueue_trial({"i": i})  # fixed params in system attrs; claims read none
     start = time.monotonic()
-    cmd = [sys.executable, __file__, "--worker", kind, path]
+    cmd = [sys.executable, __file__, "--worker", kind, path, ":".join(map(str, TRAIN))]
     procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
     born = [time.monotonic()] * workers
     stalls, killed_at, errs = [], [], []
@@ -127,23 +135,28 @@ def measure(kind: str, workers: int, trials: int, kills: int) -> dict:
 
 
 def main(argv=None) -> int:
+    global TRAIN
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        TRAIN = tuple(map(float, sys.argv[4].split(":")))
         return worker(sys.argv[2], sys.argv[3])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--trials", type=int, default=300)
     p.add_argument("--kills", type=int, default=12)
-    p.add_argument("--kinds", default="sqlite,journal")
+    p.add_argument("--kinds", default="sqlite,journal", help="sqlite, journal or a postgresql+psycopg:// URL")
+    p.add_argument("--train", default="0.1:0.3", help="seconds a trial trains, LOW:HIGH (0:0: the storage alone)")
     args = p.parse_args(argv)
+    TRAIN = tuple(map(float, args.train.split(":")))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     import warnings
     warnings.simplefilter("ignore")
     for kind in args.kinds.split(","):
         r = measure(kind, args.workers, args.trials, args.kills)
         lost = args.trials - r["finished"]
-        print(f"{kind:8s} {args.workers} workers, {r['kills']} kill -9: {r['finished']}/{args.trials} finished, "
+        print(f"{kind.split('@')[-1]:8s} {args.workers} workers, {r['kills']} kill -9: {r['finished']}/{args.trials} finished, "
               f"{lost} lost (states {r['states']}), {r['twice']} finished twice, {r['errors']} worker errors, "
-              f"longest stall {r['longest_stall_s']:.1f} s, {'HUNG, ' if r['hung'] else ''}{r['seconds']:.0f} s"
+              f"longest stall {r['longest_stall_s']:.1f} s, {'HUNG, ' if r['hung'] else ''}{r['seconds']:.0f} s "
+              f"({60 * r['finished'] / r['seconds']:.0f} trials/min)"
               + (f"; first error: {r['first_error']}" if r["first_error"] else ""), flush=True)
     return 0
 

@@ -121,7 +121,7 @@ def open_study(storage, name: str, identity: dict, plan: list, distributions: di
         return study
     study.set_user_attr("identity", identity)
     study.set_user_attr("distributions", {k: distribution_to_json(d) for k, d in distributions.items()})
-    enqueue(study, plan)
+    enqueue(study, plan, distributions)
     study.set_user_attr("planned", len(plan))
     return study
 
@@ -143,9 +143,20 @@ def _missing(study, plan: list) -> set:
     return {c.key() for c in plan} - live
 
 
-def enqueue(study, configs: list) -> None:
+def enqueue(study, configs: list, distributions: Optional[dict] = None) -> None:
+    """Add each config as a WAITING trial with its parameters already set (one commit each)."""
+    import optuna
+
+    distributions = distributions if distributions is not None else study_distributions(study)
     for config in configs:
-        study.enqueue_trial(config.params(), user_attrs={"key": config.key(), "config": _config_dict(config)})
+        attrs = {"key": config.key(), "config": _config_dict(config)}
+        params = {k: v for k, v in config.params().items() if k in distributions}
+        try:
+            study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState.WAITING, params=params, user_attrs=attrs,
+                distributions={k: distributions[k] for k in params}))
+        except ValueError:  # a value outside the study's first ranges: Optuna's own queue records it
+            study.enqueue_trial(params, user_attrs=attrs)
 
 
 def _config_dict(config: Config) -> dict:

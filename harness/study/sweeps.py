@@ -30,7 +30,7 @@ from harness.study.one_run import check_lr_is_used, check_swept_value_used
 from harness.study.progress import StudyProgress
 from harness.study.storage import (HEARTBEAT, default_url, distributions_for, finished_results, open_storage,
                                    open_study, redact)
-from harness.study.trials import Job, TrialError, run_trials, finished_keys
+from harness.study.trials import Job, TrialError, finished_keys, run_trials
 
 VECTORIZE_MODES = ("auto", "on", "off")
 
@@ -94,7 +94,7 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
             with _shipped(job, given, data, out):
                 run_workers(job, jobs, max(1, runtime.thread_cap() // jobs))
         elif left:
-            run_trials(job, recipe=recipe, data=data)
+            run_trials(job, recipe=recipe, data=data, storage=optuna_storage)
     results = finished_results(the_study)
     if configs:
         by_key = {r["key"]: r for r in results}

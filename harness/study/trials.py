@@ -16,9 +16,11 @@ configuration, refuses a repeat, and enqueues its other seeds for whoever is fre
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -72,14 +74,15 @@ def _pruner(job: Job):
             "none": optuna.pruners.NopPruner()}[job.prune]
 
 
-def run_trials(job: Job, recipe=None, data=None, stop: Optional[threading.Event] = None) -> int:
-    """Run trials of `job.study` until none is waiting or running (or `stop` is set); return how many."""
+def run_trials(job: Job, recipe=None, data=None, stop: Optional[threading.Event] = None, storage=None) -> int:
+    """Run trials of `job.study` until none is waiting or running (or `stop` is set); return how many.
+    `storage`: the caller's open storage for `job.storage` (else it is opened here)."""
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")
     warnings.filterwarnings("ignore", message=".*Fixed parameter.*")
-    storage = open_storage(job.storage, job.heartbeat)
+    storage = storage or open_storage(job.storage, job.heartbeat)
     study = optuna.load_study(study_name=job.study, storage=storage, sampler=_sampler(job), pruner=_pruner(job))
     dists = study_distributions(study)
     if recipe is None:
@@ -89,12 +92,18 @@ def run_trials(job: Job, recipe=None, data=None, stop: Optional[threading.Event]
     done = 0
     while not (stop and stop.is_set()):
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial goes back to the queue
-        claimed = _claim(study, storage, job)
-        if not claimed and job.tpe:
-            claimed = _ask_tpe(study, storage, job, dists)
-        if claimed:
-            done += _run(study, storage, claimed, dists, recipe, data, job)
-            continue
+        claimed = []
+        try:
+            with _signals_held():  # Ctrl-C or SIGTERM arrives after the claim is recorded, not inside it
+                claimed = _claim(study, storage, job)
+                if not claimed and job.tpe:
+                    claimed = _ask_tpe(study, storage, job, dists)
+            if claimed:
+                done += _run(study, storage, claimed, dists, recipe, data, job)
+                continue
+        except KeyboardInterrupt:  # the interrupted trials wait for the next worker at once
+            _requeue(study, storage, claimed)
+            raise
         if not any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
             break
         time.sleep(min(job.heartbeat, 2))  # others are running the last trials (or a dead one goes stale)
@@ -178,9 +187,8 @@ def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
         if trial.number not in ranked[:spec["trials"]]:  # another worker took the last place first
             study.tell(trial, state=TrialState.FAIL)
             return []
-        for config in configs[1:]:
-            params = {k: v for k, v in config.params().items() if k != "seed"}  # TPE's space: lr, batch size
-            study.enqueue_trial(params, user_attrs={"key": config.key(), "config": asdict(config)})
+        from harness.study.storage import enqueue
+        enqueue(study, configs[1:], space)  # TPE's space: lr and batch size; the seed is in the config
         return [storage.get_trial(trial._trial_id)]
     return []
 
@@ -195,15 +203,13 @@ class Heartbeat:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
-    def _beat(self):
-        while True:
+    def _beat(self):  # the first beat was recorded when the trial was claimed
+        while not self.stop.wait(self.interval):
             for trial_id in self.ids:
                 try:
                     self.storage.record_heartbeat(trial_id)
                 except Exception:  # a busy database: the next beat comes soon; staleness takes 3 missed
                     pass
-            if self.stop.wait(self.interval):
-                return
 
     def __enter__(self):
         self.thread.start()
@@ -265,15 +271,15 @@ def _run(study, storage, claimed: list, dists: dict, recipe, data, job: Job) -> 
             trials[0].set_user_attr("history", history)
             study.tell(trials[0], state=TrialState.PRUNED)
             return 1
-        except BaseException as e:
+        except Exception as e:
             torch.set_num_threads(threads)
-            if isinstance(e, Exception):
-                line = str(e).splitlines()[0] if str(e) else type(e).__name__
-                for trial in trials:
-                    trial.set_user_attr("error", line)
-                    study.tell(trial, state=TrialState.FAIL)
-                raise TrialError(line) from e
-            _requeue(study, storage, trials)  # interrupted: the trial waits for the next worker at once
+            line = str(e).splitlines()[0] if str(e) else type(e).__name__
+            for trial in trials:
+                trial.set_user_attr("error", line)
+                study.tell(trial, state=TrialState.FAIL)
+            raise TrialError(line) from e
+        except BaseException:  # interrupted: run_trials puts the trials back in the queue
+            torch.set_num_threads(threads)
             raise
     told = 0
     for trial, config, result in zip(trials, configs, results):
@@ -306,18 +312,34 @@ def _tell(study, trial, attrs: dict, config: Optional[Config] = None, dists: Opt
     return 1
 
 
-def _requeue(study, storage, trials: list) -> None:
-    """Mark interrupted trials FAIL and enqueue each again (Optuna's own retry callback)."""
+def _requeue(study, storage, claimed: list) -> None:
+    """Mark claimed trials that are still RUNNING as FAIL and enqueue each again (Optuna's own retry
+    callback), so that an interrupted worker's trials are taken up at once."""
     import optuna
     from optuna.trial import TrialState
 
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)
-    for trial in trials:
+    for frozen in claimed:
         try:
-            study.tell(trial, state=TrialState.FAIL)
-            retry(study, storage.get_trial(trial._trial_id))
-        except Exception:  # the storage is unreachable: the heartbeat will expire and the trial come back
+            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
+                retry(study, storage.get_trial(frozen._trial_id))
+        except Exception:  # finished meanwhile, or the storage is unreachable: the heartbeat covers it
             pass
+
+
+@contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM (POSIX, main thread) for the duration; they are delivered after."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # Windows, or not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def finished_keys(study) -> set:

@@ -94,6 +94,11 @@ def die_with_parent(parent: int) -> None:
 
 
 def _interrupt(signum, frame):
+    """SIGTERM/SIGINT: put the trial back (run_trials) and go; SIGALRM ends the process in 5 s if that
+    hangs (a database that does not answer), so a worker never outlives its parent by long."""
+    if hasattr(signal, "SIGALRM"):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(5)
     raise KeyboardInterrupt
 
 
@@ -108,10 +113,12 @@ def main(argv: list) -> int:
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     runtime.set_threads_override(threads)  # fit must not measure its way past the worker's share
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         run_trials(job)
     except KeyboardInterrupt:
-        return 130
+        sys.stderr.flush()
+        os._exit(130)  # skip interpreter teardown (seconds for torch on a loaded machine)
     except Exception as e:  # TrialError, RecipeError, a storage error: one line for the parent to show
         line = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"harness: error: {line}", file=sys.stderr, flush=True)

@@ -122,7 +122,7 @@ def run_ours(spec: str, threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     t0, c0 = time.perf_counter(), child_cpu()
     proc = subprocess.run([PYTHON, "-m", "pytest", "--pyargs", "harness.suites", "-m", "sanity", "--recipe", spec,
-                           "--harness-durations=0", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:torch",
+                           "--harness-durations=0", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:pytest_torch",
                            "-q", "-rfE"], cwd=ROOT, env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, child_cpu() - c0
     out = proc.stdout
@@ -186,7 +186,7 @@ def default_recipe_wall(threads: int) -> tuple:
     """(wall, CPU) seconds of `pytest -m sanity` on the default recipe, start-up included."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     t0, c0 = time.perf_counter(), child_cpu()
-    subprocess.run([PYTHON, "-m", "pytest", "-m", "sanity", "-q", "-p", "no:cacheprovider", "-p", "no:torch"],
+    subprocess.run([PYTHON, "-m", "pytest", "-m", "sanity", "-q", "-p", "no:cacheprovider", "-p", "no:pytest_torch"],
                    cwd=ROOT, env=env, capture_output=True, text=True)
     return time.perf_counter() - t0, child_cpu() - c0
 

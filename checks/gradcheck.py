@@ -28,7 +28,8 @@ GROUPS = 6
 SAMPLES = 4
 EPS = 1e-6       # step along a direction whose entries are scaled to each tensor's RMS
 JITTER = 1e-2    # relative move off the initial weights before checking
-RTOL = 1e-2      # of the larger of |g . v| and its typical size; a wrong backward is off by O(1)
+RTOL = 0.1       # of the larger of |g . v| and its typical size; a wrong backward is off by O(1), while
+                 # kinks (ReLU, max-pool) crossed in a deep net leave a few percent (timm resnet18: 2 %)
 ROUNDOFF = 1e-13  # relative round-off of a float64 loss, over 2 EPS
 
 

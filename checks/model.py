@@ -325,6 +325,14 @@ def check_registered_submodules(model) -> CheckResult:
     return passed("registered_submodules", "all layers registered")
 
 
+def _has_gradient(p) -> bool:
+    return p.grad is not None and bool(p.grad.detach().abs().max() > 0)
+
+
+def _nonzero_lr(lr) -> bool:
+    return float(lr) != 0.0
+
+
 def check_one_step(recipe, model, batch) -> CheckResult:
     """Steps of the recipe's own optimizer, scheduler and train_step change every trainable
     parameter (by step ONE_STEP_MAX at the latest: a layer behind a zero-initialised one moves at
@@ -351,17 +359,24 @@ def check_one_step(recipe, model, batch) -> CheckResult:
                        "if a layer should not train, call requires_grad_(False) on it"])
     steps = 0
     unchanged = [n for n, _ in _trainable(model)]
+    trained = set()  # got a non-zero gradient, with a non-zero lr: moving, if below float32's resolution
     try:
         while unchanged and steps < ONE_STEP_MAX:
             ops.step(recipe, model, x, y, optimizer, scheduler)
             steps += 1
             params = dict(model.named_parameters())
             unchanged = [n for n in unchanged if torch.equal(before[n], params[n].detach())]
+            trained |= {n for n in unchanged if _has_gradient(params[n])}
     except Exception as e:
         return failed("one_step", "train_step_crashed", f"one training step raised {type(e).__name__}: {e}",
                       "a step that runs", "training cannot run", ["run the step by hand on one batch and read the traceback"])
     frozen_moved = [n for n, p in model.named_parameters() if not p.requires_grad
                     and not torch.equal(before[n], p.detach())]
+    # behind a zero-initialised layer a parameter's first updates can be smaller than float32 can
+    # add to it (lr x a gradient scaled by the just-woken layer): it is trained, not dead
+    lr_of = {id(p): group.get("lr", 1.0) for group in optimizer.param_groups for p in group["params"]}
+    params = dict(model.named_parameters())
+    unchanged = [n for n in unchanged if not (n in trained and _nonzero_lr(lr_of.get(id(params[n]), 0.0)))]
     if unchanged:
         return failed("one_step", "params_not_updated", f"unchanged after {steps} steps: {_few(unchanged)}",
                       "every trainable parameter changes within the first steps",

@@ -3,7 +3,7 @@ graph and replayed, or compiled with torch.compile(mode="reduce-overhead").
 
     from harness import graphs
     step = graphs.fast_step(step, model, optimizer, batch_size, device, step_scheduler)   # fit() does this
-    HARNESS_CUDA_STEP=graphs|compile|eager|auto  # auto (default): graphs for batches <= GRAPH_MAX_BATCH
+    HARNESS_CUDA_STEP=graphs|compile|auto|eager  # eager (default); auto: graphs for batches <= GRAPH_MAX_BATCH
 
 At small batch sizes a GPU step is bound by kernel launches (a few hundred per step, ~5-10 us
 each from Python), not by arithmetic; replaying a captured graph launches them all at once.
@@ -17,6 +17,9 @@ the steps an eager fit takes. A batch of another shape (the last, partial one) r
 the same parameters and optimizer state. A change of lr (a scheduler) re-captures. A model the
 graph cannot capture (data-dependent control flow, host reads) falls back to eager with one
 warning. Optimizer step hooks (fit counts steps with one) are called once per replay.
+
+Opt-in: the default is eager, because this path has not yet been measured on a GPU (no GPU was
+lent to the session that wrote it); `benchmarks/gpu_fit.py` is the measurement to run first.
 """
 from __future__ import annotations
 
@@ -36,8 +39,8 @@ MODES = ("auto", "eager", "graphs", "compile")
 
 
 def cuda_step_mode() -> str:
-    """HARNESS_CUDA_STEP: auto (default), eager, graphs or compile."""
-    mode = os.environ.get("HARNESS_CUDA_STEP", "auto").strip().lower() or "auto"
+    """HARNESS_CUDA_STEP: eager (default, until the graph path is measured on a GPU), auto, graphs or compile."""
+    mode = os.environ.get("HARNESS_CUDA_STEP", "eager").strip().lower() or "eager"
     if mode not in MODES:
         raise ValueError(f"HARNESS_CUDA_STEP={mode!r}: use one of {', '.join(MODES)}, e.g. HARNESS_CUDA_STEP=graphs")
     return mode

@@ -61,12 +61,18 @@ def overlay(histories: dict, title: str, path) -> None:
 
 
 def bars(labels: list, rows: list, title: str, path) -> None:
-    """Three panels of bars, one bar per configuration: Accuracy, F1 macro, train time (± std over seeds)."""
+    """Three panels of bars, one bar per configuration: Accuracy, F1 macro, train time (± std over
+    seeds); for another task its main metric (and its second metric) instead of the first two."""
     fig = Figure(figsize=(14, 4))
-    for i, (metric, color) in enumerate((("Accuracy", "tab:blue"), ("F1_macro", "tab:green"),
+    first = rows[0] if rows else {}
+    main = first.get("Score_metric", "Accuracy") if "Accuracy" not in first else "Accuracy"
+    second = "F1_macro" if "F1_macro" in first else next(
+        (k for k in first if k not in (main, "Score", "Score_metric", "learning_rate", "batch_size", "seed")
+         and not k.endswith("_std") and isinstance(first[k], float) and not k.endswith("_time_s")), "Train_time_s")
+    for i, (metric, color) in enumerate(((main, "tab:blue"), (second, "tab:green"),
                                          ("Train_time_s", "tab:red")), start=1):
         ax = fig.add_subplot(1, 3, i)
-        values = [r[metric] for r in rows]
+        values = [r.get(metric, r.get("Score", math.nan)) if metric == main else r.get(metric, math.nan) for r in rows]
         errors = [r.get(f"{metric}_std", 0.0) for r in rows]
         ax.bar(range(len(values)), values, yerr=errors if any(errors) else None, color=color, capsize=3)
         ax.set_xticks(range(len(values)), labels, rotation=30 if len(labels) > 3 else 0, fontsize=8)

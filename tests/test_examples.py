@@ -31,15 +31,10 @@ EXAMPLES = [n for n in ALL if not CHOSEN or n in CHOSEN]
 # `harness train` starts a process per example: by default one per kind of input and task
 CLI_DEFAULT = ("two_input", "regression", "segmentation", "causal_lm", "hf_gpt2", "lightning_module")
 CLI = EXAMPLES if os.environ.get("HARNESS_EXAMPLES") else [n for n in EXAMPLES if n in CLI_DEFAULT]
-# the study's run (harness/study/one_run.py) evaluates without the recipe's task and forward, so only
-# classification examples print their own metrics today; xfail, not skip, so a fix shows as XPASS
-STUDY_NOT_TASK_AWARE = pytest.mark.xfail(reason="harness train/sweep evaluate as classification (study/one_run.py "
-                                                "calls evaluate without task=, forward=)", strict=False)
-CLASSIFICATION = ("resnet18_digits", "two_input", "hf_bert", "lightning_module")
 
 
 def cli_params(names):
-    return [n if n in CLASSIFICATION else pytest.param(n, marks=STUDY_NOT_TASK_AWARE) for n in names]
+    return list(names)
 
 
 TWINS = [t for t in sorted(task_bugs.CAUGHT_BY) if task_bugs.EXAMPLE[t] in EXAMPLES]

@@ -26,15 +26,27 @@ def run_config(recipe: Recipe, data: Data, config: Config, device="cpu",
     extra = {"on_epoch": on_epoch} if on_epoch is not None else {}
     run = train(recipe, data=data, seed=config.seed, device=device, **config.fit_overrides(), **extra)
     split = data.test if data.test is not None else data.val
-    return make_result(config, run.history, evaluate(run.model, split, device=device), data)
+    if split is None:  # val=None is allowed: report on the training split, and say so in the row
+        split = data.train
+    metrics = evaluate(run.model, split, device=device, task=recipe.task, forward=recipe.forward)
+    return make_result(config, run.history, metrics, data, main=recipe.task.main_metric)
 
 
-def make_result(config: Config, h, metrics: dict, data: Data) -> dict:
-    """The study's record of one run: its key, config, table row and per-epoch history."""
+def metric_column(key: str) -> str:
+    """The table's name for a task metric: the notebook's for classification (Accuracy,
+    Precision_macro, ...), the metric's own name capitalised for the others (R2, Mse, Mean_iou)."""
+    return key[:1].upper() + key[1:]
+
+
+def make_result(config: Config, h, metrics: dict, data: Data, main: str = "accuracy") -> dict:
+    """The study's record of one run: its key, config, table row and per-epoch history.
+
+    The row holds the task's metrics (`metric_column` names) and `Score`, the task's main metric
+    (higher is better: accuracy, micro F1, R², ...), which tables sort by and Optuna maximises."""
+    task_metrics = {metric_column(k): v for k, v in metrics.items() if k != "infer_seconds"}
     row = {
         "learning_rate": config.lr, "batch_size": config.batch_size, "seed": config.seed,
-        "Accuracy": metrics["accuracy"], "Precision_macro": metrics["precision_macro"],
-        "Recall_macro": metrics["recall_macro"], "F1_macro": metrics["f1_macro"],
+        **task_metrics, "Score": metrics.get(main, math.nan), "Score_metric": metric_column(main),
         "Train_time_s": h.train_seconds, "Infer_time_s": metrics["infer_seconds"],
         "steps": h.total_steps, "steps_per_epoch": h.steps[0] if h.steps else 0,
         "epochs_run": h.epochs_run, "diverged": h.diverged,

@@ -22,10 +22,29 @@ from harness.io import atomic_write_json, atomic_write_text
 
 METRICS = ("Accuracy", "Precision_macro", "Recall_macro", "F1_macro", "Train_time_s", "Infer_time_s")
 COLUMNS = ("learning_rate", "batch_size") + METRICS + ("steps", "epochs_run", "diverged")
+_NOT_METRICS = {"learning_rate", "batch_size", "seed", "seeds", "steps", "steps_per_epoch", "epochs_run",
+                "diverged", "train_samples", "Score", "Score_metric"}
+
+
+def metric_names(rows: list) -> tuple:
+    """The task metrics the rows hold, in their order, then the times (classification: METRICS)."""
+    names = [k for r in rows[:1] for k, v in r.items() if k not in _NOT_METRICS and not k.endswith("_std")
+             and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    timed = [m for m in names if m.endswith("_time_s")]
+    return tuple([m for m in names if m not in timed] + timed) or METRICS
+
+
+def columns_for(rows: list) -> tuple:
+    return ("learning_rate", "batch_size") + metric_names(rows) + ("steps", "epochs_run", "diverged")
+
+
+def _score(row: dict) -> float:
+    v = row.get("Score", row.get("Accuracy", math.nan))
+    return -v if isinstance(v, (int, float)) and math.isfinite(v) else math.inf
 
 
 def summarize(results: list) -> list:
-    """One row per configuration (seeds pooled), sorted by Accuracy, best first.
+    """One row per configuration (seeds pooled), sorted by the task's main metric, best first.
 
     With one seed the row is the run's row. With several, metrics are means, `<metric>_std`
     their sample standard deviations, `seeds` the count and `diverged` the number that diverged.
@@ -41,17 +60,21 @@ def summarize(results: list) -> list:
             continue
         row = {k: v for k, v in members[0].items() if k != "seed"}
         row["seeds"] = len(members)
-        for m in METRICS + ("steps", "epochs_run"):
+        for m in metric_names(members) + ("Score", "steps", "epochs_run"):
+            if m not in members[0]:
+                continue
             values = [x[m] for x in members]
             row[m] = statistics.fmean(values)
             row[f"{m}_std"] = statistics.stdev(values)
         row["diverged"] = sum(bool(x["diverged"]) for x in members)
         rows.append(row)
-    return sorted(rows, key=lambda r: -r["Accuracy"] if math.isfinite(r["Accuracy"]) else math.inf)
+    return sorted(rows, key=_score)
 
 
-def format_table(rows: list, columns: Sequence[str] = COLUMNS) -> str:
+def format_table(rows: list, columns: Sequence[str] = None) -> str:
     """An aligned text table; a metric with a `_std` column prints as 'mean ± std'."""
+    columns = columns or columns_for(rows)
+    metrics = set(metric_names(rows))
     def cell(row, col):
         v = row.get(col, "")
         if col == "diverged" and "seeds" in row:
@@ -59,7 +82,7 @@ def format_table(rows: list, columns: Sequence[str] = COLUMNS) -> str:
         if isinstance(v, bool):
             return str(v)
         if isinstance(v, float) and col not in ("learning_rate",):
-            text, std = (f"{v:.4f}", ".4f") if col in METRICS else (f"{v:.4g}", ".3g")
+            text, std = (f"{v:.4f}", ".4f") if col in metrics else (f"{v:.4g}", ".3g")
             return text + (f" ± {row[col + '_std']:{std}}" if col + "_std" in row else "")
         if isinstance(v, float):
             return f"{v:g}"
@@ -73,7 +96,8 @@ def format_table(rows: list, columns: Sequence[str] = COLUMNS) -> str:
 
 
 def to_csv(rows: list) -> str:
-    keys = list(COLUMNS) + [k for r in rows for k in r if k not in COLUMNS]
+    first = columns_for(rows)
+    keys = list(first) + [k for r in rows for k in r if k not in first]
     keys = list(dict.fromkeys(k for k in keys if any(k in r for r in rows)))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")

@@ -107,7 +107,8 @@ def run_configs(recipe: Recipe, data: Data, configs: list, device="cpu") -> list
     results = []
     for k, (config, hist) in enumerate(zip(configs, histories)):
         model.load_state_dict({name: p[k] for name, p in params.items()})
-        results.append(make_result(config, hist, evaluate(model, split, device=device, task=recipe.task), data))
+        results.append(make_result(config, hist, evaluate(model, split, device=device, task=recipe.task), data,
+                                   main=recipe.task.main_metric))
     return results
 
 

@@ -60,6 +60,11 @@ class TrialError(RuntimeError):
     """A trial raised; the message is the one line to show (the trial is marked FAIL with it)."""
 
 
+def score_of(row: dict) -> float:
+    """What Optuna maximises: the task's main metric (rows from before it existed: Accuracy)."""
+    return row.get("Score", row.get("Accuracy"))
+
+
 def _sampler(job: Job):
     import optuna
     if job.tpe:
@@ -308,7 +313,7 @@ def _tell(study, trial, attrs: dict, config: Optional[Config] = None, dists: Opt
         trial.set_user_attr("pruned_reason", f"diverged: {attrs['history'].get('diverged_reason', '')}")
         study.tell(trial, state=TrialState.PRUNED)
     else:
-        study.tell(trial, attrs["row"]["Accuracy"])
+        study.tell(trial, score_of(attrs["row"]))
     return 1
 
 

@@ -123,9 +123,9 @@ _ALL = (
            "overfit_lost_in_eval_mode", "train_step_crashed")),
     # --- training dynamics (the recipe suite) ---------------------------------------------------
     Check("lr_divergence", "dynamics", "a too-high lr that does not diverge, or a divergence fit does not stop",
-          ("lr_does_not_diverge", "divergence_not_detected")),
+          ("lr_does_not_diverge", "divergence_not_detected"), tasks=("classification",)),
     Check("low_lr_learns_less", "dynamics", "a tiny lr that learns as much as the recipe's (the lr is ignored)",
-          ("low_lr_learns_as_much",)),
+          ("low_lr_learns_as_much",), tasks=("classification",)),
     Check("recipe_lr_best", "dynamics", "a recipe lr far from the best of 1e-4..1.0", ("recipe_lr_not_best",)),
     Check("steps_counted", "dynamics", "optimizer steps per epoch other than ceil(N/B) (floor with drop_last)",
           ("steps_per_epoch_wrong",), cases=4),

@@ -160,6 +160,9 @@ def _skip_reason(cid, settings):
         return f"{cid} suppressed (--harness-suppress, ini harness_suppress or Recipe.suppress)"
     task = getattr(settings["recipe"], "task", None)
     reason = task.skip_reason(cid) if hasattr(task, "skip_reason") else None
+    applies_to = registry.CHECKS[cid].tasks if cid in registry.CHECKS else ()
+    if not reason and applies_to and getattr(task, "name", None) not in applies_to:
+        reason = f"applies to {', '.join(applies_to)} only; this recipe's task is {task.name}"
     return f"{cid}: {reason}" if reason else None
 
 

@@ -74,7 +74,8 @@ def test_subset_ranking(recipe, recipe_data, device, seed, verify):
 
 def test_early_stopping(recipe, recipe_data, device, seed, verify):
     trained = train(recipe, data=recipe_data, seed=seed, device=device, patience=2)
-    _, val_acc = evaluate_loss_acc(trained.model, recipe_data.val, recipe.loss, device)
+    _, val_acc = evaluate_loss_acc(trained.model, recipe_data.val, recipe.loss, device,
+                                   task=recipe.task, forward=recipe.forward)  # the task's main metric, as fit
     verify(dyn.check_early_stopping(trained.history, val_acc, split_len(recipe_data.val)))
 
 

@@ -61,8 +61,9 @@ def call_model(model, inputs):
 
 
 def unwrap_outputs(outputs):
-    """One tensor from what a model returned: a tensor, else `.logits`, else `["logits"]`, else a
-    tuple's first element; anything else is a one-line RecipeError naming `forward=`."""
+    """One tensor from what a model returned: a tensor, else `.logits`, else `["logits"]` (or
+    torchvision segmentation's `["out"]`), else a tuple's first element; anything else is a
+    one-line RecipeError naming `forward=`."""
     if isinstance(outputs, torch.Tensor):
         return outputs
     logits = getattr(outputs, "logits", None)
@@ -70,10 +71,12 @@ def unwrap_outputs(outputs):
         return logits
     if isinstance(outputs, dict) and isinstance(outputs.get("logits"), torch.Tensor):
         return outputs["logits"]
+    if isinstance(outputs, dict) and isinstance(outputs.get("out"), torch.Tensor):
+        return outputs["out"]  # torchvision's segmentation models (FCN, DeepLabV3, LRASPP): {"out", "aux"}
     if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
         return outputs[0]
     what = f"a dict with keys {sorted(map(str, outputs))}" if isinstance(outputs, dict) else f"a {type(outputs).__name__}"
-    raise RecipeError(f"the model returned {what}, not a tensor (nor .logits, ['logits'] or a tuple starting "
+    raise RecipeError(f"the model returned {what}, not a tensor (nor .logits, ['logits'], ['out'] or a tuple starting "
                       "with a tensor); give the recipe forward=lambda model, inputs: <the logits tensor>")
 
 

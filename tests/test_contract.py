@@ -166,3 +166,13 @@ def test_fit_takes_a_config_object_and_restores_threads_and_mode_when_it_raises(
         fit(model, data(), learning_rate=0.1)
     h = fit(net(), data(), FitConfig(lr=0.1, batch_size=16, epochs=1), epochs=2)
     assert h.epochs_run == 2 and math.isfinite(h.train_loss[-1])
+
+
+def test_torchvision_segmentation_dict_output_is_unwrapped_to_out():
+    """FCN / DeepLabV3 / LRASPP return {"out": ..., "aux": ...}: "out" holds the logits."""
+    from harness.recipe import unwrap_outputs
+
+    out, aux = torch.randn(2, 11, 8, 8), torch.randn(2, 11, 8, 8)
+    assert unwrap_outputs({"out": out, "aux": aux}) is out
+    with pytest.raises(RecipeError, match=r"\['out'\]"):
+        unwrap_outputs({"masks": out})

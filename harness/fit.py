@@ -301,18 +301,20 @@ class _StepWatch:
             hook.remove()
 
 
-def current_lr(opt) -> float:
-    """The first param group's lr as a float (a capturable optimizer may hold it as a tensor)."""
-    lr = opt.param_groups[0]["lr"]
+def _lr_value(lr) -> float:
+    """A param group's lr as a number (a capturable optimizer may hold it as a tensor)."""
     return float(lr) if isinstance(lr, torch.Tensor) else lr
+
+
+def current_lr(opt) -> float:
+    """The first param group's lr as a float."""
+    return _lr_value(opt.param_groups[0]["lr"])
 
 
 def _check_lr(opt, when: str) -> None:
     """A learning rate below zero or NaN is a broken schedule, reported as such (not as divergence)."""
     for group in opt.param_groups:
-        lr = group["lr"]
-        if isinstance(lr, torch.Tensor):
-            lr = float(lr)
+        lr = _lr_value(group["lr"])
         if not (lr >= 0 and math.isfinite(lr)):
             raise RecipeError(f"fit: the learning rate became {lr!r} {when}; the scheduler (or train_step) drives it "
                               "negative or NaN: check its factory (gamma, warmup, total steps)")

@@ -145,6 +145,15 @@ def check_outputs_not_probabilities(recipe, model, batch) -> CheckResult:
     out, error = _eval_forward(recipe, model, x)
     if error or not isinstance(out, torch.Tensor) or out.dim() < 2 or not out.is_floating_point():
         return passed("outputs_are_logits", "no float output with a class dimension (see output_shape)")
+    if _sigmoid_task(recipe) and bool(((out > 0) & (out < 1)).all()):
+        return failed("outputs_are_logits", "outputs_are_probabilities",
+                      f"every output lies strictly inside (0, 1) (from {float(out.min()):.3g} to {float(out.max()):.3g}): "
+                      "the model returns sigmoid probabilities",
+                      "raw logits (binary cross-entropy with logits applies the sigmoid itself)",
+                      "a sigmoid before a with-logits loss squashes the gradients twice and caps every label's "
+                      "probability between 0.5 and 0.73, so no label can be predicted absent",
+                      ["remove the final sigmoid from forward; apply torch.sigmoid only when you need probabilities",
+                       "if the model must return probabilities, train it with F.binary_cross_entropy (loss=)"])
     for dim in sorted({1, out.dim() - 1}):
         sums = out.float().sum(dim)
         if bool(((out >= 0) & (out <= 1)).all()) and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-4)):
@@ -156,6 +165,16 @@ def check_outputs_not_probabilities(recipe, model, batch) -> CheckResult:
                           ["remove the final softmax from forward; apply it only when you need probabilities",
                            "if you need log-probabilities, use log_softmax with nll_loss instead"])
     return passed("outputs_are_logits", "outputs are unnormalised logits")
+
+
+def _sigmoid_task(recipe) -> bool:
+    """One independent sigmoid per output: the multi-label task with its default (with-logits) loss."""
+    from harness.recipe import TaskLoss
+    from harness.tasks import MultiLabel
+    loss = getattr(recipe, "loss", None)
+    if isinstance(loss, TaskLoss):
+        return isinstance(loss.task, MultiLabel)
+    return loss is nn.functional.binary_cross_entropy_with_logits or isinstance(loss, nn.BCEWithLogitsLoss)
 
 
 def check_loss_at_init(recipe, model, batch, low: float = 0.5, high: float = 2.0) -> CheckResult:

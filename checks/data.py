@@ -392,6 +392,8 @@ def check_labels_predictable(data, recipe, max_samples: int = SAMPLE) -> CheckRe
     if skip := _skip_unusable(check, data.train):
         return skip
     x, y = sample(data.train, max_samples)
+    if getattr(recipe.task, "name", None) == "regression":
+        return _check_targets_predictable(data, x, y, max_samples)
     if num_classes is None or not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dim() != 1:
         return ops.skipped(check, "targets are not one class index per sample")
     half = len(y) // 2
@@ -426,6 +428,62 @@ def check_labels_predictable(data, recipe, max_samples: int = SAMPLE) -> CheckRe
                       ["the val labels were shuffled, sorted or read separately from the val inputs",
                        "val labels use another numbering (class order) than train's"], accuracy=vacc)
     return passed(check, seen, accuracy=acc, val_accuracy=vacc)
+
+
+def _knn_r2(x, y, xv, yv, k: int = 5, permutations: int = 20, seed: int = 0):
+    """(R², bar) of k-NN regression fit on (x, y) and tested on (xv, yv); bar is the mean + 3 sd of
+    the R² the same neighbours give with the train targets permuted (a permutation test)."""
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    x, xv = (x - mu) / sd, (xv - mu) / sd
+    y, yv = y.reshape(len(y), -1).double(), yv.reshape(len(yv), -1).double()
+    exclude_self = xv is x or (xv.shape == x.shape and bool(torch.equal(xv, x)))
+    d = torch.cdist(xv, x)
+    if exclude_self:
+        d.fill_diagonal_(math.inf)
+    idx = d.topk(min(k, len(x) - 1), largest=False).indices
+    variance = ((yv - yv.mean(0)) ** 2).sum(0).clamp(min=1e-12)
+
+    def r2(targets):
+        return float((1 - ((targets[idx].mean(1) - yv) ** 2).sum(0) / variance).mean())
+
+    g = torch.Generator().manual_seed(seed)
+    null = torch.tensor([r2(y[torch.randperm(len(y), generator=g)]) for _ in range(permutations)])
+    return r2(y), float(null.mean() + 3 * null.std())
+
+
+def _check_targets_predictable(data, x, y, max_samples) -> CheckResult:
+    """Regression: k-NN on the inputs predicts held-out targets better than it does with the
+    targets permuted (within train, then train -> val)."""
+    check = "labels_predictable"
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        return ops.skipped(check, "regression targets are not one float tensor")
+    f = _features(x)
+    half = len(y) // 2
+    score, bar = _knn_r2(f[:half], y[:half], f[half:], y[half:])
+    seen = f"5-NN regression R² within train {score:.3f}; with the targets permuted up to {bar:.3f} (mean + 3 sd)"
+    if not score > bar:
+        return failed(check, "labels_look_shuffled", seen,
+                      "the inputs' nearest neighbours predict a sample's targets better than random targets do",
+                      "if targets do not follow the inputs, the net memorises the training set and validation "
+                      "stays at the targets' mean however long you train",
+                      ["inputs and targets were shuffled or sorted separately: shuffle them with one index",
+                       "targets were read from a different file, row order or column than the inputs",
+                       "if nearby inputs genuinely have unrelated targets, suppress this check"], r2=score)
+    if data.val is None or not _usable(data.val):
+        return passed(check, seen, r2=score)
+    xv, yv = sample(data.val, max_samples)
+    fv = _features(xv)
+    if fv.shape[1] != f.shape[1] or not isinstance(yv, torch.Tensor) or yv.shape[1:] != y.shape[1:]:
+        return passed(check, seen + "; val inputs or targets have another shape (see split_shapes)", r2=score)
+    vscore, vbar = _knn_r2(f, y, fv, yv)
+    seen += f"; fit on train, tested on val {vscore:.3f} (permuted up to {vbar:.3f})"
+    if not vscore > vbar and not _shifted(data):
+        return failed(check, "val_labels_look_shuffled", seen,
+                      "the neighbours found in train also predict val's targets",
+                      "validation targets that do not follow their inputs make every validation number noise",
+                      ["the val targets were shuffled, sorted or read separately from the val inputs",
+                       "val targets use other units or columns than train's"], r2=vscore)
+    return passed(check, seen, r2=score, val_r2=vscore)
 
 
 def _shifted(data) -> bool:

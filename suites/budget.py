@@ -339,12 +339,17 @@ def sample_indices(n: int, k: int, seed: int) -> torch.Tensor:
 
 def rows(split, index: torch.Tensor):
     """The rows `index` of a split of any kind, as (inputs, targets): a pair's leaves are indexed, a
-    Dataset (or a DataLoader's) is read item by item and collated, so the cost is that of the rows."""
+    Dataset (or a DataLoader's) is read item by item and collated, so the cost is that of the rows.
+
+    The rows are detached: data that requires grad (valid, if unusual) would otherwise carry its
+    graph into every check, and the second backward through it would fail."""
     if is_pair(split):
-        return take(tensors(split[0]), index), take(tensors(split[1]), index)
-    if isinstance(split, torch.utils.data.DataLoader):
-        return as_pair(torch.utils.data.DataLoader(Subset(split.dataset, index.tolist()), collate_fn=split.collate_fn))
-    return as_pair(Subset(split, index.tolist()))
+        picked = take(tensors(split[0]), index), take(tensors(split[1]), index)
+    elif isinstance(split, torch.utils.data.DataLoader):
+        picked = as_pair(torch.utils.data.DataLoader(Subset(split.dataset, index.tolist()), collate_fn=split.collate_fn))
+    else:
+        picked = as_pair(Subset(split, index.tolist()))
+    return torch.utils._pytree.tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, picked)
 
 
 def usable(split) -> bool:

@@ -100,7 +100,7 @@ def via_cli_process(argv, cwd=None, timeout=600) -> Outcome:
 def via_pytest(pytester, *args) -> Outcome:
     """`pytest --pyargs harness.suites -m sanity ARGS` in-process."""
     result = pytester.runpytest("--pyargs", "harness.suites", "-m", "sanity", "-p", "no:cacheprovider",
-                                "-p", "no:randomly", *args)
+                                "-p", "no:randomly", "-p", "no:pytest_torch", *args)
     text = result.stdout.str() + "\n" + result.stderr.str()
     if TRACE.search(text):
         return Outcome("traceback", text, value=result.ret)

@@ -125,6 +125,21 @@ def test_rows_of_tensor_and_dataset_splits_agree():
     assert torch.equal(tx, x[idx]) and torch.equal(ty, y[idx]) and torch.equal(dx, tx) and torch.equal(dy, ty)
 
 
+def test_rows_of_inputs_that_require_grad_are_detached_and_train_twice():
+    """Inputs with requires_grad=True are valid data; the rows must not carry their graph into the checks
+    (a second backward through it raised 'Trying to backward through the graph a second time')."""
+    x = (torch.randn(100, 4) * 2).requires_grad_()  # a non-leaf: the rows of a graph
+    y = torch.randint(0, 3, (100,))
+    rx, ry = budget.rows((x, y), budget.sample_indices(100, 16, seed=0))
+    assert not rx.requires_grad and rx.grad_fn is None
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(rx), ry).backward()
+        optimizer.step()
+
+
 def test_time_step_leaves_the_model_unchanged():
     from harness.recipe import Recipe
     model = _model()
@@ -146,7 +161,7 @@ def test_parse_durations_names_the_flag():
 
 def _run(pytester, *args):
     return pytester.runpytest("--pyargs", "harness.suites", "-m", "sanity", "-p", "no:cacheprovider",
-                              "-p", "no:randomly", *args)
+                              "-p", "no:randomly", "-p", "no:pytest_torch", *args)
 
 
 def test_durations_prints_the_cost_table_in_training_steps(pytester):

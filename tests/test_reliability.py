@@ -163,9 +163,7 @@ RECIPES = {
                                                "in a fixed order (harness/batching.py)"),
                          warn("shuffle", xfail="owner: H2 — silent, as in the API"),
                          ok()),
-    "REQUIRES_GRAD_INPUTS": ("inputs that require grad", ok(), ok(),
-                             ok(xfail="owner: H4/H5 — the sanity step checks fail with 'Trying to backward through the "
-                                      "graph a second time' (the sample rows keep their graph; suites/budget.py rows)")),
+    "REQUIRES_GRAD_INPUTS": ("inputs that require grad", ok(), ok(), ok()),
     "NHWC_CNN": ("channels-last images (N, 28, 28, 1) into a Conv2d",
                  line("model", "(64, 28, 28, 1)", xfail=H2_MODEL_CRASH.format("RuntimeError 'Given groups=1, weight of "
                                                                               "size [8, 1, 3, 3], expected input...'")),

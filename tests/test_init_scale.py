@@ -1,0 +1,64 @@
+"""init_logit_scale: a head scaled up by hand is named; stock designs with large-ish logits are not."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from harness import Recipe, tasks
+from harness.checks.model import check_init_logit_scale
+
+
+class TiedHead(nn.Module):
+    """T5's design: the head is the embedding (std 1), features are RMS-normalised and scaled by
+    d ** -0.5, so logits start with a spread of about 1 across the vocabulary."""
+
+    def __init__(self, vocab=50, d=32):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.mix = nn.Linear(d, d)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids):
+        h = self.mix(self.embed(ids))
+        h = h / h.pow(2).mean(-1, keepdim=True).sqrt()
+        return self.head(h * h.shape[-1] ** -0.5)
+
+
+def _mlp(scale):
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 10))
+    with torch.no_grad():
+        model[-1].weight.mul_(scale)
+    return model
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_tied_head_with_spread_near_one_passes(seed):
+    torch.manual_seed(seed)
+    recipe = Recipe(model=TiedHead, data=lambda: None, task=tasks.Dense(50, class_dim=-1))
+    ids = torch.randint(0, 50, (32, 12))
+    result = check_init_logit_scale(recipe, TiedHead(), (ids, ids))
+    assert result.passed, result
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_head_scaled_up_by_hand_is_named(seed):
+    torch.manual_seed(seed)
+    recipe = Recipe(model=lambda: _mlp(1.0), data=lambda: None, num_classes=10)
+    x = torch.randn(64, 20)
+    assert check_init_logit_scale(recipe, _mlp(1.0), (x, None)).passed
+    assert check_init_logit_scale(recipe, _mlp(80.0), (x, None)).name == "logits_overconfident_at_init"
+
+
+def test_a_stock_t5_from_its_config_passes():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.T5Config(vocab_size=50, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2,
+                                decoder_start_token_id=0)
+    recipe = Recipe(model=lambda: transformers.T5ForConditionalGeneration(cfg), data=lambda: None,
+                    task=tasks.Dense(50, class_dim=-1))
+    torch.manual_seed(0)
+    ids = torch.randint(2, 50, (16, 10))
+    result = check_init_logit_scale(recipe, recipe.build_model(), ({"input_ids": ids, "decoder_input_ids": ids}, ids))
+    assert result.passed, result
+    assert "spread at init 1." in str(result) or "spread at init 0.9" in str(result)  # the design this guards

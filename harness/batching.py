@@ -181,6 +181,14 @@ def batches(split, batch_size: int, *, shuffle: bool, generator: Optional[torch.
         yield to_device(xb, device, non_blocking=True), to_device(yb, device, non_blocking=True)
 
 
+def fixed_order(split, batch_size: int) -> bool:
+    """Whether training on `split` at `batch_size` would see its samples in the same order every
+    epoch: a DataLoader with a SequentialSampler (shuffle=False), which `batches` uses as given
+    when its batch size is the one asked for (otherwise it is rebuilt, shuffled)."""
+    return (isinstance(split, DataLoader) and split.batch_size == batch_size
+            and isinstance(split.sampler, torch.utils.data.SequentialSampler))
+
+
 def _shuffled(loader: DataLoader) -> bool:
     return isinstance(loader.sampler, torch.utils.data.RandomSampler)
 

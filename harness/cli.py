@@ -102,6 +102,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def momentum_value(text: str) -> float:
+    """--momentum: a number in [0, 1); at 1 or above SGD's velocity never decays and training blows up."""
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 1); try 0.9")
+    return value
+
+
 def list_of(convert):
     def parse(text: str) -> list:
         items = [t.strip() for t in text.split(",") if t.strip()]
@@ -146,7 +154,7 @@ def build_parser() -> Parser:
     t.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (default: the recipe's)")
     t.add_argument("--seeds", type=positive_int, default=1, help="repeat each configuration with K seeds (mean ± std)")
     t.add_argument("--optimizer", choices=("sgd", "adam"), default=None, help="default: the recipe's")
-    t.add_argument("--momentum", type=non_negative_float, default=None)
+    t.add_argument("--momentum", type=momentum_value, default=None, help="SGD momentum in [0, 1) (e.g. 0.9)")
     t.add_argument("--weight-decay", type=non_negative_float, default=None)
     t.add_argument("--scheduler", default=None, help="step:STEP[:GAMMA], cosine[:MIN_LR] or warmup:EPOCHS")
     t.add_argument("--patience", type=positive_int, default=None, help="early stopping on val accuracy")
@@ -231,9 +239,9 @@ def main(argv=None) -> int:
     except RecipeError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
-    except TrialError as e:
+    except TrialError as e:  # a run failed: a broken recipe (its one line) is a usage error, like the others
         print(f"harness: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e.__cause__, RecipeError) else 1
     except OSError as e:  # a file system problem outside the output folder (disk full, permissions)
         print(f"harness: error: {e}", file=sys.stderr)
         return 2

@@ -17,14 +17,17 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Optional
 
 import torch
 
-from harness import graphs, parse, runtime, tasks
+from harness import batching, graphs, parse, runtime, tasks
 from harness.batching import as_pair, batch_len, batches, is_pair, split_len, subset as take_subset
 from harness.batching import to_device as tree_to_device
+from harness.diagnose import user_code
+from harness.errors import HarnessWarning
 from harness.recipe import (DEFAULT_FORWARD, Data, Recipe, RecipeError, check_data, check_hparams, check_inputs_match_model,
                             default_step, make_optimizer, plain_sgd, warn_batch_size)
 
@@ -170,7 +173,9 @@ def fit(model: torch.nn.Module, data: Data, config: Optional[FitConfig] = None, 
             model.train()
             watch.new_epoch()
             t0 = time.perf_counter()
-            train_loss, train_score, peak = _train_epoch(step, model, train_split, opt, step_sched, cfg, generator, device)
+            with user_code("fit", "train", train_split, batch_size=cfg.batch_size):  # a raw error: one line
+                train_loss, train_score, peak = _train_epoch(step, model, train_split, opt, step_sched, cfg,
+                                                             generator, device)
             hist.seconds.append(time.perf_counter() - t0)
             _check_lr(opt, f"in epoch {epoch}")
             # --- record: the lr the optimizer actually used, the steps it took, loss and main metric
@@ -181,8 +186,9 @@ def fit(model: torch.nn.Module, data: Data, config: Optional[FitConfig] = None, 
             hist.peak_loss.append(peak)
             # --- evaluate
             if val_split is not None and math.isfinite(train_loss):
-                val_loss, val_score = evaluate_loss_acc(model, val_split, step.compute_loss, device,
-                                                        task=step.task, forward=step.forward)
+                with user_code("fit", "val", val_split, reference=train_split):
+                    val_loss, val_score = evaluate_loss_acc(model, val_split, step.compute_loss, device,
+                                                            task=step.task, forward=step.forward)
             else:
                 val_loss, val_score = math.nan, math.nan
             hist.val_loss.append(val_loss)
@@ -242,12 +248,17 @@ def _prepare(model, data: Data, cfg: FitConfig, device):
     if not isinstance(data, Data):
         raise RecipeError(f"fit: data must be harness.Data(train=..., val=...), got {type(data).__name__}")
     train_split = data.train
-    if cfg.subset is not None and train_split is not None:
-        n = cfg.subset if isinstance(cfg.subset, int) else int(round(cfg.subset * split_len(train_split)))
-        train_split = take_subset(train_split, n, seed=cfg.seed)
     if train_split is None:
         raise RecipeError("fit: data.train is None; give Data(train=(inputs, targets), ...)")
-    task = _task_of(cfg) or infer_task(train_split, data.val)
+    if cfg.subset is not None:
+        train_split = _subset(train_split, cfg.subset, cfg.seed)
+    if batching.fixed_order(train_split, cfg.batch_size):
+        warnings.warn(HarnessWarning(
+            "fit: the train split is a DataLoader that never shuffles (shuffle=False), so every epoch sees the "
+            "samples in the same order; give DataLoader(..., shuffle=True), or its Dataset (the harness shuffles it)"),
+            stacklevel=3)
+    with user_code("fit", "train", train_split, others={"val": data.val}):  # it may read a Dataset split
+        task = _task_of(cfg) or infer_task(train_split, data.val)
     check_data(Data(train=train_split, val=data.val), task, where="fit", finite=False)
     warn_batch_size(cfg.batch_size, split_len(train_split), where="fit", stacklevel=4)
     step = Recipe(model=lambda: model, data=lambda: data, task=task, loss=cfg.loss, optimizer=cfg.optimizer,
@@ -256,6 +267,18 @@ def _prepare(model, data: Data, cfg: FitConfig, device):
     check_inputs_match_model(model, train_split, where="fit")
     model.to(device)
     return step, to_device(train_split, device, task), to_device(data.val, device, task)
+
+
+def _subset(split, subset, seed: int):
+    """`subset` samples (an int count, or a fraction) of the training split, seeded; a count above
+    the split's size is a one-line warning and takes all of it."""
+    total = split_len(split)
+    n = subset if isinstance(subset, int) else int(round(subset * total))
+    if n > total:
+        warnings.warn(HarnessWarning(f"fit: subset {n} is more than the {total}-sample training split, so it trains "
+                                     f"on all {total}; give a count up to {total} or a fraction in (0, 1] "
+                                     "(--subset, subset=)"), stacklevel=4)
+    return take_subset(split, n, seed=seed)
 
 
 def infer_task(*splits) -> tasks.Task:
@@ -453,9 +476,9 @@ def evaluate(model: torch.nn.Module, split, device=None, batch_size: int = EVAL_
     scikit-learn) and `infer_seconds`; the task is read from the targets when not given."""
     _check_split(split, "evaluate")
     device = resolve_device(device) if device is not None else _model_device(model)
-    task = task or infer_task(split)
-    meter = task.meter()
-    with _eval_mode(model):
+    with _eval_mode(model), user_code("evaluate", None, split):
+        task = task or infer_task(split)
+        meter = task.meter()
         t0 = time.perf_counter()
         for _, yb, out in _outputs(model, to_device(split, device, task), batch_size, device, forward):
             meter.update(out, yb)

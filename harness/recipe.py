@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
@@ -45,6 +46,9 @@ class Data:
     test: Any = None
     class_names: Optional[tuple] = None
 
+
+_BUILT = weakref.WeakValueDictionary()  # id -> every model build_model returned that is still alive (by id:
+                                        # a module may define __eq__ or be unhashable)
 
 TrainStep = Callable[[torch.nn.Module, Any, Any, torch.optim.Optimizer, Callable], Any]
 
@@ -254,7 +258,12 @@ class Recipe:
     # --- helpers every consumer uses (never re-implement them) ----------------------------------
 
     def build_model(self) -> torch.nn.Module:
-        """Call the model factory and make sure it gave a module."""
+        """Call the model factory and make sure it gave a new module (never one it gave before)."""
+        if isinstance(self.model, torch.nn.Module):  # callable, but calling it runs forward()
+            kind = type(self.model).__name__
+            raise RecipeError(f"recipe {self.name!r}: model= is an nn.Module instance ({kind}); pass its class or a "
+                              "function that builds it, without calling it (model=Net, not model=Net()), so that "
+                              "every run starts from a fresh model")
         try:
             model = self.model()
         except RecipeError:
@@ -264,6 +273,11 @@ class Recipe:
         if not isinstance(model, torch.nn.Module):
             raise RecipeError(f"recipe {self.name!r}: model factory returned {type(model).__name__}, "
                               "expected a torch.nn.Module; return the model, not its class or output")
+        if _BUILT.get(id(model)) is model:  # runs would share one model, each training on from the last's weights
+            raise RecipeError(f"recipe {self.name!r}: its model factory returned the same {type(model).__name__} object "
+                              "as an earlier call; it must build a new model each call (model=Net or "
+                              "model=lambda: Net(...), not model=lambda: net)")
+        _BUILT[id(model)] = model
         return model
 
     def load_data(self, validate: bool = True) -> Data:
@@ -365,7 +379,11 @@ def make_optimizer(factory, model, lr, where="fit"):
 
 
 def checked_loss(loss):
-    """The loss, if it is one number; a per-sample loss (reduction='none') is a one-line RecipeError."""
+    """The loss, if it is a one-number tensor; a per-sample loss (reduction='none') or a Python
+    number (loss.item()) is a one-line RecipeError."""
+    if not isinstance(loss, torch.Tensor):
+        raise RecipeError(f"the loss returned a {type(loss).__name__} ({loss!r:.40}), not a tensor; return the loss "
+                          "tensor itself (not loss.item() or float(loss)): backward() needs it")
     if isinstance(loss, torch.Tensor) and loss.dim() != 0:
         raise RecipeError(f"the loss returned a tensor of shape {tuple(loss.shape)}, not one number; "
                           "a loss with reduction='none' needs .mean() (or reduction='mean')")

@@ -6,6 +6,7 @@ Each test failed on the code before contract v2 (a raw traceback, a silent resul
 of valid input) and passes now. They use the v1 API only, so they run unchanged against an older checkout.
 """
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -202,3 +203,210 @@ def test_evaluating_a_missing_split_is_one_line():
     with pytest.raises(RecipeError) as info:
         evaluate(model(), None)
     assert "split is None" in one_line(info)
+
+
+# --- an exception from any user part inside fit/evaluate: one line naming the part and its inputs --
+
+class Boom(Exception):
+    """What a user's code raises; its message has two lines, the line the user gets has one."""
+
+
+def boom(*_):
+    raise Boom("boom\nsecond line")
+
+
+class RaisingNet(nn.Module):
+    """An MLP that raises in training mode, or only in eval mode (validation)."""
+
+    def __init__(self, when="train"):
+        super().__init__()
+        self.net, self.when = mlp(16, (8,), 4), when
+
+    def forward(self, x):
+        if self.training == (self.when == "train"):
+            boom()
+        return self.net(x)
+
+
+class RaisingDataset(torch.utils.data.Dataset):
+    def __init__(self, split, bad=5):
+        self.x, self.y, self.bad = *split, bad
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        if i == self.bad:
+            boom()
+        return self.x[i], self.y[i]
+
+
+class RaisingOptimizer(torch.optim.SGD):
+    def step(self, closure=None):
+        boom()
+
+
+class RaisingBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        boom()
+
+
+def _split_with(kind):
+    d = data()
+    if kind == "train":
+        return Data(train=RaisingDataset(d.train), val=d.val)
+    return Data(train=d.train, val=RaisingDataset(d.val))
+
+
+USER_PARTS = {  # part -> (fit settings, what the line must say)
+    "model forward": (dict(net=RaisingNet()), "the model's forward (RaisingNet) on train inputs (16, 1, 4, 4) float32"),
+    "model forward on val": (dict(net=RaisingNet("eval")), "the model's forward (RaisingNet) on val inputs (32, 1, 4, 4)"),
+    "forward=": (dict(forward=lambda m, x: boom()), "forward= (<lambda>) on the model Sequential on train inputs (16,"),
+    "loss": (dict(loss=boom), "the loss (boom) on outputs (16, 4) float32 and train targets (16,) int64"),
+    "train_step": (dict(train_step=boom), "train_step (boom) on train inputs (16, 1, 4, 4) float32 and targets (16,)"),
+    "train Dataset": (dict(data=_split_with("train")), "reading sample 5 of the train split (RaisingDataset)"),
+    "val Dataset": (dict(data=_split_with("val")), "reading sample 5 of the val split (RaisingDataset)"),
+    "optimizer": (dict(optimizer=lambda params, lr: RaisingOptimizer(params, lr)), "the optimizer's step (RaisingOptimizer)"),
+    "scheduler": (dict(step_scheduler=lambda opt, steps: type("S", (), {"step": boom})()), "the scheduler's step (S)"),
+    "backward": (dict(loss=lambda out, y: F.cross_entropy(RaisingBackward.apply(out), y)),
+                 "loss.backward() raised Boom: boom (the loss () float32 from outputs (16, 4) float32)"),
+}
+
+
+@pytest.mark.parametrize("part", list(USER_PARTS))
+def test_an_exception_from_any_user_part_is_one_line_naming_it_and_chained(part):
+    settings, fragment = USER_PARTS[part]
+    settings = dict(settings)
+    d = settings.pop("data", None) or data()
+    net = settings.pop("net", None) or model()
+    with pytest.raises(RecipeError) as info:
+        fit(net, d, lr=0.1, batch_size=16, epochs=1, **settings)
+    line = one_line(info)
+    assert line.startswith("fit: ") and fragment in line and "raised Boom: boom" in line and "second line" not in line
+    assert isinstance(info.value.__cause__, Boom)  # nothing lost for debugging
+
+
+def test_evaluate_names_the_model_and_its_inputs():
+    from harness import evaluate
+    with pytest.raises(RecipeError) as info:
+        evaluate(RaisingNet("eval"), data().val)
+    assert "evaluate: the model's forward (RaisingNet) on inputs (32, 1, 4, 4) float32 raised Boom" in one_line(info)
+
+
+def test_an_error_in_the_harness_itself_keeps_its_traceback(monkeypatch):
+    """Only user code is turned into a line: a bug of ours must stay a bug report."""
+    monkeypatch.setattr(sys.modules["harness.fit"], "_accumulate", boom)
+    with pytest.raises(Boom):
+        fit(model(), data(), lr=0.1, batch_size=16, epochs=1)
+
+
+def test_ctrl_c_in_the_model_is_not_turned_into_a_line():
+    class Interrupted(nn.Module):
+        def forward(self, x):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(nn.Sequential(Interrupted(), nn.Linear(1, 1)), data(), lr=0.1, batch_size=16, epochs=1)
+
+
+@pytest.mark.parametrize("dtype, fragment", [(torch.uint8, "x.float() / 255"), (torch.int64, "x.to(torch.float32)")])
+def test_integer_inputs_into_a_float_model_name_the_conversion(dtype, fragment):
+    d = data()
+    with pytest.raises(RecipeError) as info:
+        run(((d.train[0] * 255).to(dtype), d.train[1]))
+    assert "the model's forward (Sequential)" in one_line(info) and fragment in one_line(info)
+
+
+def test_a_loss_returning_a_python_float_is_one_line():
+    with pytest.raises(RecipeError) as info:
+        run(data().train, loss=lambda out, y: F.cross_entropy(out, y).item())
+    assert "the loss returned a float" in one_line(info) and "loss.item()" in one_line(info)
+
+
+def test_a_loss_class_instead_of_an_instance_is_one_line():
+    with pytest.raises(RecipeError) as info:
+        run(data().train, loss=nn.CrossEntropyLoss)
+    assert "loss= is the class CrossEntropyLoss" in one_line(info) and "loss=CrossEntropyLoss()" in one_line(info)
+
+
+def test_a_train_step_with_another_signature_names_the_one_it_needs():
+    def step(model, batch, optimizer):
+        return F.cross_entropy(model(batch[0]), batch[1])
+
+    with pytest.raises(RecipeError) as info:
+        run(data().train, train_step=step)
+    assert "train_step step(model, batch, optimizer) cannot be called as train_step(model, inputs, targets, " \
+           "optimizer, loss_fn)" in one_line(info)
+
+
+def test_a_last_batch_of_one_into_batchnorm_names_drop_last():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 4))
+    d = data(n=97)
+    with pytest.raises(RecipeError) as info:
+        fit(net, d, lr=0.1, batch_size=16, epochs=1)
+    assert "97 training samples at batch_size 16 leave a last batch of 1" in one_line(info) \
+        and "drop_last=True" in one_line(info)
+    h = fit(net, d, lr=0.1, batch_size=16, epochs=1, drop_last=True)  # the fix it names works
+    assert h.steps == [6]
+
+
+class AnySize(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(2), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
+def test_val_of_another_sample_shape_is_named_only_when_the_model_rejects_it():
+    d = data()
+    val = (torch.rand(32, 1, 6, 6), d.val[1])
+    with pytest.raises(RecipeError) as info:
+        run(d.train, val=val)  # an MLP on 4x4 inputs
+    assert "val inputs (1, 6, 6) per sample, train (1, 4, 4)" in one_line(info)
+    torch.manual_seed(0)
+    h = fit(AnySize(), Data(train=d.train, val=val), lr=0.1, batch_size=16, epochs=1)  # a model that takes both
+    assert math.isfinite(h.val_loss[0])
+
+
+def test_a_model_instance_or_a_shared_model_is_one_line():
+    shared = model()
+    with pytest.raises(RecipeError) as info:
+        Recipe(model=shared, data=data, num_classes=4).build_model()
+    assert "model= is an nn.Module instance (Sequential)" in one_line(info)
+    recipe = Recipe(model=lambda: shared, data=data, num_classes=4)
+    assert recipe.build_model() is shared
+    with pytest.raises(RecipeError) as info:
+        recipe.build_model()
+    assert "model factory returned the same Sequential object" in one_line(info)
+    fresh = Recipe(model=model, data=data, num_classes=4)
+    assert fresh.build_model() is not fresh.build_model()
+
+
+def _loader(shuffle, batch_size=16):
+    d = data()
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*d.train), batch_size=batch_size, shuffle=shuffle)
+
+
+@pytest.mark.parametrize("shuffle, batch_size, warns", [(False, 16, True), (True, 16, False), (False, 32, False)])
+def test_a_train_dataloader_that_never_shuffles_warns(shuffle, batch_size, warns, recwarn):
+    """Used as given (same batch size) without shuffling: a warning; rebuilt (another batch size) it is shuffled."""
+    run(_loader(shuffle, batch_size))
+    said = [str(w.message) for w in recwarn if "shuffle" in str(w.message)]
+    assert len(said) == int(warns) and all("\n" not in s for s in said)
+
+
+def test_a_subset_larger_than_the_split_warns_and_trains_on_all(recwarn):
+    h = run(data().train, subset=1000)
+    said = [str(w.message) for w in recwarn if "subset" in str(w.message)]
+    assert said == ["fit: subset 1000 is more than the 96-sample training split, so it trains on all 96; give a count "
+                    "up to 96 or a fraction in (0, 1] (--subset, subset=)"]
+    assert h.steps == [6, 6]
+    run(data().train, subset=96)
+    assert len([w for w in recwarn if "subset" in str(w.message)]) == 1

@@ -159,8 +159,9 @@ def test_fit_takes_a_config_object_and_restores_threads_and_mode_when_it_raises(
     def boom(m, x, y, opt, loss_fn):
         raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(RecipeError, match="train_step .* raised RuntimeError: boom") as info:  # one line, chained
         fit(model, data(), FitConfig(lr=0.1, batch_size=16, epochs=1, train_step=boom))
+    assert isinstance(info.value.__cause__, RuntimeError)
     assert not model.training and torch.get_num_threads() == threads
     with pytest.raises(RecipeError, match="unknown setting 'learning_rate'"):
         fit(model, data(), learning_rate=0.1)

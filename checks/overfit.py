@@ -6,9 +6,12 @@ model, loss and step can learn at all.
 
 The recipe's optimizer, lr, scheduler (spread over the step budget) and train_step train the
 model on one fixed batch. The loss target comes from what the loss can reach on this batch
-(`reachable_loss`: label smoothing and ignore_index bound it from below; samples with the same
-input cannot be told apart), and success is closing `1 - gap` of the way from the starting loss
-to that floor. The loss is judged in train mode with dropout-like layers off (BatchNorm uses
+(`reachable_loss`: label smoothing and ignore_index bound it from below; outputs that see the
+same input cannot be told apart, as the task's `output_groups` says: samples with equal inputs,
+and in a causal LM sequences with a common prefix at each position of it), and success is closing
+`1 - gap` of the way from the starting loss to that floor. A task with loss parts (MultiLabel: one
+BCE per label, `task.loss_parts`) is judged per part too: every label that has something to learn
+on the batch closes its own gap, so one dead label cannot hide in the mean. The loss is judged in train mode with dropout-like layers off (BatchNorm uses
 batch statistics, as when it trained), then confirmed in eval mode.
 
 When the recipe's settings fail, a reference run (Adam, lr 3e-3, the same step) tells the two
@@ -20,85 +23,155 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
+from harness import tasks
 from harness.checks import recipe_ops as ops
 from harness.checks.result import CheckResult, failed, passed
 
 CHECK_EVERY = 10         # steps between (synchronising) evaluations
 REFERENCE_LR = 3e-3      # Adam, as the blog, torchtest and pytest-torch overfit
+LEARNABLE = 0.01         # a loss part (label) whose start is within 1 % of its floor has nothing to learn
 
 
 def reachable_loss(recipe, outputs: torch.Tensor, targets, inputs=None, steps: int = 150) -> float:
-    """The lowest loss any outputs reach on this batch: free outputs (one per distinct input,
-    so duplicated inputs share one) optimised directly against the recipe's loss."""
-    start = outputs.detach().float()
-    if inputs is not None and start.dim() >= 1:
-        groups = _groups(inputs)
-    else:
-        groups = torch.arange(len(start))
-    free = start[_first_of_each(groups)].clone().requires_grad_(True)
+    """The lowest loss any outputs reach on this batch: free outputs, one per group of outputs that
+    no model can tell apart (the task's `output_groups`: one per distinct input; per shared prefix
+    and position in a causal LM), optimised directly against the recipe's loss."""
+    best, _ = _free_minimum(recipe, outputs, targets, inputs, lambda out: ops.loss(recipe, out, targets), steps)
+    return best
+
+
+def reachable_parts(recipe, outputs: torch.Tensor, targets, inputs=None, steps: int = 150):
+    """The lowest value of each of the task's loss parts (per label), (P,), or None when the task
+    judges its loss as a whole. The parts cover disjoint outputs, so each one's minimum is reached
+    together with the others'."""
+    if recipe.task.loss_parts(outputs.detach(), targets) is None:
+        return None
+    _, parts = _free_minimum(recipe, outputs, targets, inputs, lambda out: recipe.task.loss_parts(out, targets), steps)
+    return parts
+
+
+def _free_minimum(recipe, outputs, targets, inputs, objective, steps):
+    """(lowest total, lowest value of each part) of `objective` (-> scalar or (P,)) over free outputs."""
+    groups = (recipe.task.output_groups(inputs, outputs.detach()) if inputs is not None and outputs.dim() >= 1
+              else torch.arange(len(outputs), device=outputs.device))
+    flat = groups.reshape(-1)
+    units = outputs.detach().float().reshape(flat.numel(), -1)             # one row per unit of `groups`
+    free = units[_first_of_each(flat)].clone().requires_grad_(True)        # one row per group
     opt = torch.optim.Adam([free], lr=0.2)
-    best = math.inf
+    best, parts = math.inf, None
     with torch.enable_grad():
         for _ in range(steps):
             opt.zero_grad()
-            value = ops.loss(recipe, free[groups].to(outputs.dtype), targets)
-            value.backward()
+            value = objective(free[flat].reshape(outputs.shape).to(outputs.dtype))
+            total = value.sum()
+            total.backward()
             opt.step()
-            best = min(best, float(value.detach()))
-    return max(best, 0.0) if math.isfinite(best) else 0.0
+            best = min(best, float(total.detach()))
+            if value.dim() > 0:
+                now = value.detach().float().clamp(min=0)
+                parts = now if parts is None else torch.minimum(parts, now)
+    return (max(best, 0.0) if math.isfinite(best) else 0.0), parts
 
 
 def _groups(inputs) -> torch.Tensor:
     """Group id per sample: samples with identical inputs (every leaf) share an id."""
-    leaves = ops.leaves(inputs)
-    n = len(leaves[0])
-    rows = torch.cat([t.detach().reshape(n, -1).double().cpu() for t in leaves], 1)
-    _, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    return inverse.to(leaves[0].device)
+    return tasks.distinct_rows(inputs)
 
 
 def _first_of_each(groups: torch.Tensor) -> torch.Tensor:
+    """(K,) the first index holding each group id 0..K-1: free[g] holds group g's outputs, and
+    free[groups] gives each unit its group's row."""
     order = torch.full((int(groups.max()) + 1,), -1, dtype=torch.long, device=groups.device)
     idx = torch.arange(len(groups), device=groups.device)
     order.scatter_reduce_(0, groups, idx, reduce="amin", include_self=False)
-    # free[g] holds group g's outputs; free[groups] gives each sample its group's row
     return order
 
 
+@dataclass
+class Goal:
+    """What overfitting one batch means: the loss at or under `target`, and each loss part (per
+    label) at or under its own target (inf for a part with nothing to learn on this batch)."""
+    target: float
+    part_targets: Optional[torch.Tensor] = None
+
+    def reached(self, loss: float, parts) -> bool:
+        if not (math.isfinite(loss) and loss <= self.target):
+            return False
+        return self.part_targets is None or parts is None or bool((parts <= self.part_targets).all())
+
+
+def _goal(recipe, model, x, y, outputs, gap):
+    """(Goal, floor, start, start_parts, floor_parts) for one batch, from the reachable loss."""
+    floor = reachable_loss(recipe, outputs, y, inputs=x)
+    floor_parts = reachable_parts(recipe, outputs, y, inputs=x)
+    start, start_parts = _judge(recipe, model, x, y, eval_mode=False)
+    part_targets = None
+    if floor_parts is not None and start_parts is not None:
+        learnable = (start_parts - floor_parts) > LEARNABLE * start_parts.abs() + 1e-6
+        part_targets = torch.where(learnable, floor_parts + gap * (start_parts - floor_parts),
+                                   torch.full_like(floor_parts, math.inf))
+    return Goal(floor + gap * (start - floor), part_targets), floor, start, start_parts, floor_parts
+
+
 @torch.no_grad()
-def _judge(recipe, model, x, y, eval_mode: bool) -> float:
+def _judge(recipe, model, x, y, eval_mode: bool):
+    """(loss, loss parts or None) of the model on the batch, in eval mode or in train mode without noise."""
     if eval_mode:
         was = model.training
         model.eval()
         try:
-            return float(ops.loss(recipe, ops.forward(recipe, model, x), y))
+            return _losses(recipe, ops.forward(recipe, model, x), y)
         finally:
             model.train(was)
     with ops.train_mode_without_noise(model):
-        return float(ops.loss(recipe, ops.forward(recipe, model, x), y))
+        return _losses(recipe, ops.forward(recipe, model, x), y)
 
 
-def _train(recipe, model, x, y, optimizer, scheduler, max_steps, target):
-    """Steps until the judged loss reaches target. Returns (steps, start, last judged loss, peak step loss)."""
-    start = _judge(recipe, model, x, y, eval_mode=False)
+def _losses(recipe, outputs, y):
+    parts = recipe.task.loss_parts(outputs, y)
+    return float(ops.loss(recipe, outputs, y)), (None if parts is None else parts.detach().float())
+
+
+def _train(recipe, model, x, y, optimizer, scheduler, max_steps, goal: Goal):
+    """Steps until the judged loss reaches the goal. Returns (steps, start, last judged loss, peak step
+    loss, last judged parts)."""
+    start, parts = _judge(recipe, model, x, y, eval_mode=False)
     last, peak, steps = start, start, 0
     while steps < max_steps:
         losses = [ops.step(recipe, model, x, y, optimizer, scheduler) for _ in range(CHECK_EVERY)]
         steps += CHECK_EVERY
         step_peak = float(torch.stack([torch.as_tensor(v).detach().float().reshape(()).cpu() for v in losses]).max())
         peak = max(peak, step_peak) if math.isfinite(step_peak) else math.inf
-        last = _judge(recipe, model, x, y, eval_mode=False)
-        if not math.isfinite(last) or last <= target:
+        last, parts = _judge(recipe, model, x, y, eval_mode=False)
+        if not math.isfinite(last) or goal.reached(last, parts):
             break
-    return steps, start, last, peak
+    return steps, start, last, peak, parts
+
+
+def _missed_parts(recipe, goal, parts, start_parts, floor_parts, most: int = 3) -> str:
+    """'; 2 of 10 labels did not learn: label 9 0.69 (start 0.69, floor 0), ...' naming the worst, or ''."""
+    if goal.part_targets is None or parts is None:
+        return ""
+    missed = (~(parts <= goal.part_targets)).nonzero().flatten().tolist()
+    if not missed:
+        return ""
+    left = (parts - floor_parts) / (start_parts - floor_parts).clamp(min=1e-12)  # share of the gap left
+    missed.sort(key=lambda i: -float(left[i]))
+    named = ", ".join(f"{recipe.task.part_name(i)} {float(parts[i]):.3g} (start {float(start_parts[i]):.3g}, "
+                      f"floor {float(floor_parts[i]):.2g})" for i in missed[:most])
+    kind = recipe.task.part_name(0).split(" ")[0]
+    return f"; {len(missed)} of {len(parts)} {kind}s did not close their gap: {named}"
 
 
 def check_overfit(recipe, model, batch, max_steps: int = 500, gap: float = 0.05) -> CheckResult:
     """Train on one fixed batch with the recipe's settings until the loss closes (1 - gap) of the
-    way from its start to the reachable floor; then confirm in eval mode."""
+    way from its start to the reachable floor (and each loss part, e.g. each label, closes its own);
+    then confirm in eval mode."""
     x, y = batch
     n = ops.batch_len(x)
     one = n <= 2 and int(_groups(x).max()) == 0  # one sample, perhaps repeated for BatchNorm
@@ -111,35 +184,35 @@ def check_overfit(recipe, model, batch, max_steps: int = 500, gap: float = 0.05)
     try:
         with torch.no_grad(), ops.train_mode_without_noise(model):
             outputs = ops.forward(recipe, model, x)
-        floor = reachable_loss(recipe, outputs, y, inputs=x)
-        start = _judge(recipe, model, x, y, eval_mode=False)
-        target = floor + gap * (start - floor)
+        goal, floor, start, start_parts, floor_parts = _goal(recipe, model, x, y, outputs, gap)
         optimizer = ops.optimizer_for(recipe, model)
         settings = ops.describe_optimizer(optimizer)
         scheduler = ops.scheduler_for(recipe, optimizer, max_steps)
-        steps, start, loss, worst = _train(recipe, model, x, y, optimizer, scheduler, max_steps, target)
+        steps, start, loss, worst, parts = _train(recipe, model, x, y, optimizer, scheduler, max_steps, goal)
     except Exception as e:
         return failed(check, "train_step_crashed", f"training on one batch raised {type(e).__name__}: {e}",
                       "a step that runs", "training cannot run",
                       ["check the labels (see labels) and the output width (see output_shape)",
                        "run the step by hand on one batch"])
     seen = (f"after {steps} steps of {settings} on {n} sample(s): loss {start:.4g} -> {loss:.4g} "
-            f"(reachable floor {floor:.3g}, target {target:.3g})")
-    if math.isfinite(loss) and loss <= target:
-        return _confirm_in_eval(recipe, model, x, y, check, seen, start, floor, target, steps)
-    return _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, floor, target, max_steps, n)
+            f"(reachable floor {floor:.3g}, target {goal.target:.3g})")
+    if goal.reached(loss, parts):
+        return _confirm_in_eval(recipe, model, x, y, check, seen, start, floor, goal.target, steps)
+    seen += _missed_parts(recipe, goal, parts, start_parts, floor_parts)
+    return _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, floor, goal, max_steps, n,
+                     missed_parts=parts is not None and math.isfinite(loss) and loss <= goal.target)
 
 
 def _confirm_in_eval(recipe, model, x, y, check, seen, start, floor, target, steps) -> CheckResult:
     """The loss reached in train mode must hold in eval mode; BatchNorm running statistics that lag
     behind (a small momentum) are re-estimated on the batch before judging."""
     eval_target = floor + 0.25 * (start - floor)
-    eval_loss = _judge(recipe, model, x, y, eval_mode=True)
+    eval_loss, _ = _judge(recipe, model, x, y, eval_mode=True)
     note = ""
     if not (eval_loss <= eval_target) and ops.has_batchnorm(model):
         lagging = eval_loss
         _recalibrate_batchnorm(recipe, model, x)
-        eval_loss = _judge(recipe, model, x, y, eval_mode=True)
+        eval_loss, _ = _judge(recipe, model, x, y, eval_mode=True)
         note = f" (BatchNorm statistics re-estimated on the batch: eval loss {lagging:.3g} -> {eval_loss:.3g})"
     seen = f"{seen}; eval-mode loss {eval_loss:.4g}{note}"
     if math.isfinite(eval_loss) and eval_loss <= eval_target:
@@ -168,34 +241,37 @@ def _recalibrate_batchnorm(recipe, model, x):
             m.momentum = momentum
 
 
-def _probe(recipe, initial, x, y, target, max_steps, factor) -> float:
+def _probe(recipe, initial, x, y, goal, max_steps, factor) -> float:
     """The judged loss the recipe's own optimizer reaches at `factor` x its lr (inf when it fails)."""
     try:
         model = copy.deepcopy(initial)
         optimizer = ops.optimizer_for(recipe, model, lr=recipe.lr * factor)
-        _, _, loss, _ = _train(recipe, model, x, y, optimizer, None, max_steps, target)
+        _, _, loss, _, _ = _train(recipe, model, x, y, optimizer, None, max_steps, goal)
         return loss if math.isfinite(loss) else math.inf
     except Exception:
         return math.inf
 
 
-def _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, floor, target, max_steps, n):
+def _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, floor, goal, max_steps, n,
+              missed_parts=False):
     """The recipe's settings did not overfit: does a reference Adam run on the same model and step?"""
+    target = goal.target
     reference = None
     try:
         model = copy.deepcopy(initial)
         optimizer = torch.optim.Adam(model.parameters(), lr=REFERENCE_LR)
-        r_steps, _, r_loss, _ = _train(recipe, model, x, y, optimizer, None, max_steps, target)
-        reference = (r_steps, r_loss)
+        r_steps, _, r_loss, _, r_parts = _train(recipe, model, x, y, optimizer, None, max_steps, goal)
+        reference = (r_steps, r_loss, goal.reached(r_loss, r_parts))
     except Exception:
         pass
-    expected = f"loss <= {target:.3g} (start {start:.3g}, reachable {floor:.3g}) within {max_steps} steps"
-    if reference is not None and math.isfinite(reference[1]) and reference[1] <= target:
+    kind = recipe.task.part_name(0).split(" ")[0]
+    each = f", and each {kind} as close to its own floor" if goal.part_targets is not None else ""
+    expected = f"loss <= {target:.3g} (start {start:.3g}, reachable {floor:.3g}){each} within {max_steps} steps"
+    if reference is not None and reference[2]:
         ref = f"; Adam(lr={REFERENCE_LR:g}) with the same model and step reaches {reference[1]:.3g} in {reference[0]} steps"
         probe_steps = max(CHECK_EVERY, max_steps // 4)  # which way the lr should move, cheaply
-        lower = _probe(recipe, initial, x, y, target, probe_steps, 0.1)
-        higher = _probe(recipe, initial, x, y, target, probe_steps, 10.0)
-        lr = getattr(recipe, "lr", None)
+        lower = _probe(recipe, initial, x, y, goal, probe_steps, 0.1)
+        higher = _probe(recipe, initial, x, y, goal, probe_steps, 10.0)
         probes = f"; in {probe_steps} steps the recipe's optimizer at lr/10 reaches {lower:.3g}, at 10 x lr {higher:.3g}"
         exploded = not math.isfinite(loss) or not math.isfinite(worst) or worst > 3 * start
         if exploded or lower < higher:
@@ -215,6 +291,10 @@ def _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, 
     ref = "" if reference is None else f"; Adam(lr={REFERENCE_LR:g}) does not either ({reference[1]:.3g})"
     symptom = "cannot_overfit_sample" if check == "overfit_sample" else "cannot_overfit_batch"
     hints = []
+    if missed_parts:
+        hints.append(f"the loss as a whole came down but the {kind}s named above did not: their outputs are cut "
+                     f"off, constant or detached (a last layer narrower than the {kind}s, a slice, a mask, "
+                     "a bias-only unit)")
     if math.isfinite(loss) and abs(loss - start) <= 1e-3 * max(abs(start), 1e-12):
         hints.append("the loss never moved: every output is clamped or constant (a ReLU after the last layer, as "
                      "SqueezeNet's head has, can switch all logits to 0) or no gradient reaches the head")

@@ -8,6 +8,8 @@
     meter = task.meter()                        # accumulates per batch on the device, no host sync
     meter.update(outputs, targets); meter.compute()   # {"accuracy": ..., "f1_macro": ..., ...}
     task.skip_reason("class_balance")           # why a check does not apply to this task, or None
+    task.output_groups(inputs, outputs)         # which outputs a model can set apart (the overfit floor)
+    task.loss_parts(outputs, targets)           # per-part losses judged one by one (per label), or None
 
 Each task keeps only small per-batch tallies (counts, sums, a confusion matrix) or per-sample
 predictions, never the full output tensors, so metrics over a large split cost little memory.
@@ -23,7 +25,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from harness import parse
+from harness import batching, parse
 from harness.errors import RecipeError
 
 
@@ -100,6 +102,22 @@ class Task:
             return f"causality applies to causal language models only, not to {self.name}"
         return self.skips.get(check_id)
 
+    # what the overfit check asks: how free the outputs are, and which parts of the loss to judge alone
+    def output_groups(self, inputs, outputs) -> torch.Tensor:
+        """Group ids (0..K-1, int64) over the leading dimensions of `outputs`: outputs in one group
+        see the same input, so any model gives them the same value; outputs in different groups
+        may differ. `outputs.reshape(groups.numel(), -1)[i]` is the unit with id `groups.flatten()[i]`.
+        Default: one unit per sample, samples with identical inputs in one group, shape (N,)."""
+        return distinct_rows(inputs)
+
+    def loss_parts(self, outputs, targets) -> Optional[torch.Tensor]:
+        """Losses over disjoint parts of the outputs that the overfit check judges one by one, (P,)
+        (each must close its own gap), or None to judge the loss as a whole."""
+        return None
+
+    def part_name(self, i: int) -> str:
+        return f"part {i}"
+
     # what a Meter calls: tally -> 1-D tensor of sums per batch; keep -> per-sample values; summarize -> dict
     def tally(self, outputs, targets, full: bool) -> torch.Tensor:
         raise NotImplementedError
@@ -130,6 +148,14 @@ def _not_tensor(outputs) -> Optional[str]:
     if not isinstance(outputs, torch.Tensor):
         return f"outputs are a {type(outputs).__name__}, not a tensor; unwrap them with forward=(model, inputs) -> tensor"
     return None
+
+
+def distinct_rows(inputs) -> torch.Tensor:
+    """(N,) int64 group ids 0..K-1: samples whose inputs are equal in every leaf share an id."""
+    found = batching.leaves(inputs)
+    n = len(found[0])
+    rows = torch.cat([t.detach().reshape(n, -1).double().cpu() for t in found], 1) if n else torch.zeros(0, 1)
+    return torch.unique(rows, dim=0, return_inverse=True)[1].to(found[0].device)
 
 
 # --- classification -----------------------------------------------------------------------------
@@ -235,6 +261,14 @@ class MultiLabel(Task):
     def init_loss(self):
         return math.log(2.0)  # per label, at p = 0.5
 
+    def loss_parts(self, outputs, targets):
+        """Binary cross-entropy per label, (L,): one label the model cannot learn hides in the mean
+        over many it can, so the overfit check judges each label alone."""
+        return F.binary_cross_entropy_with_logits(outputs.float(), targets.float(), reduction="none").mean(0)
+
+    def part_name(self, i):
+        return f"label {i}"
+
     def check_outputs(self, outputs, targets):
         problem = _not_tensor(outputs) or _batch_mismatch(outputs, targets)
         if problem:
@@ -289,7 +323,6 @@ class Regression(Task):
     name = "regression"
     main_metric = "r2"
     skips = {"class_balance": "regression targets have no classes",
-             "labels_predictable": "regression targets have no classes",
              "labels_out_of_range": "regression targets have no classes",
              "outputs_are_logits": "regression outputs are values, not logits",
              "loss_at_init": "regression has no expected loss at init (it depends on the targets' scale)"}
@@ -459,6 +492,28 @@ class CausalLM(Task):
 
     def init_loss(self):
         return math.log(self.vocab_size)
+
+    def output_groups(self, inputs, outputs):
+        """(N, T): the output at position t may depend on tokens 0..t only, so sequences that share
+        their first t + 1 tokens share one free output at t (the first words of random text cannot
+        be predicted, however long the model trains). Every input leaf with a position dimension
+        (ids, attention mask, position ids: (N, T, ...)) counts up to t; other leaves count whole.
+        Inputs with no (N, T) leaf: every sample and position its own group."""
+        n, length = outputs.shape[:2]
+        found = batching.leaves(inputs)
+        timed = [t for t in found if t.dim() >= 2 and t.shape[:2] == (n, length)]
+        if not timed:
+            return distinct_rows(inputs)[:, None] * length + torch.arange(length, device=outputs.device)
+        whole = [t for t in found if not any(t is s for s in timed)]
+        prefix = distinct_rows(whole).double().cpu() if whole else torch.zeros(n, dtype=torch.float64)
+        groups, offset = [], 0
+        for t in range(length):  # prefix id at t = distinct (prefix id at t - 1, tokens at t)
+            row = torch.cat([prefix[:, None]] + [s[:, t].detach().reshape(n, -1).double().cpu() for s in timed], 1)
+            ids = torch.unique(row, dim=0, return_inverse=True)[1]
+            groups.append(ids + offset)
+            offset += int(ids.max()) + 1
+            prefix = ids.double()
+        return torch.stack(groups, 1).to(outputs.device)  # (N, T), ids unique across positions
 
     def check_outputs(self, outputs, targets):
         problem = _not_tensor(outputs) or _batch_mismatch(outputs, targets)

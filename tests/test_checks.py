@@ -387,6 +387,106 @@ def test_overfit_target_comes_from_what_the_loss_can_reach(batch):
     assert reachable_loss(recipe(loss=ignore), torch.zeros(16, 4), batch[1]) < 0.01
 
 
+def _prefix_entropy(ids, targets, ignore_index=-100):
+    """Oracle for a causal LM's reachable loss: at each position, sequences sharing a prefix can only
+    be given one distribution, so the best loss is the entropy of their next tokens (plain Python)."""
+    from collections import Counter, defaultdict
+    total, count = 0.0, 0
+    for t in range(ids.shape[1] - 1):
+        nexts = defaultdict(Counter)
+        for row, target in zip(ids.tolist(), targets.tolist()):
+            if target[t + 1] != ignore_index:
+                nexts[tuple(row[:t + 1])][target[t + 1]] += 1
+        for c in nexts.values():
+            n = sum(c.values())
+            total -= sum(k * math.log(k / n) for k in c.values())
+            count += n
+    return total / count
+
+
+def _random_text_lm(seed, vocab=4, length=8, n=64, pad_from=None):
+    """A tiny causal transformer (examples/causal_lm.py) on uniformly random text: the first
+    positions cannot be predicted, the later ones (unique prefixes) can be memorised."""
+    from tests.gallery.task_bugs import example
+    ex = example("causal_lm")
+    ids = torch.randint(vocab, (n, length), generator=torch.Generator().manual_seed(seed))
+    targets = ids.clone()
+    if pad_from is not None:  # right padding on every other sequence: no target there
+        targets[::2, pad_from:] = -100
+    rec = Recipe(model=lambda: ex.TinyGPT(ex.GPTConfig(vocab_size=vocab, block_size=length)),
+                 data=lambda: Data(train=(ids, targets), val=(ids, targets)), task=tasks.CausalLM(vocab),
+                 optimizer=ex.adamw, lr=3e-3, batch_size=n, epochs=1)
+    return rec, ids, targets
+
+
+def test_causal_lm_floor_is_the_entropy_after_each_shared_prefix():
+    torch.manual_seed(0)
+    for pad_from in (None, 5):
+        rec, ids, targets = _random_text_lm(0, pad_from=pad_from)
+        outputs = rec.forward(rec.build_model(), ids).detach()
+        oracle = _prefix_entropy(ids, targets)
+        assert oracle > 0.3  # random text: its first tokens cannot be memorised
+        assert reachable_loss(rec, outputs, targets, inputs=ids) == pytest.approx(oracle, abs=0.01)
+        assert reachable_loss(rec, outputs, targets) < 0.02  # one free output per sequence: the old, wrong floor
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_overfit_passes_a_healthy_causal_lm_on_random_text(seed):
+    rec, ids, targets = _random_text_lm(seed)
+    torch.manual_seed(seed)
+    r = check_overfit(rec, rec.build_model(), (ids, targets))
+    assert r.passed, r.message()
+    assert float(r.observed.split("reachable floor ")[1].split(",")[0]) > 0.3
+
+
+def test_overfit_catches_a_causal_lm_that_ignores_its_input():
+    rec, ids, targets = _random_text_lm(0, vocab=8)
+    from tests.gallery.task_bugs import example
+    ex = example("causal_lm")
+
+    class PositionsOnly(ex.TinyGPT):
+        def forward(self, ids):
+            positions = torch.arange(ids.shape[1])
+            return self.head(self.ln_f(self.blocks(self.tok(positions.expand_as(ids)) + self.pos(positions))))
+    torch.manual_seed(0)
+    model = PositionsOnly(ex.GPTConfig(vocab_size=8, block_size=8))
+    assert check_overfit(rec, model, (ids, targets), max_steps=200).name == "cannot_overfit_batch"
+
+
+def _many_labels(labels=40, n=64, dead=()):
+    """Random features, random 0/1 labels: every label can be memorised; `dead` labels are a constant."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 32, generator=g), (torch.rand(n, labels, generator=g) < 0.3).float()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, labels))
+            self.constant = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            out = self.net(x).clone()
+            out[:, list(dead)] = self.constant  # a bias-only label: its frequency, never the sample's answer
+            return out
+    rec = Recipe(model=Net, data=lambda: Data(train=(x, y), val=(x, y)), task=tasks.MultiLabel(labels),
+                 optimizer=lambda p, lr: torch.optim.Adam(p, lr=lr), lr=1e-3, batch_size=n, epochs=1)
+    return rec, x, y
+
+
+def test_overfit_judges_each_label_of_a_multilabel_task():
+    torch.manual_seed(0)
+    rec, x, y = _many_labels()
+    assert check_overfit(rec, rec.build_model(), (x, y)).passed
+    torch.manual_seed(0)
+    rec, x, y = _many_labels(dead=(39,))
+    r = check_overfit(rec, rec.build_model(), (x, y))
+    assert r.name == "cannot_overfit_batch" and "1 of 40 labels did not close their gap: label 39" in r.observed
+    # the mean over 40 labels reached its target: judged as a whole, the dead label would have passed
+    loss, target = (float(r.observed.split(" -> ")[1].split(" ")[0]),
+                    float(r.observed.split("target ")[1].split(")")[0]))
+    assert loss <= target, r.observed
+
+
 def test_overfit_passes_a_batchnorm_model_whose_running_statistics_lag(batch):
     torch.manual_seed(0)
     slow_bn = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32, momentum=0.001), nn.ReLU(),

@@ -48,7 +48,7 @@ def needs_extra(name):
 
 def run_sanity(pytester, recipe, *args):
     return pytester.runpytest("--pyargs", "harness.suites", "-m", "sanity", "--recipe", recipe,
-                              "-p", "no:cacheprovider", "-p", "no:randomly", "-rfEs", *args)
+                              "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:pytest_torch", "-rfEs", *args)
 
 
 def test_every_example_has_a_twin():

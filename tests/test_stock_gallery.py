@@ -27,7 +27,7 @@ def _cases():
 @pytest.mark.parametrize("name", _cases())
 def test_stock_model_raises_no_false_alarm(pytester, name):
     result = pytester.runpytest("--pyargs", "harness.suites", "-m", "sanity", "--recipe",
-                                f"{GALLERY / 'stock.py'}:{name}", "-p", "no:cacheprovider", "-p", "no:randomly")
+                                f"{GALLERY / 'stock.py'}:{name}", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:pytest_torch")
     outcomes = result.parseoutcomes()
     text = result.stdout.str()
     expected = stock.EXPECTED_FINDINGS.get(name)

@@ -227,3 +227,49 @@ def test_metrics_keep_tallies_not_outputs():
     for _ in range(5):
         meter.update(torch.randn(4, 3, 32, 32), torch.randint(0, 3, (4, 32, 32)))
     assert not meter.kept and all(t.numel() == 9 for t in meter.tallies)
+
+
+# --- what the overfit check asks of a task: output groups and loss parts ------------------------
+
+def test_default_output_groups_are_distinct_inputs():
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0]])
+    groups = tasks.Classification(3).output_groups(x, torch.zeros(3, 3))
+    assert groups.shape == (3,) and groups[0] == groups[2] != groups[1]
+    pair = (x, torch.tensor([0, 1, 1]))  # a tuple input: every leaf counts
+    assert len(set(tasks.Regression().output_groups(pair, torch.zeros(3)).tolist())) == 3
+
+
+def test_causal_lm_groups_outputs_by_prefix_and_position():
+    ids = torch.tensor([[5, 1, 2, 3],
+                        [5, 1, 7, 3],
+                        [6, 1, 2, 3],
+                        [5, 1, 2, 3]])
+    groups = tasks.CausalLM(8).output_groups(ids, torch.zeros(4, 4, 8))
+    assert groups.shape == (4, 4)
+    assert sorted(set(groups.flatten().tolist())) == list(range(int(groups.max()) + 1))  # ids 0..K-1
+    # oracle: two outputs share a group exactly when they sit at the same position after the same prefix
+    for a in range(4):
+        for b in range(4):
+            for t in range(4):
+                for s in range(4):
+                    same = t == s and ids[a, :t + 1].tolist() == ids[b, :s + 1].tolist()
+                    assert bool(groups[a, t] == groups[b, s]) == same, (a, b, t, s)
+
+
+def test_causal_lm_groups_read_every_per_position_leaf_and_fall_back_to_whole_samples():
+    ids = torch.tensor([[5, 1, 2], [5, 1, 2]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])  # the same ids, padding at the end of the second
+    groups = tasks.CausalLM(8).output_groups({"input_ids": ids, "attention_mask": mask}, torch.zeros(2, 3, 8))
+    assert groups[0, :2].tolist() == groups[1, :2].tolist() and groups[0, 2] != groups[1, 2]
+    flat = torch.tensor([[0.5, 1.0], [0.5, 1.0]])  # no (N, T) leaf: every sample and position apart
+    groups = tasks.CausalLM(8).output_groups(flat, torch.zeros(2, 3, 8))
+    assert groups[0].tolist() == groups[1].tolist() and len(set(groups[0].tolist())) == 3
+
+
+def test_multilabel_loss_parts_are_the_per_label_bce():
+    g = torch.Generator().manual_seed(0)
+    out, y = torch.randn(16, 5, generator=g), (torch.rand(16, 5, generator=g) > 0.5).float()
+    oracle = torch.stack([F.binary_cross_entropy_with_logits(out[:, j], y[:, j]) for j in range(5)])
+    assert torch.allclose(tasks.MultiLabel(5).loss_parts(out, y), oracle, atol=1e-6)
+    assert tasks.MultiLabel(5).part_name(3) == "label 3"
+    assert tasks.Classification(5).loss_parts(out, y.argmax(1)) is None

@@ -62,6 +62,24 @@ def MULTILABEL_SOFTMAX_CE():
                              name="multilabel_softmax_ce")
 
 
+# multilabel: the last label was added to the data later, and the model's head wired it to a bias only
+def MULTILABEL_LAST_LABEL_CONSTANT():
+    ex = example("multilabel")
+
+    class NineLabelHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = ex.build_model()
+            self.net[-1] = nn.Linear(128, 9)            # bug: the head still has the old 9 outputs
+            self.last = nn.Parameter(torch.zeros(1))   # and the 10th label is one learned constant
+
+        def forward(self, x):
+            out = self.net(x)
+            return torch.cat([out, self.last.expand(len(out), 1)], dim=1)  # (N, 10)
+
+    return ex.RECIPE.replace(model=NineLabelHead, name="multilabel_last_label_constant")
+
+
 # regression: (N, 1) outputs against (N,) targets, which MSE would broadcast to (N, N)
 def REGRESSION_BROADCAST():
     ex = example("regression")
@@ -113,6 +131,19 @@ def LM_UNSHIFTED_TARGETS():
     return ex.RECIPE.replace(loss=unshifted_loss, name="lm_unshifted_targets")
 
 
+# causal_lm: the token embedding is fed the positions instead of the ids, so no output depends on the text
+def LM_HEAD_IGNORES_INPUT():
+    ex = example("causal_lm")
+
+    class PositionsOnly(ex.TinyGPT):
+        def forward(self, ids):
+            positions = torch.arange(ids.shape[1], device=ids.device)
+            x = self.tok(positions.expand_as(ids)) + self.pos(positions)  # bug: self.tok(ids)
+            return self.head(self.ln_f(self.blocks(x)))
+
+    return ex.RECIPE.replace(model=PositionsOnly, name="lm_head_ignores_input")
+
+
 # hf_bert: the config's num_labels left at its default (2) for a 10-class problem
 def HF_NUM_LABELS_LEFT_AT_DEFAULT():
     ex = example("hf_bert")
@@ -151,11 +182,13 @@ CAUGHT_BY = {
     "RESNET_INPUTS_0_255": "inputs_out_of_range",
     "TWO_INPUT_TOWER_WITHOUT_GRAD": "params_get_no_gradient",
     "MULTILABEL_SOFTMAX_CE": "labels_compete_in_loss",
+    "MULTILABEL_LAST_LABEL_CONSTANT": "cannot_overfit_batch",
     "REGRESSION_BROADCAST": "output_shape_wrong",
     "SEGMENTATION_MIXES_SAMPLES": "batch_samples_interact",
     "TAGGING_TIME_MAJOR": "batch_samples_interact",
     "LM_CAUSAL_MASK_MISSING": "future_tokens_leak",
     "LM_UNSHIFTED_TARGETS": "targets_not_shifted",
+    "LM_HEAD_IGNORES_INPUT": "cannot_overfit_batch",
     "HF_NUM_LABELS_LEFT_AT_DEFAULT": "output_shape_wrong",
     "HF_BERT_LM_WITHOUT_IS_DECODER": "future_tokens_leak",
     "LIGHTNING_LAYER_LEFT_OUT": "params_not_in_optimizer",
@@ -165,11 +198,13 @@ EXAMPLE = {
     "RESNET_INPUTS_0_255": "resnet18_digits",
     "TWO_INPUT_TOWER_WITHOUT_GRAD": "two_input",
     "MULTILABEL_SOFTMAX_CE": "multilabel",
+    "MULTILABEL_LAST_LABEL_CONSTANT": "multilabel",
     "REGRESSION_BROADCAST": "regression",
     "SEGMENTATION_MIXES_SAMPLES": "segmentation",
     "TAGGING_TIME_MAJOR": "tagging",
     "LM_CAUSAL_MASK_MISSING": "causal_lm",
     "LM_UNSHIFTED_TARGETS": "causal_lm",
+    "LM_HEAD_IGNORES_INPUT": "causal_lm",
     "HF_NUM_LABELS_LEFT_AT_DEFAULT": "hf_bert",
     "HF_BERT_LM_WITHOUT_IS_DECODER": "hf_gpt2",
     "LIGHTNING_LAYER_LEFT_OUT": "lightning_module",

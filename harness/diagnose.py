@@ -91,6 +91,8 @@ def explain(error: Exception, ctx: user_code) -> Optional[str]:
         return _forward(names["self"], names.get("model"), names.get("inputs"), error, ctx, said)
     code = linecache.getline(frame.f_code.co_filename, lineno)
     if part == "default_step":
+        if "loss_fn(" in code:  # a plain loss function (Recipe.compute_loss would be the innermost site)
+            return _loss(names["loss_fn"], names.get("outputs"), names.get("targets"), ctx, said)
         if ".backward(" in code:
             loss, outputs = names.get("loss"), names.get("outputs")
             return (f"{ctx.where}: loss.backward() raised {said} (the loss {describe(loss)} from outputs "
@@ -139,8 +141,10 @@ def _train_step(step, inputs, targets, error, ctx: user_code, said: str) -> str:
     if isinstance(error, TypeError) and not _binds(step, 5):
         return (f"{ctx.where}: train_step {name}{_signature(step)} cannot be called as {TRAIN_STEP_CALL} ({said}); "
                 "give it that signature and return the loss (or (loss, outputs))")
+    module = _outermost_forward(error.__traceback__)
+    inside = f" (in {type(module).__name__}.forward)" if module is not None else ""
     return (f"{ctx.where}: train_step ({name}) on {_split(ctx)}inputs {describe(inputs)} and targets "
-            f"{describe(targets)} raised {said}; it is called as {TRAIN_STEP_CALL}")
+            f"{describe(targets)} raised {said}{inside}; it is called as {TRAIN_STEP_CALL}")
 
 
 def _reading(error, split, ctx: user_code, said: str) -> Optional[str]:
@@ -154,6 +158,16 @@ def _reading(error, split, ctx: user_code, said: str) -> Optional[str]:
     size = f" for every index below len() = {len(dataset)}" if hasattr(dataset, "__len__") else ""
     return (f"{ctx.where}: reading {what} of the {name + ' ' if name else ''}split ({type(dataset).__name__}) "
             f"raised {said}; the Dataset's __getitem__ must return (inputs, targets){size}")
+
+
+def _outermost_forward(tb):
+    """The first nn.Module whose forward is in the traceback (the model a train_step called), or None."""
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "forward" and isinstance(frame.f_locals.get("self"), torch.nn.Module):
+            return frame.f_locals["self"]
+        tb = tb.tb_next
+    return None
 
 
 def _dataset_item(tb):

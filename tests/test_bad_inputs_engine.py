@@ -410,3 +410,24 @@ def test_a_subset_larger_than_the_split_warns_and_trains_on_all(recwarn):
     assert h.steps == [6, 6]
     run(data().train, subset=96)
     assert len([w for w in recwarn if "subset" in str(w.message)]) == 1
+
+
+def test_a_train_step_calling_a_model_that_raises_names_the_model():
+    def step(m, x, y, opt, loss_fn):
+        return loss_fn(m(x), y)
+
+    with pytest.raises(RecipeError) as info:
+        fit(RaisingNet(), data(), lr=0.1, batch_size=16, epochs=1, train_step=step)
+    assert "train_step (step) on train inputs (16, 1, 4, 4) float32 and targets (16,) int64 raised Boom: boom " \
+           "(in RaisingNet.forward)" in one_line(info)
+
+
+def test_default_step_with_a_plain_loss_names_the_loss():
+    """Callers of default_step with a loss function of their own (the lr range test) get the same line."""
+    from harness.diagnose import user_code
+    from harness.recipe import default_step
+    net = model()
+    d = data()
+    with pytest.raises(RecipeError) as info, user_code("lr_find", "train"):
+        default_step(net, d.train[0][:8], d.train[1][:8], torch.optim.SGD(net.parameters(), 0.1), boom)
+    assert "lr_find: the loss (boom) on outputs (8, 4) float32 and train targets (8,) int64 raised Boom" in one_line(info)

@@ -69,9 +69,12 @@ class user_code:
     def __exit__(self, kind, error, tb):
         if not isinstance(error, Exception) or isinstance(error, RecipeError):
             return False
-        line = explain(error, self)
+        try:
+            line = explain(error, self)
+        except Exception:  # noqa: BLE001 (a diagnosis that fails must not hide what it diagnoses)
+            line = None
         if line is None:
-            return False  # the harness's own code failed: keep the traceback
+            return False  # the harness's own code failed (or the diagnosis did): keep the traceback
         raise RecipeError(line) from error
 
 
@@ -103,7 +106,10 @@ def explain(error: Exception, ctx: user_code) -> Optional[str]:
     if "scheduler" in code and "train_step" not in code:  # Recipe.step: scheduler.step()
         scheduler = names.get("scheduler")
         return f"{ctx.where}: the scheduler's step ({type(scheduler).__name__}) raised {said}; check its factory"
-    return _train_step(names["self"].train_step, names.get("inputs"), names.get("targets"), error, ctx, said)
+    step = names["self"].train_step
+    if step is None:
+        return None
+    return _train_step(step, names.get("inputs"), names.get("targets"), error, ctx, said)
 
 
 def _innermost_site(tb):

@@ -431,3 +431,10 @@ def test_default_step_with_a_plain_loss_names_the_loss():
     with pytest.raises(RecipeError) as info, user_code("lr_find", "train"):
         default_step(net, d.train[0][:8], d.train[1][:8], torch.optim.SGD(net.parameters(), 0.1), boom)
     assert "lr_find: the loss (boom) on outputs (8, 4) float32 and train targets (8,) int64 raised Boom" in one_line(info)
+
+
+def test_a_diagnosis_that_fails_leaves_the_original_exception(monkeypatch):
+    import harness.diagnose
+    monkeypatch.setattr(harness.diagnose, "explain", boom)
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        run((data().train[0][:, :, :2], data().train[1]))  # 8 features into a 16-feature MLP

@@ -8,7 +8,8 @@ The recipe's optimizer, lr, scheduler (spread over the step budget) and train_st
 model on one fixed batch. The loss target comes from what the loss can reach on this batch
 (`reachable_loss`: label smoothing and ignore_index bound it from below; outputs that see the
 same input cannot be told apart, as the task's `output_groups` says: samples with equal inputs,
-and in a causal LM sequences with a common prefix at each position of it), and success is closing
+and in a causal LM sequences with a common prefix at each position of it; segmentation logits
+upsampled from a coarser grid are free on that grid only, `task.output_space`), and success is closing
 `1 - gap` of the way from the starting loss to that floor. A task with loss parts (MultiLabel: one
 BCE per label, `task.loss_parts`) is judged per part too: every label that has something to learn
 on the batch closes its own gap, so one dead label cannot hide in the mean. The loss is judged in train mode with dropout-like layers off (BatchNorm uses
@@ -37,7 +38,7 @@ REFERENCE_LR = 3e-3      # Adam, as the blog, torchtest and pytest-torch overfit
 LEARNABLE = 0.01         # a loss part (label) whose start is within 1 % of its floor has nothing to learn
 
 
-def reachable_loss(recipe, outputs: torch.Tensor, targets, inputs=None, steps: int = 150) -> float:
+def reachable_loss(recipe, outputs: torch.Tensor, targets, inputs=None, steps: int = 300) -> float:
     """The lowest loss any outputs reach on this batch: free outputs, one per group of outputs that
     no model can tell apart (the task's `output_groups`: one per distinct input; per shared prefix
     and position in a causal LM), optimised directly against the recipe's loss."""
@@ -45,7 +46,7 @@ def reachable_loss(recipe, outputs: torch.Tensor, targets, inputs=None, steps: i
     return best
 
 
-def reachable_parts(recipe, outputs: torch.Tensor, targets, inputs=None, steps: int = 150):
+def reachable_parts(recipe, outputs: torch.Tensor, targets, inputs=None, steps: int = 300):
     """The lowest value of each of the task's loss parts (per label), (P,), or None when the task
     judges its loss as a whole. The parts cover disjoint outputs, so each one's minimum is reached
     together with the others'."""
@@ -60,14 +61,17 @@ def _free_minimum(recipe, outputs, targets, inputs, objective, steps):
     groups = (recipe.task.output_groups(inputs, outputs.detach()) if inputs is not None and outputs.dim() >= 1
               else torch.arange(len(outputs), device=outputs.device))
     flat = groups.reshape(-1)
-    units = outputs.detach().float().reshape(flat.numel(), -1)             # one row per unit of `groups`
-    free = units[_first_of_each(flat)].clone().requires_grad_(True)        # one row per group
+    units = outputs.detach().float().reshape(flat.numel(), *outputs.shape[groups.dim():])  # one per unit of `groups`
+    chosen = units[_first_of_each(flat)]                                    # one per group
+    space = recipe.task.output_space(outputs.detach())                      # outputs upsampled from a coarser grid?
+    down, up = space if space is not None else (lambda o: o, lambda c: c)
+    free = down(chosen).clone().requires_grad_(True)
     opt = torch.optim.Adam([free], lr=0.2)
     best, parts = math.inf, None
     with torch.enable_grad():
         for _ in range(steps):
             opt.zero_grad()
-            value = objective(free[flat].reshape(outputs.shape).to(outputs.dtype))
+            value = objective(up(free)[flat].reshape(outputs.shape).to(outputs.dtype))
             total = value.sum()
             total.backward()
             opt.step()

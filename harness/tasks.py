@@ -9,6 +9,7 @@
     meter.update(outputs, targets); meter.compute()   # {"accuracy": ..., "f1_macro": ..., ...}
     task.skip_reason("class_balance")           # why a check does not apply to this task, or None
     task.output_groups(inputs, outputs)         # which outputs a model can set apart (the overfit floor)
+    task.output_space(outputs)                  # (down, up) when outputs are upsampled from a coarser grid
     task.loss_parts(outputs, targets)           # per-part losses judged one by one (per label), or None
 
 Each task keeps only small per-batch tallies (counts, sums, a confusion matrix) or per-sample
@@ -109,6 +110,12 @@ class Task:
         may differ. `outputs.reshape(groups.numel(), -1)[i]` is the unit with id `groups.flatten()[i]`.
         Default: one unit per sample, samples with identical inputs in one group, shape (N,)."""
         return distinct_rows(inputs)
+
+    def output_space(self, outputs):
+        """None, or (down, up) when every output is `up(c)` for a smaller `c` (segmentation logits
+        upsampled from a coarser grid): the overfit floor then frees `c`, not every position.
+        `down(o)` is the `c` whose `up` is closest to `o`; both act on the trailing dimensions."""
+        return None
 
     def loss_parts(self, outputs, targets) -> Optional[torch.Tensor]:
         """Losses over disjoint parts of the outputs that the overfit check judges one by one, (P,)
@@ -396,6 +403,36 @@ def _iou_summary(total, num_classes, prefix=""):
     return {"accuracy": float(tp.sum() / max(float(cm.sum()), 1.0)), "mean_iou": miou}
 
 
+def _interpolation(size_out: int, size_in: int, mode: str, corners) -> torch.Tensor:
+    """(size_out, size_in) float64 matrix of F.interpolate along one axis (the image of each unit vector)."""
+    eye = torch.eye(size_in, dtype=torch.float64).reshape(size_in, 1, size_in, 1)
+    extra = {} if corners is None else {"align_corners": corners}
+    return F.interpolate(eye, size=(size_out, 1), mode=mode, **extra)[:, 0, :, 0].T
+
+
+def coarse_grid(outputs: torch.Tensor, tolerance: float = 1e-4):
+    """(down, up) when every map of `outputs` (..., H, W) is an interpolation (bilinear with either
+    align_corners, or nearest) of an (H/s, W/s) map, for the largest such stride s >= 2; else None.
+    torchvision's FCN, DeepLabV3 and LR-ASPP upsample stride-8 logits this way, so on small images
+    their outputs cannot follow a thin mask pixel by pixel. Spatially constant outputs (a zero-init
+    head) tell nothing, and give None."""
+    H, W = outputs.shape[-2:]
+    maps = outputs.detach().double().cpu().reshape(-1, H, W)
+    scale = float(maps.norm())
+    if float((maps - maps.mean((1, 2), keepdim=True)).norm()) <= 1e-6 * max(scale, 1e-30):
+        return None
+    for stride in (32, 16, 8, 4, 2):
+        if H % stride or W % stride or min(H, W) // stride < 2:
+            continue
+        for mode, corners in (("bilinear", False), ("bilinear", True), ("nearest", None)):
+            A, B = _interpolation(H, H // stride, mode, corners), _interpolation(W, W // stride, mode, corners)
+            down_a, down_b = torch.linalg.pinv(A), torch.linalg.pinv(B)   # (h, H), (w, W)
+            if float((A @ (down_a @ maps @ down_b.T) @ B.T - maps).norm()) <= tolerance * scale:
+                return (lambda o, a=down_a, b=down_b: a.to(o) @ o @ b.to(o).T,       # (..., H, W) -> (..., h, w)
+                        lambda c, a=A, b=B: a.to(c) @ c @ b.to(c).T)                 # (..., h, w) -> (..., H, W)
+    return None
+
+
 @dataclass(frozen=True)
 class Dense(Task):
     """A class per position. Segmentation: outputs (N, C, H, W), targets (N, H, W) (class_dim=1);
@@ -422,6 +459,10 @@ class Dense(Task):
 
     def init_loss(self):
         return math.log(self.num_classes)
+
+    def output_space(self, outputs):
+        """Logits upsampled from a coarser grid (see coarse_grid) for 2-D maps (N, C, H, W), else None."""
+        return coarse_grid(outputs) if self.class_dim == 1 and outputs.dim() == 4 else None
 
     def check_outputs(self, outputs, targets):
         problem = _not_tensor(outputs) or _batch_mismatch(outputs, targets)

@@ -453,6 +453,49 @@ def test_overfit_catches_a_causal_lm_that_ignores_its_input():
     assert check_overfit(rec, model, (ids, targets), max_steps=200).name == "cannot_overfit_batch"
 
 
+class _StrideEightSeg(nn.Module):
+    """Stride-8 features, logits upsampled bilinearly to the input's size, as torchvision's FCN,
+    DeepLabV3 and LR-ASPP do: on 32x32 images the logits live on a 4x4 grid."""
+
+    def __init__(self, classes=11):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(64, classes, 1))
+
+    def forward(self, x):
+        return F.interpolate(self.net(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _digit_masks_32(n=16):
+    from harness.data import digits28
+    x, labels = digits28().train
+    x = F.interpolate(x[:n], size=(32, 32), mode="bilinear", align_corners=False)
+    return x, torch.where(x[:, 0] > 0.3, labels[:n, None, None] + 1, 0)  # (n, 32, 32): 0 background, 1 + digit
+
+
+def test_segmentation_floor_counts_logits_upsampled_from_a_coarse_grid():
+    x, y = _digit_masks_32()
+    rec = Recipe(model=_StrideEightSeg, data=lambda: Data(train=(x, y), val=(x, y)), task=tasks.Dense(11),
+                 optimizer=lambda p, lr: torch.optim.Adam(p, lr=lr), lr=3e-3, batch_size=16, epochs=1)
+    torch.manual_seed(0)
+    model = rec.build_model()
+    outputs = model(x).detach()
+    # oracle: the best cross-entropy of any 4x4 logits upsampled as the model does (plain torch)
+    coarse = torch.zeros(16, 11, 4, 4, requires_grad=True)
+    opt = torch.optim.Adam([coarse], lr=0.2)
+    for _ in range(400):
+        opt.zero_grad()
+        loss = F.cross_entropy(F.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False), y)
+        loss.backward()
+        opt.step()
+    oracle = float(loss.detach())
+    assert oracle > 0.1  # thin strokes cannot be drawn from a 4x4 grid
+    assert reachable_loss(rec, outputs, y, inputs=x) == pytest.approx(oracle, abs=0.01)
+    r = check_overfit(rec, model, (x, y))
+    assert r.passed, r.message()  # judged against a free logit per pixel (floor 0.001) it failed: loss 0.187
+
+
 def _many_labels(labels=40, n=64, dead=()):
     """Random features, random 0/1 labels: every label can be memorised; `dead` labels are a constant."""
     g = torch.Generator().manual_seed(0)

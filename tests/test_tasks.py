@@ -273,3 +273,16 @@ def test_multilabel_loss_parts_are_the_per_label_bce():
     assert torch.allclose(tasks.MultiLabel(5).loss_parts(out, y), oracle, atol=1e-6)
     assert tasks.MultiLabel(5).part_name(3) == "label 3"
     assert tasks.Classification(5).loss_parts(out, y.argmax(1)) is None
+
+
+def test_coarse_grid_finds_logits_upsampled_from_a_smaller_map():
+    coarse = torch.randn(3, 5, 8, 8)
+    for mode, extra in (("bilinear", {"align_corners": False}), ("bilinear", {"align_corners": True}), ("nearest", {})):
+        outputs = F.interpolate(coarse, size=(64, 64), mode=mode, **extra)
+        down, up = tasks.Dense(5).output_space(outputs)
+        assert down(outputs).shape == (3, 5, 8, 8), mode
+        assert torch.allclose(up(down(outputs)), outputs, atol=1e-5), mode
+    assert tasks.Dense(5).output_space(torch.randn(3, 5, 64, 64)) is None      # a logit per pixel (a U-Net)
+    assert tasks.Dense(5).output_space(torch.ones(3, 5, 64, 64)) is None       # constant: nothing to tell
+    assert tasks.Dense(5, class_dim=-1).output_space(torch.randn(3, 16, 5)) is None  # tagging
+    assert tasks.Classification(5).output_space(torch.randn(3, 5)) is None

@@ -24,6 +24,7 @@ import math
 import re
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from harness.recipe import RecipeError
@@ -234,6 +235,7 @@ def main(argv=None) -> int:
     from harness.study.trials import TrialError
 
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a kill stops workers and keeps finished trials
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return COMMANDS[args.command](args)
     except RecipeError as e:
@@ -252,10 +254,23 @@ def main(argv=None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.formatwarning = formatwarning
 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """The harness's own warnings as the one line they are (Python's format adds the file and a source line)."""
+    from harness.errors import HarnessWarning
+
+    if issubclass(category, HarnessWarning):
+        return f"{category.__name__}: {message}\n"
+    return _PYTHON_FORMAT(message, category, filename, lineno, line)
+
+
+_PYTHON_FORMAT = warnings.formatwarning
 
 
 def _setup(args):

@@ -438,3 +438,17 @@ def test_a_diagnosis_that_fails_leaves_the_original_exception(monkeypatch):
     monkeypatch.setattr(harness.diagnose, "explain", boom)
     with pytest.raises(RuntimeError, match="mat1 and mat2"):
         run((data().train[0][:, :, :2], data().train[1]))  # 8 features into a 16-feature MLP
+
+
+def test_the_cli_prints_a_harness_warning_as_one_line(tmp_path):
+    """`harness` shows a HarnessWarning as the one line it is, without Python's file:line and source line."""
+    import os
+    import subprocess
+    import sys as _sys
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([_sys.executable, "-m", "harness", "train", "--subset", "100000", "--epochs", "1", "--out",
+                           str(tmp_path / "out"), "--quiet", "--no-figures"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert [s for s in done.stderr.splitlines() if s.strip()] == [
+        "HarnessWarning: fit: subset 100000 is more than the 1258-sample training split, so it trains on all 1258; "
+        "give a count up to 1258 or a fraction in (0, 1] (--subset, subset=)"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import re
 from typing import Optional
 
 import torch
@@ -89,7 +90,8 @@ def explain(error: Exception, ctx: user_code) -> Optional[str]:
     if part == "read":
         return _reading(error, names.get("split"), ctx, said)
     if part == "loss":
-        return _loss(names["self"].loss, names.get("outputs"), names.get("targets"), ctx, said)
+        recipe = names["self"]
+        return _loss(recipe.loss, names.get("outputs"), names.get("targets"), ctx, said, task=recipe.task)
     if part == "forward":
         return _forward(names["self"], names.get("model"), names.get("inputs"), error, ctx, said)
     code = linecache.getline(frame.f_code.co_filename, lineno)
@@ -132,14 +134,28 @@ def _forward(forward: Forward, model, inputs, error, ctx: user_code, said: str) 
     return f"{ctx.where}: {who} on {_split(ctx)}inputs {describe(inputs)} raised {said}; {'; '.join(fix)}"
 
 
-def _loss(loss, outputs, targets, ctx: user_code, said: str) -> str:
+def _loss(loss, outputs, targets, ctx: user_code, said: str, task=None) -> str:
     if isinstance(loss, type):  # loss=nn.CrossEntropyLoss: calling the class builds a module
         return (f"{ctx.where}: loss= is the class {loss.__name__}, not a loss: loss(outputs, targets) called its "
                 f"constructor ({said}); pass an instance, loss={loss.__name__}()")
     who = f"the task's default loss ({loss.task!r})" if isinstance(loss, TaskLoss) else f"the loss ({_name(loss)})"
+    fix = _outputs_problem(task, outputs, targets)  # the outputs do not fit the task: the model, not the loss
+    if fix is None:
+        fix = ("the outputs do not fit the task's loss" if isinstance(loss, TaskLoss) else
+               "it is called as loss(outputs, targets): check the order of the arguments inside it (torch's losses "
+               "take (input, target)) and that the targets fit the outputs")
     return (f"{ctx.where}: {who} on outputs {describe(outputs)} and {_split(ctx)}targets {describe(targets)} "
-            f"raised {said}; it is called as loss(outputs, targets): check the order of the arguments inside it "
-            "(torch's losses take (input, target)) and that the targets fit the outputs")
+            f"raised {said}; {fix}")
+
+
+def _outputs_problem(task, outputs, targets) -> Optional[str]:
+    """What the task says is wrong with these outputs and targets (e.g. the last layer's width), or None."""
+    if task is None or not isinstance(outputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        return None
+    try:
+        return task.check_outputs(outputs, targets)
+    except Exception:  # noqa: BLE001 (a task that cannot judge these outputs: say nothing more)
+        return None
 
 
 def _train_step(step, inputs, targets, error, ctx: user_code, said: str) -> str:
@@ -157,13 +173,34 @@ def _reading(error, split, ctx: user_code, said: str) -> Optional[str]:
     if split is None or batching.is_pair(split):
         return None  # a pair split is sliced by the harness: not user code
     dataset, index = _dataset_item(error.__traceback__)
+    name = ctx.name_of(split)
+    if dataset is None and _collating(error.__traceback__, split):
+        collate = getattr(split, "collate_fn", None)
+        who = _name(collate) if collate is not None and not _is_torch(collate) else "torch's default_collate"
+        fix = ("samples are batched by stacking, so they need equal shapes; give a DataLoader whose collate_fn "
+               "pads them" if who.startswith("torch") else "it gets a list of samples and must return (inputs, targets)")
+        return f"{ctx.where}: collating a batch of the {name + ' ' if name else ''}split ({who}) raised {said}; {fix}"
     if dataset is None:
         dataset = split.dataset if isinstance(split, torch.utils.data.DataLoader) else split
     what = f"sample {index!r}" if index is not None else "a batch"
-    name = ctx.name_of(split)
     size = f" for every index below len() = {len(dataset)}" if hasattr(dataset, "__len__") else ""
     return (f"{ctx.where}: reading {what} of the {name + ' ' if name else ''}split ({type(dataset).__name__}) "
             f"raised {said}; the Dataset's __getitem__ must return (inputs, targets){size}")
+
+
+def _collating(tb, split) -> bool:
+    """Whether the traceback runs through the split's collate_fn or torch's default collate."""
+    collate = getattr(getattr(split, "collate_fn", None), "__code__", None)
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code is collate or code.co_filename.endswith(("data/_utils/collate.py", "data\\_utils\\collate.py")):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _is_torch(fn) -> bool:
+    return (getattr(fn, "__module__", "") or "").startswith("torch.")
 
 
 def _outermost_forward(tb):
@@ -216,6 +253,9 @@ def _input_fixes(model, inputs, error, ctx: user_code) -> list:
         n = batching.split_len(ctx.split) if ctx.split is not None else None
         fixes.append(f"{n} training samples at batch_size {ctx.batch_size} leave a last batch of 1, which BatchNorm "
                      "cannot train on: pass drop_last=True to train() or fit(), or choose another batch size")
+    if isinstance(error, TypeError) and isinstance(inputs, (dict, tuple, list)):
+        fixes.append("a dict of inputs is passed as model(**inputs), a tuple or list as model(*inputs); give the recipe "
+                     "forward=lambda model, inputs: ... to call the model another way")
     if isinstance(error, NotImplementedError) and "forward" in text and model is not None:
         fixes.append(f"define forward(self, ...) in {type(model).__name__}")
     theirs, ours = per_sample(inputs), per_sample(ctx.reference[0]) if batching.is_pair(ctx.reference) else None
@@ -228,6 +268,9 @@ def _input_fixes(model, inputs, error, ctx: user_code) -> list:
 
 
 def _backward_fix(error) -> str:
+    if "inplace operation" in str(error):
+        return ("an in-place operation in forward (y += 1, x.relu_(), nn.ReLU(inplace=True)) overwrote a value "
+                "backward needs: make it out-of-place (y = y + 1)")
     if "does not require grad" in str(error):
         return ("the loss is not connected to the model's parameters: do not detach the outputs, call .item() or "
                 "compute them under torch.no_grad()")
@@ -236,10 +279,14 @@ def _backward_fix(error) -> str:
 
 # --- words --------------------------------------------------------------------------------------------
 
-def first_line(error: BaseException, limit: int = 300) -> str:
+def first_line(error: BaseException, limit: int = 160) -> str:
     """The first non-empty line of an exception's message, at most `limit` characters."""
     lines = [s.strip() for s in str(error).splitlines() if s.strip()]
     text = lines[0] if lines else ""
+    if text.startswith("Caught ") and "Original Traceback" in str(error):  # re-raised from a DataLoader worker
+        said = re.compile(rf"^(\w+\.)*{type(error).__name__}: ")  # the original's own line, module-qualified or not
+        first = next((said.sub("", s) for s in lines if said.match(s)), lines[-1])
+        text = f"{first} ({text.rstrip('.')})"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

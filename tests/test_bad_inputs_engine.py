@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from harness import Data, Recipe, RecipeError, fit
 from harness.data import synthetic
@@ -452,3 +453,59 @@ def test_the_cli_prints_a_harness_warning_as_one_line(tmp_path):
     assert [s for s in done.stderr.splitlines() if s.strip()] == [
         "HarnessWarning: fit: subset 100000 is more than the 1258-sample training split, so it trains on all 1258; "
         "give a count up to 1258 or a fraction in (0, 1] (--subset, subset=)"]
+
+
+class InPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = torch.sigmoid(self.fc(x.flatten(1)))
+        y += 1  # sigmoid's backward needs its output
+        return y
+
+
+class Ragged(torch.utils.data.Dataset):
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        return torch.rand(16 + i % 2), 1
+
+
+def _loader_of(dataset, **kw):
+    return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True, **kw)
+
+
+def _collate_raises(items):
+    boom()
+
+
+MORE_MISTAKES = {  # mistake -> (fit arguments, what the line must say)
+    "last layer too narrow": (lambda d: (mlp(16, (8,), 3), d, {}),
+                              "outputs have shape (16, 3), expected (N, 4) logits for 4 classes; check the last layer's width"),
+    "dict inputs into a plain model": (lambda d: (model(), Data(train=({"x": d.train[0]}, d.train[1])), {}),
+                                       "a dict of inputs is passed as model(**inputs)"),
+    "an in-place op that backward needs": (lambda d: (InPlace(), d, {}), "make it out-of-place"),
+    "samples of different sizes": (lambda d: (mlp(16, (8,), 4), Data(train=Ragged()), {}),
+                                   "collating a batch of the train split (torch's default_collate) raised RuntimeError: "
+                                   "stack expects each tensor to be equal size"),
+    "a collate_fn that raises": (lambda d: (model(), Data(train=_loader_of(TensorDataset(*d.train),
+                                                                           collate_fn=_collate_raises)), {}),
+                                 "collating a batch of the train split (_collate_raises) raised Boom: boom; it gets a "
+                                 "list of samples and must return (inputs, targets)"),
+    "a Dataset raising in a worker process": (lambda d: (model(), Data(train=_loader_of(RaisingDataset(d.train),
+                                                                                        num_workers=1)), {}),
+                                              "reading a batch of the train split (RaisingDataset) raised Boom: "
+                                              "boom (Caught Boom in DataLoader worker process 0)"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MORE_MISTAKES))
+def test_more_mistakes_inside_fit_are_one_line_with_the_fix(mistake):
+    build, fragment = MORE_MISTAKES[mistake]
+    net, d, settings = build(data())
+    with pytest.raises(RecipeError) as info:
+        fit(net, d, lr=0.1, batch_size=16, epochs=1, num_classes=4, **settings)
+    assert fragment in one_line(info)

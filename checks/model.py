@@ -6,13 +6,16 @@
 Every function takes the recipe, a freshly built model and a batch `(inputs, targets)` already
 on the model's device (inputs may be a tensor or a nested tuple/dict of tensors), runs the
 model through the recipe's own forward, loss, optimizer and step (`harness.checks.recipe_ops`),
-and never leaves the model half-changed for the caller: where it trains, it trains a copy.
+and never leaves the model half-changed for the caller: where it trains, it borrows the model and
+puts its parameters, buffers, gradients and modes back in finally (`borrowed`).
 A check that does not apply to the recipe's task returns `skipped(...)` with the reason.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,6 +28,47 @@ ONE_STEP_MAX = 3  # steps allowed before a parameter must have moved (zero-initi
 
 def _trainable(model):
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+class ModelState:
+    """The values of a model's parameters and buffers, their .grad and requires_grad, the registry
+    entries holding them, and each module's train/eval flag; `load()` puts them back (any number of
+    times). A clone of the tensors, not of the modules: copy.deepcopy of a many-module model
+    (ShuffleNet: 48 ms) costs more than a training step, cloning its tensors about 1 ms."""
+
+    def __init__(self, model: nn.Module):
+        with torch.no_grad():
+            self.tensors = [(m, registry, name, t, t.detach().clone(), t.requires_grad,
+                             None if t.grad is None else t.grad.detach().clone())
+                            for m in model.modules() for registry in ("_parameters", "_buffers")
+                            for name, t in getattr(m, registry).items() if t is not None]
+        self.modes = [(m, m.training) for m in model.modules()]
+
+    def load(self) -> None:
+        with torch.no_grad():
+            for m, registry, name, t, value, requires_grad, grad in self.tensors:
+                getattr(m, registry)[name] = t
+                if t.shape == value.shape and t.dtype == value.dtype and t.device == value.device:
+                    t.copy_(value)
+                else:
+                    t.data = value.clone()
+                if t.is_leaf:
+                    t.requires_grad_(requires_grad)
+                t.grad = None if grad is None else grad.clone()
+        for m, training in self.modes:
+            m.training = training
+
+
+@contextlib.contextmanager
+def borrowed(model: nn.Module):
+    """`with borrowed(model):` a check trains `model` itself, and its parameters, buffers, gradients,
+    requires_grad and train/eval flags are put back in finally, as if it had trained a copy. (The
+    check's own optimizer and RNG draws are its own; hooks it adds it removes.)"""
+    state = ModelState(model)
+    try:
+        yield model
+    finally:
+        state.load()
 
 
 def _forward(recipe, model, x):
@@ -44,18 +88,66 @@ def _eval_forward(recipe, model, x):
         model.train(was)
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """The model's eval-mode outputs on one batch (or the error its forward raised), computed once
+    by `eval_outputs` and shared by the checks that read the same outputs: the sanity suite passes
+    it as `outputs=`, so output_shape, outputs_are_logits, loss_at_init, eval_deterministic,
+    causality and the checks that first ask whether the outputs fit the task cost one forward
+    between them. A check given no `outputs` runs its own forward."""
+    value: object
+    error: str | None
+    targets: object
+
+    def problem(self, recipe) -> str | None:
+        """One line when the outputs do not fit the task (as recipe_ops.outputs_problem), else None."""
+        if self.error:
+            return f"the forward raised {self.error.split(':', 1)[0]}"
+        try:
+            return recipe.task.check_outputs(self.value, self.targets)
+        except Exception as e:
+            return f"the forward raised {type(e).__name__}"
+
+
+def eval_outputs(recipe, model, batch) -> Outputs:
+    """`Outputs` of `model` on `batch` in eval mode, under torch seed 0 (eval_deterministic's first
+    pass); the caller's RNG state is left as it was."""
+    x, y = batch
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)
+        out, error = _eval_forward(recipe, model, x)
+    return Outputs(out, error, y)
+
+
+def _outputs(recipe, model, x, outputs: Outputs | None):
+    """(outputs, error) of the eval forward on x: the shared ones when given, else a fresh forward."""
+    if outputs is not None:
+        return outputs.value, outputs.error
+    return _eval_forward(recipe, model, x)
+
+
+def defer_to_output_shape(check: str, recipe, model, batch, outputs: Outputs | None = None):
+    """`skipped(...)` when the outputs do not fit the task (see output_shape), else None; from the
+    shared `outputs` when given (no forward), else as recipe_ops.defer_to_output_shape."""
+    if outputs is None:
+        return ops.defer_to_output_shape(check, recipe, model, batch)
+    problem = outputs.problem(recipe)
+    return ops.skipped(check, f"the outputs do not fit the task; output_shape reports it ({problem})") if problem else None
+
+
 def _shape(x):
     leaves = ops.leaves(x)
     return tuple(leaves[0].shape) if len(leaves) == 1 else [tuple(t.shape) for t in leaves]
 
 
-def check_output_shape(recipe, model, batch) -> CheckResult:
+def check_output_shape(recipe, model, batch, outputs: Outputs | None = None) -> CheckResult:
     """The model returns finite float outputs of the shape the task expects for the batch."""
     x, y = batch
     mismatch = _input_dtype_mismatch(model, x)
     if mismatch:
         return mismatch
-    out, error = _eval_forward(recipe, model, x)
+    out, error = _outputs(recipe, model, x, outputs)
     n = ops.batch_len(x)
     task = ops.task_of(recipe)
     if error:
@@ -133,7 +225,7 @@ def _input_dtype_mismatch(model, x):
     return None
 
 
-def check_outputs_not_probabilities(recipe, model, batch) -> CheckResult:
+def check_outputs_not_probabilities(recipe, model, batch, outputs: Outputs | None = None) -> CheckResult:
     """Outputs of a softmax-based loss must be logits: no row of outputs lies in [0, 1] summing to 1."""
     if reason := ops.skip_reason(recipe, "outputs_are_logits"):
         return ops.skipped("outputs_are_logits", reason)
@@ -142,7 +234,7 @@ def check_outputs_not_probabilities(recipe, model, batch) -> CheckResult:
             and not isinstance(loss_fn, nn.CrossEntropyLoss):
         return ops.skipped("outputs_are_logits", "the loss is not cross_entropy, so outputs need not be logits")
     x, _ = batch
-    out, error = _eval_forward(recipe, model, x)
+    out, error = _outputs(recipe, model, x, outputs)
     if error or not isinstance(out, torch.Tensor) or out.dim() < 2 or not out.is_floating_point():
         return passed("outputs_are_logits", "no float output with a class dimension (see output_shape)")
     if _sigmoid_task(recipe) and bool(((out > 0) & (out < 1)).all()):
@@ -177,7 +269,8 @@ def _sigmoid_task(recipe) -> bool:
     return loss is nn.functional.binary_cross_entropy_with_logits or isinstance(loss, nn.BCEWithLogitsLoss)
 
 
-def check_loss_at_init(recipe, model, batch, low: float = 0.5, high: float = 2.0) -> CheckResult:
+def check_loss_at_init(recipe, model, batch, low: float = 0.5, high: float = 2.0,
+                       outputs: Outputs | None = None) -> CheckResult:
     """Loss at initialisation (eval mode) is near what the task expects (ln C for classification):
     within [low, high] x."""
     if reason := ops.skip_reason(recipe, "loss_at_init"):
@@ -185,13 +278,13 @@ def check_loss_at_init(recipe, model, batch, low: float = 0.5, high: float = 2.0
     expected = ops.init_loss(recipe)
     if expected is None:
         return ops.skipped("loss_at_init", "the task has no expected loss at initialisation")
-    if skip := ops.defer_to_output_shape("loss_at_init", recipe, model, batch):
+    if skip := defer_to_output_shape("loss_at_init", recipe, model, batch, outputs):
         return skip
     x, y = batch
     with torch.no_grad():
         # eval mode: what the untrained model predicts. In train mode BatchNorm rescales features
         # that the stock inits expect to be shrunk (EfficientNet, MNASNet: train-mode loss ~3-7 x ln C).
-        out, error = _eval_forward(recipe, model, x)
+        out, error = _outputs(recipe, model, x, outputs)
         if error:
             return passed("loss_at_init", f"forward failed (see output_shape): {error}")
         try:
@@ -276,17 +369,21 @@ def _default_init_spread(features) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
-def check_gradients(recipe, model, batch) -> CheckResult:
+def check_gradients(recipe, model, batch, outputs: Outputs | None = None) -> CheckResult:
     """Every trainable parameter gets a finite gradient, and a non-zero one by the second step.
 
     A zero-initialised last layer (or the last norm of each residual branch, as torchvision's
     ViT head and `zero_init_residual` do) sends zero gradient to the layers behind it at step 1
     only; those layers are judged again after one real step of the recipe's own optimizer.
     """
-    if skip := ops.defer_to_output_shape("gradients", recipe, model, batch):
+    if skip := defer_to_output_shape("gradients", recipe, model, batch, outputs):
         return skip
     x, y = batch
-    model = copy.deepcopy(model).train()
+    with borrowed(model):
+        return _judge_gradients(recipe, model.train(), x, y)
+
+
+def _judge_gradients(recipe, model, x, y) -> CheckResult:
     grads, error = _grads(recipe, model, x, y)
     if error:
         return failed("gradients", "loss_crashed", f"loss(...).backward() raised {error}",
@@ -381,14 +478,18 @@ def _nonzero_lr(lr) -> bool:
     return float(lr) != 0.0
 
 
-def check_one_step(recipe, model, batch) -> CheckResult:
+def check_one_step(recipe, model, batch, outputs: Outputs | None = None) -> CheckResult:
     """Steps of the recipe's own optimizer, scheduler and train_step change every trainable
     parameter (by step ONE_STEP_MAX at the latest: a layer behind a zero-initialised one moves at
     step 2), the optimizer holds them all, and deliberately frozen parameters stay unchanged."""
-    if skip := ops.defer_to_output_shape("one_step", recipe, model, batch):
+    if skip := defer_to_output_shape("one_step", recipe, model, batch, outputs):
         return skip
     x, y = batch
-    model = copy.deepcopy(model).train()
+    with borrowed(model):
+        return _judge_one_step(recipe, model.train(), x, y)
+
+
+def _judge_one_step(recipe, model, x, y) -> CheckResult:
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
         optimizer = ops.optimizer_for(recipe, model)
@@ -535,7 +636,7 @@ def _gradient_leak(recipe, model, x):
         model.zero_grad(set_to_none=True)
 
 
-def check_causality(recipe, model, batch, positions=(1, None)) -> CheckResult:
+def check_causality(recipe, model, batch, positions=(1, None), outputs: Outputs | None = None) -> CheckResult:
     """For a causal language model: changing the token at position t changes no output at a
     position before t (inputs (N, T) token ids, outputs (N, T, V))."""
     check = "causality"
@@ -545,7 +646,7 @@ def check_causality(recipe, model, batch, positions=(1, None)) -> CheckResult:
     ids = x["input_ids"] if isinstance(x, dict) else x
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.is_floating_point():
         return ops.skipped(check, "inputs are not (N, T) token ids")
-    out, error = _eval_forward(recipe, model, x)
+    out, error = _outputs(recipe, model, x, outputs)
     if error or not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[1] != ids.shape[1]:
         return passed(check, "outputs not aligned with positions (see output_shape)")
     T = ids.shape[1]
@@ -576,11 +677,15 @@ def check_causality(recipe, model, batch, positions=(1, None)) -> CheckResult:
     return passed(check, f"outputs before position t unchanged when token t changes (max {worst[0]:.2g})")
 
 
-def check_eval_deterministic(recipe, model, batch) -> CheckResult:
-    """Two forward passes in eval mode give identical outputs (no dropout or noise left on)."""
+def check_eval_deterministic(recipe, model, batch, outputs: Outputs | None = None) -> CheckResult:
+    """Two forward passes in eval mode, under torch seeds 0 and 1, give identical outputs (no dropout
+    or noise left on). The shared `outputs` (seed 0) stand for the first pass."""
     x, _ = batch
-    torch.manual_seed(0)
-    a, error = _eval_forward(recipe, model, x)
+    if outputs is not None:
+        a, error = outputs.value, outputs.error
+    else:
+        torch.manual_seed(0)
+        a, error = _eval_forward(recipe, model, x)
     torch.manual_seed(1)
     b, _ = _eval_forward(recipe, model, x)
     if error or not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):

@@ -11,6 +11,7 @@ this model or data, is skipped with the reason, never passed. Data checks read a
 sample of each split. Augmentation is declared by a training Dataset whose __getitem__ is
 random (reading one index twice gives different inputs); augmentation_labels then checks it.
 """
+import dataclasses
 import time
 
 import pytest
@@ -30,6 +31,19 @@ from harness.suites import budget
 
 pytestmark = pytest.mark.sanity
 BATCH = 64
+SMALL_ROWS = 16       # rows per batch of the checks that train (overfit_batch, train_step) and batch_independence,
+FULL_BATCH_WORK = 2.0  # unless 500 of the recipe's steps on the whole batch cost under this many seconds of work
+
+
+def small_rows(n: int, step_seconds) -> int:
+    """Rows per batch for the costly checks: the whole batch when 500 of the recipe's steps on it cost
+    under FULL_BATCH_WORK seconds of work (CPU seconds on CPU, wall on CUDA: a small model, whose
+    checks cost next to nothing, keeps the stiffer test of memorising more rows), else SMALL_ROWS.
+    On the stock gallery 16 rows cost 0.3-0.6x what 64 do in the recipe's own steps (ResNet-18 about
+    1x: it needs twice the steps), and every model still overfits them."""
+    if step_seconds is None or step_seconds.work * 500 < FULL_BATCH_WORK:
+        return n
+    return min(n, SMALL_ROWS)
 
 
 # --- fixtures: the model and the batches are built once per session -----------------------------
@@ -57,12 +71,39 @@ def batches(sample):
 
 
 def _copy(tree):
-    return torch.utils._pytree.tree_map(lambda t: t.clone(), tree)
+    return torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, tree)
 
 
 @pytest.fixture
 def batch(batches):
     return batches[0]
+
+
+@pytest.fixture(scope="session")
+def init_outputs() -> dict:
+    """Holds the session model's eval-mode outputs on the first batch once `outputs` computed them."""
+    return {}
+
+
+@pytest.fixture
+def outputs(model, recipe, sample, init_outputs):
+    """The model's eval-mode outputs on `batch` at its initial state (model_checks.Outputs), computed
+    once per session by the first check that asks (so its cost is in that check's row) and shared
+    with every check that reads the same outputs; each check gets its own copy. None without a batch."""
+    if sample is None:
+        return None
+    if "shared" not in init_outputs:
+        init_outputs["shared"] = model_checks.eval_outputs(recipe, model, tuple(take(side, slice(0, BATCH))
+                                                                               for side in sample))
+    shared = init_outputs["shared"]
+    return dataclasses.replace(shared, value=_copy(shared.value))
+
+
+@pytest.fixture
+def small_batches(batches, step_seconds):
+    """`batches`, each cut to `small_rows` rows: what the costly checks run on."""
+    n = small_rows(batch_len(batches[0][0]), step_seconds)
+    return tuple(tuple(take(side, slice(0, n)) for side in pair) for pair in batches)
 
 
 @pytest.fixture(scope="session")
@@ -181,28 +222,28 @@ def test_augmentation_labels(recipe, recipe_data, verify):
 
 # --- the model at initialisation --------------------------------------------------------------
 
-def test_output_shape(model, batch, recipe, verify):
-    check(verify, model_checks.check_output_shape(recipe, model, batch))
+def test_output_shape(model, batch, recipe, outputs, verify):
+    check(verify, model_checks.check_output_shape(recipe, model, batch, outputs=outputs))
 
 
-def test_outputs_are_logits(model, batch, recipe, verify):
-    check(verify, model_checks.check_outputs_not_probabilities(recipe, model, batch))
+def test_outputs_are_logits(model, batch, recipe, outputs, verify):
+    check(verify, model_checks.check_outputs_not_probabilities(recipe, model, batch, outputs=outputs))
 
 
 def test_init_logit_scale(model, batch, recipe, verify):
     check(verify, model_checks.check_init_logit_scale(recipe, model, batch))
 
 
-def test_loss_at_init(model, batch, recipe, verify):
-    check(verify, model_checks.check_loss_at_init(recipe, model, batch))
+def test_loss_at_init(model, batch, recipe, outputs, verify):
+    check(verify, model_checks.check_loss_at_init(recipe, model, batch, outputs=outputs))
 
 
-def test_gradients(model, batch, recipe, verify):
-    check(verify, model_checks.check_gradients(recipe, model, batch))
+def test_gradients(model, batch, recipe, outputs, verify):
+    check(verify, model_checks.check_gradients(recipe, model, batch, outputs=outputs))
 
 
-def test_gradcheck(model, batch, recipe, verify):
-    check(verify, check_gradcheck(recipe, model, batch))
+def test_gradcheck(model, batch, recipe, outputs, verify):
+    check(verify, check_gradcheck(recipe, model, batch, outputs=outputs))
 
 
 def test_loss_per_label(batch, recipe, verify):
@@ -217,29 +258,29 @@ def test_registered_submodules(model, verify):
     check(verify, model_checks.check_registered_submodules(model))
 
 
-def test_batch_independence(model, batches, recipe, verify):
-    check(verify, model_checks.check_batch_independence(recipe, model, batches[0], source=batches[1][0]))
+def test_batch_independence(model, small_batches, recipe, verify):
+    check(verify, model_checks.check_batch_independence(recipe, model, small_batches[0], source=small_batches[1][0]))
 
 
-def test_causality(model, batch, recipe, verify):
-    check(verify, model_checks.check_causality(recipe, model, batch))
+def test_causality(model, batch, recipe, outputs, verify):
+    check(verify, model_checks.check_causality(recipe, model, batch, outputs=outputs))
 
 
-def test_eval_deterministic(model, batch, recipe, verify):
-    check(verify, model_checks.check_eval_deterministic(recipe, model, batch))
+def test_eval_deterministic(model, batch, recipe, outputs, verify):
+    check(verify, model_checks.check_eval_deterministic(recipe, model, batch, outputs=outputs))
 
 
 # --- the training step and overfitting --------------------------------------------------------
 
-def test_one_step(model, batch, recipe, verify):
-    check(verify, model_checks.check_one_step(recipe, model, batch))
+def test_one_step(model, batch, recipe, outputs, verify):
+    check(verify, model_checks.check_one_step(recipe, model, batch, outputs=outputs))
 
 
-def test_train_step(model, batches, recipe, seed, verify):
-    (x1, y1), (x2, y2) = batches
+def test_train_step(model, small_batches, recipe, seed, outputs, verify):
+    (x1, y1), (x2, y2) = small_batches
     # the second batch's targets come from a third of the first batch's, so its gradient points elsewhere
     y2 = y1.roll(len(y1) // 3, 0)[:len(y2)] if len(y1) >= len(y2) else y2
-    check(verify, check_train_step(recipe, model, [(x1, y1), (x2, y2)], seed=seed))
+    check(verify, check_train_step(recipe, model, [(x1, y1), (x2, y2)], seed=seed, outputs=outputs))
 
 
 def test_overfit_sample(model, batch, recipe, verify):
@@ -252,9 +293,5 @@ def test_overfit_sample(model, batch, recipe, verify):
     check(verify, check_overfit(recipe, model, (take(x, one), take(y, one)), max_steps=150))
 
 
-def test_overfit_batch(model, batch, recipe, step_seconds, verify):
-    x, y = batch
-    # a model whose 500 steps on 64 samples would take minutes overfits 16 samples instead
-    n = batch_len(x) if step_seconds is None or step_seconds.work * 500 < 20 else min(batch_len(x), 16)
-    index = torch.arange(n, device=leaves(y)[0].device)
-    check(verify, check_overfit(recipe, model, (take(x, index), take(y, index)), max_steps=500))
+def test_overfit_batch(model, small_batches, recipe, verify):
+    check(verify, check_overfit(recipe, model, small_batches[0], max_steps=500))

@@ -140,6 +140,37 @@ def test_rows_of_inputs_that_require_grad_are_detached_and_train_twice():
         optimizer.step()
 
 
+def test_checks_that_train_borrow_the_model_and_give_it_back_unchanged():
+    """gradients, one_step and train_step train the caller's model itself (no deepcopy) and must put
+    back every parameter, buffer, gradient, requires_grad and train/eval flag, also on a step that
+    never clears gradients (its leftovers carry into the next step inside the check)."""
+    from harness.checks.model import check_gradients, check_one_step
+    from harness.checks.step import check_train_step
+    from harness.recipe import Recipe
+
+    def no_zero_grad(model, x, y, optimizer, loss_fn):
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    model = _model()
+    model[0].weight.requires_grad_(False)
+    nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).backward()  # grads to keep
+    model.eval()
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    for step in (None, no_zero_grad):
+        recipe = Recipe(model=_model, data=lambda: None, num_classes=3, lr=0.5, train_step=step,
+                        optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9))
+        before = _state(model, torch.optim.SGD(model.parameters(), lr=0.1))
+        check_gradients(recipe, model, (x, y))
+        check_one_step(recipe, model, (x, y))
+        check_train_step(recipe, model, [(x, y), (x[:8], y[:8].roll(3))])  # (the bug itself: tests/gallery)
+        after = _state(model, torch.optim.SGD(model.parameters(), lr=0.1))
+        before["rng"] = after["rng"]  # the checks draw random numbers; the suite restores the RNG itself
+        _assert_same(after, before)
+
+
 def test_time_step_leaves_the_model_unchanged():
     from harness.recipe import Recipe
     model = _model()

@@ -472,6 +472,7 @@ def cmd_lr_find(args) -> int:
     import torch
 
     from harness import figures
+    from harness.diagnose import user_code
     from harness.io import atomic_write_json
     from harness.lr_find import lr_find
     from harness.schedules import parse_optimizer
@@ -479,9 +480,14 @@ def cmd_lr_find(args) -> int:
     recipe, data, device = _setup(args)
     torch.manual_seed(args.seed)
     optimizer = parse_optimizer(args.optimizer) if args.optimizer else recipe.optimizer
-    result = lr_find(recipe.build_model(), data, loss=recipe.loss, optimizer=optimizer,
-                     batch_size=args.batch_size or recipe.batch_size, train_step=recipe.train_step,
-                     lr_min=args.lr_min, lr_max=args.lr_max, steps=args.steps, device=device, seed=args.seed)
+    batch_size = args.batch_size or recipe.batch_size
+    # the recipe's own step (its train_step, or forward/loss/backward/step with its forward= and loss),
+    # so a crash in the user's model, loss, train_step or Dataset is one line, as in fit
+    step = lambda model, inputs, targets, opt, loss: recipe.step(model, inputs, targets, opt)  # noqa: E731
+    with user_code("lr_find", "train", data.train, batch_size=batch_size):
+        result = lr_find(recipe.build_model(), data, loss=recipe.loss, optimizer=optimizer, batch_size=batch_size,
+                         train_step=step, lr_min=args.lr_min, lr_max=args.lr_max, steps=args.steps, device=device,
+                         seed=args.seed, task=recipe.task, forward=recipe.forward)
     diverge = f"{result.diverge_lr:.3g}" if result.diverge_lr else f"not within {args.lr_max:g}"
     suggested = f"{result.suggested_lr:.3g}" if result.suggested_lr else "none (too few steps)"
     print(f"{recipe.name}: lr range test, {len(result.lrs)} steps from {args.lr_min:g}")

@@ -509,3 +509,18 @@ def test_more_mistakes_inside_fit_are_one_line_with_the_fix(mistake):
     with pytest.raises(RecipeError) as info:
         fit(net, d, lr=0.1, batch_size=16, epochs=1, num_classes=4, **settings)
     assert fragment in one_line(info)
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("UINT8_INPUTS", "lr_find: the model's forward (Sequential) on train inputs (64, 1, 28, 28) uint8"),
+    ("STEP_WRONG_SIGNATURE", "lr_find: train_step _step_wrong_signature(model, batch, optimizer) cannot be called"),
+    ("BROKEN_DATASET", "lr_find: reading sample 77 of the train split (_BrokenDataset) raised KeyError"),
+])
+def test_harness_lr_find_on_a_broken_recipe_is_one_line(name, fragment, tmp_path, capsys):
+    """`harness lr-find` runs the recipe's own step, so its crashes read as fit's (exit 2, one line)."""
+    from harness import cli
+    from tests import reliability_recipes
+    code = cli.main(["lr-find", "--recipe", f"{reliability_recipes.__file__}:{name}", "--steps", "5",
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err

@@ -1,6 +1,7 @@
 """The stock-architecture gallery: one model of every torchvision classification family (and timm's
 ResNet with its zero-initialised last norms), random weights, on digits resized to small RGB
-images, each with its usual optimizer. The sanity suite must raise no false alarm on any of them.
+images, each with its usual optimizer, and torchvision's LR-ASPP segmentation model on digit masks.
+The sanity suite must raise no false alarm on any of them.
 
     pytest --pyargs harness.suites -m sanity --recipe tests/gallery/stock.py:RESNET18_ZERO_INIT
     HARNESS_STOCK=all pytest tests/test_stock_gallery.py      # every model (minutes on a CPU)
@@ -50,6 +51,29 @@ def digits_rgb(size: int = 32) -> Data:
         norm = (lambda s: ((s[0] - mean) / std, s[1]))
         _DIGITS[size] = Data(train=norm(train), val=norm(val), test=norm(test), class_names=d.class_names)
     return _DIGITS[size]
+
+
+def digit_masks(size: int = 64) -> Data:
+    """Segmentation on digits resized to 3 x size x size (standardised as digits_rgb): targets
+    (N, size, size) int64, 0 on background, 1 + the digit's class on its ink (examples/segmentation.py)."""
+    key = ("masks", size)
+    if key not in _DIGITS:
+        d, rgb = digits28(), digits_rgb(size)
+
+        def masks(split, images):
+            x, y = split
+            ink = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)[:, 0] > 0.3
+            return images, torch.where(ink, y[:, None, None] + 1, 0)
+        _DIGITS[key] = Data(train=masks(d.train, rgb.train[0]), val=masks(d.val, rgb.val[0]),
+                            test=masks(d.test, rgb.test[0]), class_names=("background",) + d.class_names)
+    return _DIGITS[key]
+
+
+def poly(power: float = 0.9):
+    """torchvision's segmentation references: lr x (1 - step / total) ** 0.9."""
+    def make(optimizer, total_steps):
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, total_steps), power=power)
+    return make
 
 
 def sgd_momentum(weight_decay: float = 5e-4, nesterov: bool = False):
@@ -128,5 +152,14 @@ CONVNEXT = stock("CONVNEXT", _convnext_small_config, lr=1e-3, optimizer=adamw(0.
                  scheduler=warmup_cosine())
 VIT_TINY = stock("VIT_TINY", _vit_tiny, lr=1e-3, optimizer=adamw(0.05), loss=smoothed, scheduler=warmup_cosine())
 SWIN_TINY = stock("SWIN_TINY", _swin_tiny, lr=1e-3, optimizer=adamw(0.05), loss=smoothed, scheduler=warmup_cosine())
+# torchvision's segmentation recipe for LRASPP (references/segmentation: SGD momentum 0.9, lr 0.01,
+# wd 1e-6, poly schedule); its {'out': ...} dict is unwrapped to 'out' by the harness. 64x64: its
+# logits come from a stride-8 grid (8x8 here), which the overfit floor accounts for (Dense.output_space).
+# Sanity suite, 2026-11-30 05:08, load 6 on 2 cores: 19 passed, 7 skipped (tasks), 0 failed; 626 s wall,
+# 150 recipe steps of cost (one step 1.56 s CPU at batch 16; overfit_batch 90 of them).
+LRASPP = STOCK["LRASPP"] = Recipe(
+    model=partial(tvm.segmentation.lraspp_mobilenet_v3_large, num_classes=11, weights=None, weights_backbone=None),
+    data=partial(digit_masks, 64), task=tasks.Dense(11), optimizer=sgd_momentum(1e-6), lr=0.01,
+    scheduler=poly(), batch_size=16, epochs=5, name="lraspp")
 GOOGLENET = stock("GOOGLENET", partial(tvm.googlenet, num_classes=10, aux_logits=False, init_weights=True),
                   lr=0.01, optimizer=sgd_momentum(2e-4))

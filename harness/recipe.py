@@ -228,13 +228,14 @@ class Recipe:
         for field_name in ("optimizer", "scheduler", "train_step"):
             value = getattr(self, field_name)
             if value is not None and not callable(value):
-                raise RecipeError(f"Recipe.{field_name} must be a function, got {type(value).__name__}")
+                raise RecipeError(f"Recipe.{field_name} must be a function, got {type(value).__name__}"
+                                  + _FACTORY_FIX.get((field_name, _built_kind(value)), ""))
         set_("forward", Forward(self.forward))
         try:  # a string, a typo or a non-string is one line naming the closest registered check id
             set_("suppress", registry.validate_suppress(self.suppress, "Recipe.suppress"))
         except registry.UnknownCheck as e:
             raise RecipeError(str(e)) from None
-        check_hparams(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs, where="Recipe")
+        check_hparams(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs, where="Recipe", required=True)
         if self.diverge_lr is not None:
             check_hparams(lr=self.diverge_lr, where="Recipe diverge_lr")
 
@@ -338,6 +339,24 @@ class Recipe:
         return loss, outputs
 
 
+def _built_kind(value) -> str:
+    """'optimizer' / 'scheduler' for an instance of one (given where a factory is wanted), else ''."""
+    if isinstance(value, torch.optim.Optimizer):
+        return "optimizer"
+    if isinstance(value, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)):
+        return "scheduler"
+    return ""
+
+
+_FACTORY_FIX = {  # (field, what was given instead) -> the fix
+    ("optimizer", "optimizer"): "; an optimizer instance is bound to one model's parameters: pass a function that "
+                                "builds one, optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr)",
+    ("scheduler", "scheduler"): "; a scheduler instance is bound to one optimizer: pass a function that builds one, "
+                                "scheduler=lambda optimizer, total_steps: torch.optim.lr_scheduler.StepLR(optimizer, "
+                                "total_steps // 3)",
+}
+
+
 def _resolve_task(task, num_classes):
     """The task from `task=` or the `num_classes=` shorthand; both must agree when both are given."""
     if task is None:
@@ -379,11 +398,16 @@ def make_optimizer(factory, model, lr, where="fit"):
 
 
 def checked_loss(loss):
-    """The loss, if it is a one-number tensor; a per-sample loss (reduction='none') or a Python
-    number (loss.item()) is a one-line RecipeError."""
-    if not isinstance(loss, torch.Tensor):
-        raise RecipeError(f"the loss returned a {type(loss).__name__} ({loss!r:.40}), not a tensor; return the loss "
+    """The loss, if it is a one-number tensor; a per-sample loss (reduction='none'), a Python
+    number (loss.item()) or anything else is a one-line RecipeError."""
+    if isinstance(loss, (int, float)):
+        raise RecipeError(f"the loss returned a {type(loss).__name__} ({loss:.4g}), not a tensor; return the loss "
                           "tensor itself (not loss.item() or float(loss)): backward() needs it")
+    if not isinstance(loss, torch.Tensor):
+        what = f"a {type(loss).__name__} of {len(loss)} items" if isinstance(loss, (tuple, list, dict)) else \
+            f"a {type(loss).__name__}"
+        raise RecipeError(f"the loss returned {what}, not a tensor; return the one loss tensor (a loss with extras "
+                          "needs a train_step that returns (loss, outputs))")
     if isinstance(loss, torch.Tensor) and loss.dim() != 0:
         raise RecipeError(f"the loss returned a tensor of shape {tuple(loss.shape)}, not one number; "
                           "a loss with reduction='none' needs .mean() (or reduction='mean')")
@@ -392,13 +416,14 @@ def checked_loss(loss):
 
 # --- validation at the boundary -------------------------------------------------------------------
 
-def check_hparams(lr=None, batch_size=None, epochs=None, where="fit"):
-    """Validate hyperparameters at the boundary (harness.parse); one line naming the parameter and the fix."""
-    if lr is not None:
+def check_hparams(lr=None, batch_size=None, epochs=None, where="fit", required: bool = False):
+    """Validate hyperparameters at the boundary (harness.parse); one line naming the parameter and the fix.
+    None means "not given" and is skipped, unless `required` (a Recipe's own values)."""
+    if lr is not None or required:
         parse.positive_number(lr, f"{where}: lr", "try lr=0.1 for plain SGD or 1e-3 for Adam")
-    if batch_size is not None:
+    if batch_size is not None or required:
         parse.integer(batch_size, f"{where}: batch_size", 1, "try batch_size=128")
-    if epochs is not None:
+    if epochs is not None or required:
         parse.integer(epochs, f"{where}: epochs", 1, "try epochs=15")
 
 
@@ -451,8 +476,12 @@ def check_data(data: Data, task=None, where="data", finite: bool = True) -> None
         x, y = batching.tensors(split[0]), batching.tensors(split[1])
         sizes = batching.lengths(x) + batching.lengths(y)
         if len(set(sizes)) > 1:
+            per_sample = _per_sample_list(split[0], "inputs", y) or _per_sample_list(split[1], "targets", x)
+            if per_sample:
+                raise RecipeError(f"{where}: {name} {per_sample}")
+            shown = sizes if len(sizes) <= 6 else [*sizes[:3], "...", *sizes[-2:]]
             raise RecipeError(f"{where}: {name} has {batching.batch_len(x)} inputs but {batching.batch_len(y)} targets "
-                              f"(first dimensions {sizes}); slice inputs and targets with the same indices")
+                              f"(first dimensions {shown}); slice inputs and targets with the same indices")
         if sizes[0] == 0:
             raise RecipeError(f"{where}: the {name} split is empty; give it samples"
                               + (" or pass val=None" if name == "val" else ""))
@@ -467,6 +496,21 @@ def check_data(data: Data, task=None, where="data", finite: bool = True) -> None
             problem = task.check_targets(y)
             if problem:
                 raise RecipeError(f"{where}: {name} {problem}")
+
+
+def _per_sample_list(side, what: str, other) -> Optional[str]:
+    """What is wrong when one side of a pair is a Python list of per-sample tensors or dicts (as many
+    items as the other side has samples) rather than one batch; None otherwise."""
+    n = batching.batch_len(other) if batching.leaves(other) else 0
+    if not isinstance(side, (list, tuple)) or len(side) != n or n < 2:
+        return None
+    if all(isinstance(item, dict) for item in side):
+        return (f"{what} are a list of {n} per-sample dicts (torchvision's detection format), not a batch; the harness "
+                f"batches tensors along their first dimension, so give {what} as tensors of shape ({n}, ...)")
+    if all(isinstance(item, torch.Tensor) for item in side):
+        return (f"{what} are a list of {n} per-sample tensors of shape {tuple(side[0].shape)}, not a batch; "
+                f"torch.stack({what}) makes one ({n}, ...) tensor")
+    return None
 
 
 def check_inputs_match_model(model: torch.nn.Module, split, where="fit") -> None:

@@ -524,3 +524,52 @@ def test_harness_lr_find_on_a_broken_recipe_is_one_line(name, fragment, tmp_path
                      "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_an_optimizer_or_scheduler_instance_names_the_factory_to_give():
+    net = model()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(RecipeError) as info:
+        Recipe(model=model, data=data, num_classes=4, optimizer=opt)
+    assert "optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr)" in one_line(info)
+    with pytest.raises(RecipeError) as info:
+        Recipe(model=model, data=data, num_classes=4, scheduler=torch.optim.lr_scheduler.StepLR(opt, 1))
+    assert "scheduler=lambda optimizer, total_steps:" in one_line(info)
+
+
+def test_a_list_of_per_sample_tensors_or_dicts_is_named_as_such():
+    d = data()
+    with pytest.raises(RecipeError) as info:
+        run((list(d.train[0]), d.train[1]))
+    assert "train inputs are a list of 96 per-sample tensors of shape (1, 4, 4), not a batch; torch.stack(inputs)" \
+        in one_line(info)
+    detection = [{"boxes": torch.ones(1, 4), "labels": torch.ones(1, dtype=torch.long)} for _ in range(96)]
+    with pytest.raises(RecipeError) as info:
+        Recipe(model=model, data=lambda: Data(train=(d.train[0], detection)), num_classes=4).load_data()
+    assert "train targets are a list of 96 per-sample dicts (torchvision's detection format), not a batch" \
+        in one_line(info)
+
+
+def test_lengths_that_differ_print_a_few_dimensions_only():
+    d = data()
+    inputs = tuple(d.train[0][:, :, i] for i in range(4)) + (d.train[0][:10],) * 8  # 12 leaves, the last 8 shorter
+    with pytest.raises(RecipeError) as info:
+        Recipe(model=model, data=lambda: Data(train=(inputs, d.train[1])), num_classes=4).load_data()
+    assert "first dimensions [96, 96, 96, '...', 10, 96]" in one_line(info)
+
+
+def test_a_loss_returning_a_tuple_is_one_line():
+    with pytest.raises(RecipeError) as info:
+        run(data().train, loss=lambda out, y: (F.cross_entropy(out, y), 0))
+    assert "the loss returned a tuple of 2 items, not a tensor" in one_line(info)
+
+
+def test_a_recipe_with_epochs_none_is_one_line():
+    with pytest.raises(RecipeError) as info:
+        Recipe(model=model, data=data, num_classes=4, epochs=None)
+    assert "Recipe: epochs must be an integer >= 1, got None" in one_line(info)
+
+
+def test_a_batch_larger_than_the_split_warns_once_per_run_not_per_epoch(recwarn):
+    run(data().train, batch_size=1000, epochs=3)
+    assert len([w for w in recwarn if "batch_size 1000 is larger" in str(w.message)]) == 1

@@ -373,9 +373,6 @@ def test_a_read_only_out_is_one_line_before_training(mount):
     judge(outcome, line("--out", "Read-only file system", "choose a folder you can write to"), "harness train")
 
 
-@pytest.mark.xfail(strict=True, reason="owner: H6 — a full disk says 'harness: error: --storage sqlite:///OUT/study.db: "
-                                       "cannot open it (database or disk is full); give a database URL such as "
-                                       "postgresql+psycopg://...' (harness/study/storage.py): the fix it names is wrong")
 def test_a_full_disk_is_one_line_and_leaves_no_half_file(mount):
     folder = mount("size=48k")  # room for the probe and the run file, not for results and figures
     (folder / "filler").write_bytes(b"\0" * 36 * 1024)
@@ -410,14 +407,7 @@ def _finished_sweep(tmp_path):
     return out, argv
 
 
-_DB_XFAIL = pytest.mark.xfail(strict=True, reason="owner: H6 — a damaged OUT/study.db gives 'harness: error: --storage "
-                              "sqlite:///OUT/study.db: cannot open it (database disk image is malformed); give a database "
-                              "URL such as postgresql+psycopg://...' (harness/study/storage.py): it should say to delete it "
-                              "(or use another --out) to start afresh")
-
-
-@pytest.mark.parametrize("damage", [pytest.param("truncated", marks=_DB_XFAIL), "empty",
-                                    pytest.param("not a database", marks=_DB_XFAIL)])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not a database"])
 def test_a_study_database_left_damaged_is_rerun_or_one_line(tmp_path, damage):
     out, argv = _finished_sweep(tmp_path)
     db = out / "study.db"

@@ -202,6 +202,29 @@ def test_a_stale_trial_of_a_killed_worker_is_retried(tmp_path, data):
     assert states.count("COMPLETE") == 2 and states.count("FAIL") == 1  # the zombie failed, its retry finished
 
 
+def test_a_trial_left_running_without_a_heartbeat_is_retried(tmp_path, data):
+    """A worker killed between its claim and its first heartbeat leaves a RUNNING trial that never goes
+    stale by Optuna's rule; once older than the grace period it is failed and retried, not waited on."""
+    import threading
+
+    configs = sweep([0.01, 0.1])
+    study.run_study(None, configs[:1], tmp_path, recipe=TINY, data=data, progress=False, heartbeat=1)
+    storage = optuna.storages.RDBStorage(default_url(tmp_path), heartbeat_interval=1, grace_period=3)
+    s = optuna.load_study(study_name="study", storage=storage)
+    s.enqueue_trial(configs[1].params(), user_attrs={"key": configs[1].key(),
+                                                     "config": json.loads(json.dumps(configs[1].__dict__))})
+    s.ask()  # claimed (RUNNING) by a "worker" that dies before its first heartbeat
+    done = []
+    resume = threading.Thread(target=lambda: done.append(study.run_study(
+        None, configs, tmp_path, recipe=TINY, data=data, progress=False, heartbeat=1)), daemon=True)
+    resume.start()
+    resume.join(timeout=120)  # before the fix it waited forever
+    assert done, "the resumed study is still waiting on the trial without a heartbeat"
+    states = [t.state.name for t in s.get_trials()]
+    assert [r["config"]["lr"] for r in done[0]] == [0.01, 0.1]
+    assert states.count("COMPLETE") == 2 and states.count("FAIL") == 1 and "RUNNING" not in states
+
+
 def test_report_and_outputs_come_from_the_study(tmp_path, data):
     configs = study.sweep_configs("batch-size", [64, 256], lr=0.1, batch_size=128, epochs=2, seeds=[0, 1])
     study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False)

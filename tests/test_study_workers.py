@@ -160,15 +160,18 @@ def test_workers_die_with_their_parent(sig, tmp_path):
             break
         time.sleep(0.1)
     kids = children(parent.pid)
-    workers = processes_mentioning(str(out.resolve()))
-    assert len(kids) == 2 and set(kids) <= set(workers), "two worker processes and nothing else (no forkserver)"
+    workers = [w for k in kids for w in children(k)]
+    mentioning = processes_mentioning(str(out.resolve()))
+    # one pool process (it imported torch and Optuna once) and the two workers it forked; nothing else
+    # (no resource tracker), and all of them name the study's storage in their command line
+    assert len(kids) == 1 and len(workers) == 2 and set(kids + workers) <= set(mentioning), (kids, workers, mentioning)
     parent.send_signal(sig)
     parent.wait(timeout=60)
     deadline = time.monotonic() + 10
     while processes_mentioning(str(out.resolve())) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_mentioning(str(out.resolve())) == []
-    assert not [p for p in processes_mentioning("multiprocessing") if p in kids]
+    assert not [p for p in processes_mentioning("multiprocessing") if p in kids + workers]
     if sig != signal.SIGKILL:
         assert parent.returncode == 130 and "Traceback" not in parent.stderr.read()
     trials = trials_of(storage, "sweep-lr")
@@ -220,11 +223,9 @@ def test_under_load_an_interrupted_and_resumed_sweep_equals_a_clean_one(jobs, tm
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     done = len(finished(trials_of(storage, "sweep-lr")))
-    try:
-        again = subprocess.run(sweep(resumed, jobs), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:  # seen once in CI, under load: the resume waited on a RUNNING trial
-        pytest.xfail("open (issue 12): a resumed sweep can wait on a trial the interrupted run left RUNNING "
-                     "when that trial never got a heartbeat, so it never goes stale")
+    # a trial the interrupted run left RUNNING (with or without a heartbeat) is failed and retried after the
+    # grace period (6 s here), never waited on (tests/test_study.py::test_a_trial_left_running_without_a_...)
+    again = subprocess.run(sweep(resumed, jobs), env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     if proc.returncode == 130:
         assert f"resuming: {done} of 8 trials already finished" in again.stderr

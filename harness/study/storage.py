@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -37,8 +38,10 @@ def default_url(out) -> str:
     return f"sqlite:///{(Path(out) / 'study.db').resolve()}"
 
 
-def open_storage(url: str, heartbeat: int = HEARTBEAT):
-    """An RDBStorage with heartbeats and retry of stale trials; a bad URL is one line."""
+def open_storage(url: str, heartbeat: int = HEARTBEAT, named: Optional[str] = None):
+    """An RDBStorage with heartbeats and retry of stale trials. A storage that cannot be used is one
+    line (RecipeError) naming it as the user gave it (`named`, e.g. "--out results/x"; default
+    "--storage URL"): a full disk, a damaged SQLite file (delete it to start afresh), a bad URL."""
     import optuna
     import sqlalchemy.exc
 
@@ -50,14 +53,49 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT):
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == 5:  # another process creating the same tables at this moment: theirs win, use them
-                raise
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            # another process creating the same tables at this moment ("already exists" on SQLite, an
+            # IntegrityError or ProgrammingError elsewhere): theirs win, use them
+            racing = isinstance(e, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) \
+                or "already exists" in str(e)
+            if not racing or attempt == 5:
+                raise RecipeError(storage_problem(e, url, named)) from None
             time.sleep(0.2 * (attempt + 1))
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise RecipeError(f"--storage {redact(url)}: cannot open it ({first}); give a database URL such as "
-                              "postgresql+psycopg://user@host/db or sqlite:///path/study.db") from None
+        except (ImportError, ValueError) as e:
+            raise RecipeError(storage_problem(e, url, named)) from None
+
+
+def storage_problem(error: BaseException, url: str, named: Optional[str] = None) -> str:
+    """The one line for a storage error (SQLAlchemy's, or Optuna's StorageInternalError around it)."""
+    import optuna
+
+    wrapped = isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__ is not None
+    cause = error.__cause__ if wrapped else error  # Optuna's "An exception is raised during the commit"
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    named = named or f"--storage {redact(url)}"
+    flag = named.split()[0]
+    low = text.lower()
+    if "disk is full" in low or "no space left" in low:
+        return f"{named}: the disk is full ({text}); free some space or choose another {flag}"
+    if url.startswith("sqlite:///") and ("malformed" in low or "not a database" in low):
+        path = url[len("sqlite:///"):]
+        return (f"{named}: {path} is damaged ({text}); delete it to start the study afresh (its finished "
+                f"trials are lost), or use another {flag}")
+    return (f"{named}: cannot open it ({text}); give a database URL such as postgresql+psycopg://user@host/db "
+            "or sqlite:///path/study.db")
+
+
+@contextmanager
+def storage_errors(url: str, named: Optional[str] = None):
+    """Turn a storage failure inside the block (a disk that fills up, a file damaged meanwhile)
+    into its one line (RecipeError)."""
+    import optuna
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        raise RecipeError(storage_problem(e, url, named)) from None
 
 
 def _sqlite_engine(url: str) -> dict:
@@ -75,6 +113,67 @@ def _sqlite_engine(url: str) -> dict:
         connection.execute("PRAGMA synchronous=NORMAL")
         return connection
     return {"creator": connect}
+
+
+def claim_trial(storage, trial_id: int) -> bool:
+    """Move a WAITING trial to RUNNING; True for exactly one caller however many try at once.
+
+    One conditional UPDATE (... WHERE state = WAITING), so the database decides. Optuna's
+    set_trial_state_values reads the state, then writes: on SQLite the read is outside the
+    write's transaction, and two workers that read WAITING together both "claim" the trial
+    and both train it (seen on this machine: the second one's result is refused at the end)."""
+    from datetime import datetime, timezone
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import TrialState
+
+    with _create_scoped_session(storage.scoped_session) as session:
+        updated = (session.query(models.TrialModel)
+                   .filter(models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.WAITING)
+                   .update({models.TrialModel.state: TrialState.RUNNING,  # the start in naive UTC, as Optuna's
+                            models.TrialModel._datetime_start_utc: datetime.now(timezone.utc).replace(tzinfo=None)},
+                           synchronize_session=False))
+    return updated == 1
+
+
+def fail_stale_trials(study, storage) -> None:
+    """Fail, and enqueue again, the study's trials whose worker is gone: RUNNING with a heartbeat
+    older than the grace period (Optuna's fail_stale_trials), or with no heartbeat at all and
+    started longer ago than that (a worker killed between its claim and its first heartbeat:
+    Optuna never looks at those, and a resumed study waited for them forever)."""
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    optuna.storages.fail_stale_trials(study)
+    retry = storage.get_heartbeat_stale_trial_callback()
+    grace = storage.grace_period or 2 * (storage.heartbeat_interval or HEARTBEAT)  # Optuna's default
+    for trial_id in _without_heartbeat(storage, study._study_id, grace):
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL) and retry is not None:
+                retry(study, storage.get_trial(trial_id))
+        except UpdateFinishedTrialError:  # another worker failed it first, or it just finished
+            pass
+
+
+def _without_heartbeat(storage, study_id: int, grace: float) -> list:
+    """Ids of the study's RUNNING trials that have no heartbeat and started more than `grace` s ago."""
+    from datetime import datetime, timedelta, timezone
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import TrialState
+
+    trial, beat = models.TrialModel, models.TrialHeartbeatModel
+    cutoff = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=grace)  # naive UTC, as stored
+    with _create_scoped_session(storage.scoped_session) as session:
+        rows = (session.query(trial.trial_id)
+                .outerjoin(beat, beat.trial_id == trial.trial_id)
+                .filter(trial.study_id == study_id, trial.state == TrialState.RUNNING,
+                        beat.trial_heartbeat_id.is_(None), trial._datetime_start_utc < cutoff)
+                .all())
+    return [row[0] for row in rows]
 
 
 def redact(url: str) -> str:

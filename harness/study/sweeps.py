@@ -29,7 +29,7 @@ from harness.study.configs import Config, recipe_identity
 from harness.study.one_run import check_lr_is_used, check_swept_value_used
 from harness.study.progress import StudyProgress
 from harness.study.storage import (HEARTBEAT, default_url, distributions_for, finished_results, open_storage,
-                                   open_study, redact)
+                                   open_study, redact, storage_errors)
 from harness.study.trials import Job, TrialError, finished_keys, run_trials
 
 VECTORIZE_MODES = ("auto", "on", "off")
@@ -51,50 +51,62 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
     """
     from harness import runtime
     from harness.fit import resolve_device
+    from harness.study.workers import Pool
 
-    recipe = recipe or load_recipe(spec)
-    given = data is not None
-    data = data or recipe.load_data()
-    configs = list(configs)
-    device = resolve_device(device)
-    settings = settings if settings is not None else _settings_of(configs)
-    identity = {"recipe": recipe_identity(spec, recipe, data), "settings": settings}
     url = storage or default_url(out)
     name = study or "study"
-    if storage is None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-    if kind == "lr" and configs:
-        check_lr_is_used(recipe, configs[0])
-    optuna_storage = open_storage(url, heartbeat)
-    the_study = open_study(optuna_storage, name, identity, configs, distributions_for(configs, space))
-    for attr, value in (meta or {}).items():
-        if the_study.user_attrs.get(attr) != value:
-            the_study.set_user_attr(attr, value)
-    total = tpe["trials"] * len(tpe["seeds"]) if tpe else len(configs)
-    left = total - len(finished_keys(the_study) & ({c.key() for c in configs} if configs else
-                                                    finished_keys(the_study)))
-    jobs = runtime.cores() if jobs == 0 else (jobs or 1)
-    jobs = max(1, min(jobs, left)) if left else 1
-    if jobs > 1 and spec is None:
-        print("sequential: --jobs needs a recipe spec (built-in name or file.py:NAME) that workers can load",
-              file=sys.stderr)
-        jobs = 1
-    stacked = _vectorize(vectorize, recipe, configs, device)
-    job = Job(storage=url, study=name, spec=spec, device=str(device), heartbeat=heartbeat, prune=prune,
-              vectorize=stacked, group=max(1, math.ceil(_largest_lr_group(configs) / jobs)), tpe=tpe,
-              data_settings=_data_settings())
-    if left < total and progress:
-        print(f"resuming: {total - left} of {total} trials already finished in study {name!r} at {redact(url)}",
-              file=sys.stderr, flush=True)
-    if progress:
-        print(_describe(left, jobs, stacked, url, name), file=sys.stderr, flush=True)
-    with StudyProgress(the_study, total, enabled=progress):
-        if left and jobs > 1:
-            from harness.study.workers import run_workers
-            with _shipped(job, given, data, out):
-                run_workers(job, jobs, max(1, runtime.thread_cap() // jobs))
-        elif left:
-            run_trials(job, recipe=recipe, data=data, storage=optuna_storage)
+    asked = runtime.cores() if jobs == 0 else (jobs or 1)
+    # The workers' pool starts importing torch and Optuna now, while this process loads the recipe and the study.
+    with Pool(f"{redact(url)} study {name}", max(1, runtime.thread_cap() // asked),
+              start=asked > 1 and spec is not None) as pool:
+        recipe = recipe or load_recipe(spec)
+        given = data is not None
+        data = data or recipe.load_data()
+        configs = list(configs)
+        device = resolve_device(device)
+        settings = settings if settings is not None else _settings_of(configs)
+        identity = {"recipe": recipe_identity(spec, recipe, data), "settings": settings}
+        if storage is None:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        in_workers = asked > 1 and spec is not None  # they check the lr themselves (see below)
+        if kind == "lr" and configs and not in_workers:
+            check_lr_is_used(recipe, configs[0])
+        named = None if storage else f"--out {out}"  # how messages name the storage
+        with storage_errors(url, named):  # a full disk or a damaged study.db: one line
+            optuna_storage = open_storage(url, heartbeat, named)
+            the_study = open_study(optuna_storage, name, identity, configs, distributions_for(configs, space))
+            for attr, value in (meta or {}).items():
+                if the_study.user_attrs.get(attr) != value:
+                    the_study.set_user_attr(attr, value)
+            total = tpe["trials"] * len(tpe["seeds"]) if tpe else len(configs)
+            left = total - len(finished_keys(the_study) & ({c.key() for c in configs} if configs else
+                                                            finished_keys(the_study)))
+        jobs = max(1, min(asked, left)) if left else 1
+        if jobs > 1 and spec is None:
+            print("sequential: --jobs needs a recipe spec (built-in name or file.py:NAME) that workers can load",
+                  file=sys.stderr)
+            jobs = 1
+        stacked = _vectorize(vectorize, recipe, configs, device)
+        job = Job(storage=url, study=name, spec=spec, device=str(device), heartbeat=heartbeat, prune=prune,
+                  vectorize=stacked, group=max(1, math.ceil(_largest_lr_group(configs) / jobs)), tpe=tpe,
+                  data_settings=_data_settings(), named=named)
+        if kind == "lr" and configs and in_workers:
+            if jobs > 1:  # each worker checks before its first trial (the check imports torch._dynamo: 1-2 s)
+                job.lr_check = asdict(configs[0])
+            elif left:
+                check_lr_is_used(recipe, configs[0])
+        if left < total and progress:
+            print(f"resuming: {total - left} of {total} trials already finished in study {name!r} at {redact(url)}",
+                  file=sys.stderr, flush=True)
+        if progress:
+            print(_describe(left, jobs, stacked, url, name), file=sys.stderr, flush=True)
+        with StudyProgress(the_study, total, enabled=progress):
+            if left and jobs > 1:
+                with _shipped(job, given, data, out):
+                    pool.run(job, jobs, max(1, runtime.thread_cap() // jobs))
+            elif left:
+                pool.close()
+                run_trials(job, recipe=recipe, data=data, storage=optuna_storage)
     results = finished_results(the_study)
     if configs:
         by_key = {r["key"]: r for r in results}

@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from harness.study.configs import Config, Space, pick
-from harness.study.one_run import run_config
-from harness.study.storage import HEARTBEAT, FINISHED, open_storage, study_distributions
+from harness.study.one_run import check_lr_is_used, run_config
+from harness.study.storage import (HEARTBEAT, FINISHED, claim_trial, fail_stale_trials, open_storage,
+                                   storage_errors, study_distributions)
 
 PRUNERS = ("none", "median", "hyperband")
 
@@ -43,6 +44,8 @@ class Job:
     vectorize: bool = False
     group: int = 1                     # stacked copies per claim when vectorize is on
     tpe: Optional[dict] = None         # {"trials", "lr", "batch_size", "seeds", "epochs", "options", "seed"}
+    lr_check: Optional[dict] = None    # a config: check that the optimizer factory takes its lr before any trial
+    named: Optional[str] = None        # how the user named the storage, for messages ("--out DIR")
     data_settings: list = field(default_factory=lambda: [None, False])  # harness.data settings: root, download
     data_file: Optional[str] = None    # tensors saved by the parent when it was given data, not a spec
 
@@ -81,22 +84,30 @@ def _pruner(job: Job):
 
 def run_trials(job: Job, recipe=None, data=None, stop: Optional[threading.Event] = None, storage=None) -> int:
     """Run trials of `job.study` until none is waiting or running (or `stop` is set); return how many.
-    `storage`: the caller's open storage for `job.storage` (else it is opened here)."""
+    `storage`: the caller's open storage for `job.storage` (else it is opened here). A storage that
+    fails meanwhile (a full disk) is one line (RecipeError)."""
+    with storage_errors(job.storage, job.named):
+        return _run_trials(job, recipe, data, stop, storage)
+
+
+def _run_trials(job: Job, recipe, data, stop: Optional[threading.Event], storage) -> int:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")
     warnings.filterwarnings("ignore", message=".*Fixed parameter.*")
-    storage = storage or open_storage(job.storage, job.heartbeat)
+    storage = storage or open_storage(job.storage, job.heartbeat, job.named)
     study = optuna.load_study(study_name=job.study, storage=storage, sampler=_sampler(job), pruner=_pruner(job))
     dists = study_distributions(study)
     if recipe is None:
         recipe, data = _load(job)
     elif data is None:
         data = recipe.load_data()
-    done = 0
+    if job.lr_check:  # done here, not by the parent of worker processes: it need not import torch._dynamo
+        check_lr_is_used(recipe, Config.from_dict(job.lr_check))
+    done, pause = 0, 0.25
     while not (stop and stop.is_set()):
-        optuna.storages.fail_stale_trials(study)  # a killed worker's trial goes back to the queue
+        fail_stale_trials(study, storage)  # a killed worker's trial goes back to the queue
         claimed = []
         try:
             with _signals_held():  # Ctrl-C or SIGTERM arrives after the claim is recorded, not inside it
@@ -105,13 +116,15 @@ def run_trials(job: Job, recipe=None, data=None, stop: Optional[threading.Event]
                     claimed = _ask_tpe(study, storage, job, dists)
             if claimed:
                 done += _run(study, storage, claimed, dists, recipe, data, job)
+                pause = 0.25
                 continue
         except KeyboardInterrupt:  # the interrupted trials wait for the next worker at once
             _requeue(study, storage, claimed)
             raise
         if not any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
             break
-        time.sleep(min(job.heartbeat, 2))  # others are running the last trials (or a dead one goes stale)
+        time.sleep(pause)  # others are running the last trials (or a dead one goes stale): look again soon
+        pause = min(2 * pause, job.heartbeat, 2)
     return done
 
 
@@ -135,7 +148,6 @@ def _load(job: Job):
 def _claim(study, storage, job: Job, only: Optional[str] = None) -> list:
     """Move WAITING trials to RUNNING (the storage lets exactly one worker do so per trial): one,
     or with vectorize up to `job.group` that differ only in lr; `only`: the one with this key."""
-    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     claimed, first = [], None
@@ -145,10 +157,7 @@ def _claim(study, storage, job: Job, only: Optional[str] = None) -> list:
             continue
         if first is not None and (config is None or _but_lr(config) != first):
             continue
-        try:
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                continue
-        except UpdateFinishedTrialError:
+        if not claim_trial(storage, t._trial_id):
             continue
         storage.record_heartbeat(t._trial_id)  # at once: a trial without one would never be found stale
         claimed.append(t)

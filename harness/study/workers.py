@@ -1,21 +1,34 @@
 """Worker processes on this machine: K processes, each running the study's trial loop with
 cores // K torch threads, that die with their parent.
 
-    from harness.study.workers import run_workers
-    run_workers(job, jobs=2, threads=1)      # returns when the study has nothing left to run
+    from harness.study.workers import Pool
+    with Pool("sqlite:///results/x/study.db") as pool:   # starts importing torch, Optuna, ... now
+        recipe = load_recipe(spec)                       # ... while the caller does its own work
+        pool.run(job, jobs=2, threads=1)                 # returns when the study has nothing left to run
 
-    python -m harness.study.workers JOB_JSON THREADS PARENT_PID   # what each worker runs
+    python -m harness.study.workers --pool LABEL PARENT_PID      # the pool process (job on stdin)
+    python -m harness.study.workers JOB_JSON THREADS PARENT_PID  # one worker (where there is no fork)
 
-Each worker is a fresh `python -m harness.study.workers` (no forkserver, no multiprocessing
-resource tracker: nothing is left behind to outlive the parent). It joins the study through
-its storage exactly as a worker on another machine would (harness.study.trials). It dies with
-its parent: on Linux prctl(PR_SET_PDEATHSIG) sends it SIGTERM when the parent dies, even by
-SIGKILL; elsewhere a thread polls the parent's pid every second. SIGTERM and SIGINT put the
-running trial back in the queue before the worker exits. Threads are capped (two processes of
-two threads each on two cores run about 9x slower at batch 8 than two of one thread each).
+On Linux a Pool is one fresh `python -m harness.study.workers --pool` process, started as soon
+as the caller knows it will want workers. It imports torch (with torch._dynamo, which the
+first optimizer step would import), Optuna, SQLAlchemy and the harness's engine while the
+caller loads its recipe, runs no torch op and no thread, and then forks the K workers: each
+is ready in milliseconds instead of paying those imports again (seconds each). The pool is
+not multiprocessing's forkserver: it serves one study, waits for its K children, and nothing
+else is started (no resource tracker). Elsewhere each worker is a fresh process.
+
+Each worker joins the study through its storage exactly as a worker on another machine would
+(harness.study.trials). Dying with the parent: the pool and each worker ask the kernel
+(prctl(PR_SET_PDEATHSIG)) for SIGTERM when their parent dies, even by SIGKILL (elsewhere a
+thread polls the parent's pid every second). SIGTERM and SIGINT put a worker's running trial
+back in the queue before it exits; the pool passes SIGTERM on to its workers and waits for
+them. Threads are capped (two processes of two threads each on two cores run about 9x slower
+at batch 8 than two of one thread each).
 """
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import signal
 import subprocess
@@ -23,15 +36,79 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
+from typing import Optional
 
+from harness.recipe import RecipeError
 from harness.study.trials import Job, TrialError, run_trials
 
 STOP_GRACE = 5.0  # seconds a worker gets to re-enqueue its trial after SIGTERM before SIGKILL
+RECIPE_ERROR = 2  # a worker's exit status when the recipe is at fault (the CLI's usage-error status)
+PRELOAD = ("harness.study.trials", "harness.study.stacked", "harness.recipes", "torch._dynamo", "sklearn.metrics",
+           "sqlalchemy.orm", "sqlalchemy.dialects.sqlite", "alembic.context", "alembic.op",
+           "optuna.storages._rdb.models")  # what a worker imports, slowest first measured: seconds in all
+POSTGRES_PRELOAD = ("sqlalchemy.dialects.postgresql", "psycopg")
+
+
+def forks() -> bool:
+    """Whether workers are forked from a pool process (Linux: fork, and PR_SET_PDEATHSIG)."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+class Pool:
+    """The workers of one study on this machine (see the module's docstring). `label` names the
+    study in the pool's command line (ps shows it; no password: the caller redacts it);
+    `threads` is the likely threads per worker, for the libraries that read it at import;
+    `start=False`: no pool process (run() then starts fresh workers, as where there is no fork)."""
+
+    def __init__(self, label: str, threads: int = 1, start: bool = True):
+        self.proc, self.log = None, None
+        if start and forks():
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                   "OPENBLAS_NUM_THREADS": "1"}  # OpenBLAS starts its threads at import: none before the fork
+            self.log = tempfile.TemporaryFile(mode="w+")
+            self.proc = subprocess.Popen([sys.executable, "-m", "harness.study.workers", "--pool", label,
+                                          str(os.getpid())], stdin=subprocess.PIPE, stdout=self.log,
+                                         stderr=self.log, env=env, text=True)
+
+    def run(self, job: Job, jobs: int, threads: int) -> None:
+        """Run `jobs` workers until the study has nothing left; a worker's error stops the others
+        and is raised (TrialError, its one line); an interrupt of this process stops them all."""
+        if self.proc is None:
+            return run_workers(job, jobs, threads)
+        with tempfile.TemporaryDirectory(prefix="harness-workers-") as logs:
+            try:
+                self.proc.stdin.write(json.dumps({"job": job.to_json(), "jobs": jobs, "threads": threads,
+                                                  "logs": logs}) + "\n")
+                self.proc.stdin.close()
+            except OSError:  # the pool is gone (it could not import): its own output says why
+                pass
+            try:
+                self.proc.wait()  # Ctrl-C or SIGTERM of this process interrupts the wait (KeyboardInterrupt)
+                if self.proc.returncode:
+                    logs_ = [Path(logs) / f"worker{i}.log" for i in range(jobs)]
+                    _raise(_last_error([p for p in logs_ if p.exists()] + [self.log], self.proc.returncode),
+                           self.proc.returncode)
+            finally:
+                self.close()
+
+    def close(self) -> None:
+        if self.proc is not None:
+            stop([self.proc], grace=STOP_GRACE + 1)  # the pool waits up to STOP_GRACE for its workers
+            self.proc = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def run_workers(job: Job, jobs: int, threads: int) -> None:
-    """Start `jobs` workers and wait for them; a worker's error stops the others and is raised
-    (TrialError, its one line); an interrupt of this process stops them all."""
+    """Without fork: start `jobs` fresh worker processes and wait for them (as Pool.run)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     logs = [tempfile.TemporaryFile(mode="w+") for _ in range(jobs)]
     command = [sys.executable, "-m", "harness.study.workers", job.to_json(), str(threads), str(os.getpid())]
@@ -41,7 +118,7 @@ def run_workers(job: Job, jobs: int, threads: int) -> None:
             codes = [p.poll() for p in procs]
             failed = next((i for i, c in enumerate(codes) if c not in (None, 0)), None)
             if failed is not None:
-                raise TrialError(_last_error(logs[failed], codes[failed]))
+                _raise(_last_error([logs[failed]], codes[failed]), codes[failed])
             if all(c == 0 for c in codes):
                 return
             time.sleep(0.2)
@@ -51,12 +128,12 @@ def run_workers(job: Job, jobs: int, threads: int) -> None:
             log.close()
 
 
-def stop(procs: list) -> None:
-    """SIGTERM the workers still running, give them STOP_GRACE seconds, then SIGKILL."""
+def stop(procs: list, grace: float = STOP_GRACE) -> None:
+    """SIGTERM the processes still running, give them `grace` seconds, then SIGKILL."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE
+    deadline = time.monotonic() + grace
     for p in procs:
         try:
             p.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -65,9 +142,24 @@ def stop(procs: list) -> None:
             p.wait()
 
 
-def _last_error(log, code: int) -> str:
-    log.seek(0)
-    lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+def _raise(line: str, code: int):
+    """A worker's error as TrialError, caused by a RecipeError when the recipe was at fault (the CLI
+    then exits 2, as when the same error happens in its own process)."""
+    if code == RECIPE_ERROR:
+        raise TrialError(line) from RecipeError(line)
+    raise TrialError(line)
+
+
+def _last_error(logs: list, code: int) -> str:
+    """The last `harness: error:` line of the logs (paths or open files), else the last line."""
+    lines = []
+    for log in logs:
+        if isinstance(log, Path):
+            text = log.read_text(errors="replace")
+        else:
+            log.seek(0)
+            text = log.read()
+        lines += [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line.split("harness: error: ", 1)[1] for line in lines if "harness: error: " in line]
     if errors:
         return errors[-1]
@@ -75,10 +167,85 @@ def _last_error(log, code: int) -> str:
     return f"a worker process exited with status {code}: {tail}"
 
 
+# --- inside the pool process ---------------------------------------------------------------------------
+
+def serve(parent: int, label: str) -> int:
+    """The pool: preload, read the job from stdin, fork the workers, wait for them. Exits with the
+    first failed worker's status (the others are stopped), 130 when interrupted, else 0."""
+    _pdeathsig(parent)
+    for name in PRELOAD + (POSTGRES_PRELOAD if label.startswith("postgres") else ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional driver: the worker that needs it will say so
+            pass
+    import torch
+
+    line = sys.stdin.readline()
+    if not line:  # the caller needed no workers after all
+        return 0
+    message = json.loads(line)
+    job, jobs, threads = Job.from_json(message["job"]), message["jobs"], message["threads"]
+    torch.set_num_threads(threads)  # set before the fork: it starts no thread, and every worker inherits it
+    torch.set_num_interop_threads(1)
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)  # a signal between a fork and the child's handlers waits
+    pids = []
+    for i in range(jobs):
+        pid = os.fork()
+        if pid == 0:
+            _forked(job, threads, Path(message["logs"]) / f"worker{i}.log", os.getppid())
+        pids.append(pid)
+    live, state = set(pids), {"code": 0}
+
+    def stop_workers(signum=None, frame=None):
+        if signum is not None:
+            state["code"] = state["code"] or 130
+        for pid in live:
+            _kill(pid, signal.SIGTERM)
+        signal.signal(signal.SIGALRM, lambda *_: [_kill(p, signal.SIGKILL) for p in live])
+        signal.alarm(int(STOP_GRACE) + 1)  # a worker that hangs on its way out is killed
+
+    signal.signal(signal.SIGTERM, stop_workers)
+    signal.signal(signal.SIGINT, stop_workers)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    while live:
+        pid, status = os.wait()
+        live.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and not state["code"]:  # a worker failed: stop the others, report it
+            state["code"] = code if code > 0 else 128 - code
+            stop_workers()
+    return state["code"]
+
+
+def _forked(job: Job, threads: int, log: Path, pool: int) -> None:
+    """A forked worker: its own log and signal handlers, then the trial loop; never returns."""
+    code = 1
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        die_with_parent(pool)
+        code = _work(job, threads)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # never back into the pool's loop; no interpreter teardown
+
+
 # --- inside a worker -----------------------------------------------------------------------------
 
-def die_with_parent(parent: int) -> None:
-    """Get SIGTERM when `parent` dies (PR_SET_PDEATHSIG on Linux, a polling thread elsewhere)."""
+def _pdeathsig(parent: int) -> None:
+    """SIGTERM when `parent` dies (Linux); at once if it already has."""
     if sys.platform.startswith("linux"):
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
@@ -86,11 +253,23 @@ def die_with_parent(parent: int) -> None:
     if os.getppid() != parent:  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
+
+def die_with_parent(parent: int) -> None:
+    """Get SIGTERM when `parent` dies (PR_SET_PDEATHSIG on Linux, also a polling thread)."""
+    _pdeathsig(parent)
+
     def watch():
         while os.getppid() == parent:
             time.sleep(1.0)
         os.kill(os.getpid(), signal.SIGTERM)
     threading.Thread(target=watch, daemon=True).start()
+
+
+def _kill(pid: int, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _interrupt(signum, frame):
@@ -102,18 +281,14 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: list) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
-    job, threads, parent = Job.from_json(argv[1]), int(argv[2]), int(argv[3])
-    die_with_parent(parent)
+def _work(job: Job, threads: int) -> int:
+    """The trial loop with `threads` torch threads; returns the exit status (errors: one line on stderr)."""
     import torch
 
     from harness import runtime
 
     torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
     runtime.set_threads_override(threads)  # fit must not measure its way past the worker's share
-    signal.signal(signal.SIGINT, _interrupt)
     try:
         run_trials(job)
     except KeyboardInterrupt:
@@ -122,8 +297,26 @@ def main(argv: list) -> int:
     except Exception as e:  # TrialError, RecipeError, a storage error: one line for the parent to show
         line = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"harness: error: {line}", file=sys.stderr, flush=True)
-        return 1
+        return RECIPE_ERROR if isinstance(e, RecipeError) or isinstance(e.__cause__, RecipeError) else 1
     return 0
+
+
+def main(argv: list) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    if argv[1] == "--pool":  # until the workers exist, SIGTERM or SIGINT just ends the pool
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        code = serve(int(argv[3]), argv[2])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # no interpreter teardown: seconds for torch on a loaded machine
+    job, threads, parent = Job.from_json(argv[1]), int(argv[2]), int(argv[3])
+    die_with_parent(parent)
+    import torch
+
+    torch.set_num_interop_threads(1)
+    signal.signal(signal.SIGINT, _interrupt)
+    return _work(job, threads)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,9 @@ def _innermost_site(tb):
 def _forward(forward: Forward, model, inputs, error, ctx: user_code, said: str) -> str:
     who = (f"forward= ({_name(forward.fn)}) on the model {type(model).__name__}" if forward.fn is not None
            else f"the model's forward ({type(model).__name__})")
+    if forward.fn is not None and isinstance(error, TypeError) and not _binds(forward.fn, 2):
+        return (f"{ctx.where}: forward= {_name(forward.fn)}{_signature(forward.fn)} cannot be called as "
+                f"forward(model, inputs) ({said}); give it that signature and return the outputs")
     fix = _input_fixes(model, inputs, error, ctx) or ["check that the model takes inputs of this shape and dtype"]
     return f"{ctx.where}: {who} on {_split(ctx)}inputs {describe(inputs)} raised {said}; {'; '.join(fix)}"
 

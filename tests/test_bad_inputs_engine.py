@@ -573,3 +573,9 @@ def test_a_recipe_with_epochs_none_is_one_line():
 def test_a_batch_larger_than_the_split_warns_once_per_run_not_per_epoch(recwarn):
     run(data().train, batch_size=1000, epochs=3)
     assert len([w for w in recwarn if "batch_size 1000 is larger" in str(w.message)]) == 1
+
+
+def test_a_forward_with_another_signature_names_the_one_it_needs():
+    with pytest.raises(RecipeError) as info:
+        run(data().train, forward=lambda inputs: inputs)
+    assert "forward= <lambda>(inputs) cannot be called as forward(model, inputs)" in one_line(info)

@@ -11,7 +11,8 @@ The block costs nothing per step: it sits around the loop (a try block is free i
 and reads nothing until something fails. Then the traceback says which part was running: the
 innermost of the harness's call sites into user code (`Forward.__call__`: the model's forward or
 `forward=`; `Recipe.compute_loss`: the loss; `Recipe.step`: the train_step or the scheduler;
-`default_step`: backward or the optimizer; `batching.batches`: reading the split), and that
+`default_step`: backward, a plain loss function or the optimizer; `batching.batches` and
+`batching.as_pair`: reading a Dataset split or collating its samples), and that
 frame's locals hold what the part was fed (their shapes and dtypes go in the line). An error
 raised by the harness's own code (no call site in the traceback), a RecipeError (already one
 line) and a BaseException that is not an Exception (Ctrl-C) pass through unchanged.

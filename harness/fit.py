@@ -10,7 +10,9 @@ Pair splits (tensors or nested tuples/dicts of them) are moved to the device onc
 slicing a shuffled index; losses and the task's main metric are tallied on the device and read
 every 64 steps (the divergence check) and once per epoch. Dataset and DataLoader splits are
 batched by a DataLoader (harness.batching). Each step is `Recipe.step`, the one training step
-every trainer in the harness runs.
+every trainer in the harness runs. An exception from the user's model, loss, train_step or
+Dataset leaves fit and evaluate as one RecipeError line naming the part and what it was fed
+(harness.diagnose), chained to the original.
 """
 from __future__ import annotations
 

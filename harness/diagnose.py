@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset
 
-from harness import batching
+from harness import batching, tasks
 from harness.errors import RecipeError
 from harness.recipe import Forward, Recipe, TaskLoss, default_step
 
@@ -41,6 +41,7 @@ _SITES = {
     default_step.__code__: "default_step",
     batching.batches.__code__: "read",
     batching.as_pair.__code__: "read",
+    tasks.Meter.update.__code__: "metric",
 }
 
 
@@ -95,6 +96,11 @@ def explain(error: Exception, ctx: user_code) -> Optional[str]:
         return _loss(recipe.loss, names.get("outputs"), names.get("targets"), ctx, said, task=recipe.task)
     if part == "forward":
         return _forward(names["self"], names.get("model"), names.get("inputs"), error, ctx, said)
+    if part == "metric":  # the task's metric on the user's outputs: a line only when the outputs do not fit the task
+        task, outputs, targets = names["self"].task, names.get("outputs"), names.get("targets")
+        problem = _outputs_problem(task, outputs, targets)
+        return problem and (f"{ctx.where}: the task's metric ({task!r}) on outputs {describe(outputs)} and "
+                            f"{_split(ctx)}targets {describe(targets)} raised {said}; {problem}")
     code = linecache.getline(frame.f_code.co_filename, lineno)
     if part == "default_step":
         if "loss_fn(" in code:  # a plain loss function (Recipe.compute_loss would be the innermost site)

@@ -579,3 +579,14 @@ def test_a_forward_with_another_signature_names_the_one_it_needs():
     with pytest.raises(RecipeError) as info:
         run(data().train, forward=lambda inputs: inputs)
     assert "forward= <lambda>(inputs) cannot be called as forward(model, inputs)" in one_line(info)
+
+
+def test_outputs_a_custom_loss_takes_but_the_task_does_not_are_one_line():
+    """A (N,) output with a BCE loss under Classification(2): the loss works, the task's accuracy cannot."""
+    d = synthetic(n_train=96, n_val=32, n_test=0, shape=(1, 4, 4), num_classes=2, seed=1)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 1), nn.Flatten(0))
+    with pytest.raises(RecipeError) as info:
+        fit(net, d, num_classes=2, lr=0.1, batch_size=16, epochs=1,
+            loss=lambda out, y: F.binary_cross_entropy_with_logits(out, y.float()))
+    assert "the task's metric (Classification(num_classes=2)) on outputs (16,) float32" in one_line(info) \
+        and "expected (N, 2) logits for 2 classes" in one_line(info)

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/sanity_cost.py --models resnet18 --out -    # one model, to stdout
 
 For each model (random weights, small inputs, its usual optimizer) and in one process per tool,
-interleaved model by model so load from elsewhere hits both alike:
+interleaved model by model (which tool runs first alternates) so load from elsewhere hits both alike:
 
 - ours: `pytest -m sanity --recipe <model> --harness-durations=0` in a subprocess; the suite's
   own cost table gives the checks' seconds (session set-up excluded) and the same seconds in
@@ -152,7 +152,8 @@ model = recipe.build_model()
 data = recipe.load_data()
 x, y = rows(data.train, sample_indices(len(data.train[1]), 64, 0))
 opt = recipe.make_optimizer(model)
-loss = lambda out: recipe.compute_loss(out, y)
+from harness.recipe import unwrap_outputs  # {{'out': ...}} (torchvision segmentation) -> the tensor, as ours gets
+loss = lambda out: recipe.compute_loss(out if isinstance(out, torch.Tensor) else unwrap_outputs(out), y)
 times, failures = {{}}, []
 cpu = {{}}
 def timed(name, fn):
@@ -205,12 +206,18 @@ def main(argv=None) -> int:
     names = [n for n in args.models.split(",") if n] or list(recipes)
     load = os.getloadavg()
     results = {}
-    for name in names:
+    for i, name in enumerate(names):
         spec, _ = recipes[name]
+        before = os.getloadavg()[0]
+        skip = args.no_pytest_torch
+        if i % 2 and not skip:  # the order alternates model by model, so neither tool always runs first
+            theirs = run_pytest_torch(name, args.threads)
         ours = run_ours(spec, args.threads)
-        print(f"{name}: ours {ours['cpu']:.1f} s CPU = {ours['steps']} steps ({ours['outcome']})", file=sys.stderr, flush=True)
-        theirs = {"seconds": None, "cpu": None} if args.no_pytest_torch else run_pytest_torch(name, args.threads)
-        print(f"{name}: pytest-torch {theirs['cpu']} s CPU", file=sys.stderr, flush=True)
+        if not i % 2 or skip:
+            theirs = {"seconds": None, "cpu": None} if skip else run_pytest_torch(name, args.threads)
+        ours["load"] = before  # `uptime`'s 1-minute load average as this model's pair of runs started
+        print(f"{name}: ours {ours['cpu']:.1f} s CPU = {ours['steps']} steps ({ours['outcome']}); "
+              f"pytest-torch {theirs['cpu']} s CPU; load {before:.1f}", file=sys.stderr, flush=True)
         results[name] = ours, theirs
         write(args.out, report(results, load, [], args.threads))  # partial results survive an interrupted run
     runs = [default_recipe_wall(args.threads) for _ in range(args.default_runs)]
@@ -231,8 +238,8 @@ def report(results, load, runs, threads) -> str:
              f"{os.getloadavg()[0]:.1f} at the end (2 cores, shared with other jobs).\n"]
     lines.append("| model | ours: training steps (budget %d) | ours: CPU s | one step: CPU ms (wall ms), batch | "
                  "pytest-torch: CPU s | pytest-torch in steps | ours / pytest-torch (CPU) | ours: outcome | "
-                 "ours: costliest checks (steps) |" % BUDGET_STEPS)
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---|---|")
+                 "ours: costliest checks (steps) | load |" % BUDGET_STEPS)
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
     for name, (ours, theirs) in results.items():
         ok = ours["cpu"] and theirs.get("cpu")
         ratio = f"{ours['cpu'] / theirs['cpu']:.2f}" if ok else "-"
@@ -240,8 +247,16 @@ def report(results, load, runs, threads) -> str:
         slow = ", ".join(f"{n.replace('test_', '')} {s:.0f}" for n, s in ours["slowest"] if s is not None)
         lines.append(f"| {name} | {ours['steps']} | {ours['cpu']:.1f} | {ours['step_cpu_ms']} ({ours['step_ms']}), "
                      f"{ours['batch']} | {theirs.get('cpu') and round(theirs['cpu'], 1)} | {theirs_steps} | {ratio} | "
-                     f"{ours['outcome']} | {slow} |")
+                     f"{ours['outcome']} | {slow} | {ours.get('load', float('nan')):.1f} |")
     lines.append("")
+    measured = [(o, t) for o, t in results.values() if o["steps"] is not None]
+    within = sum(o["steps"] <= BUDGET_STEPS for o, _ in measured)
+    compared = [(o, t) for o, t in measured if o["cpu"] and t.get("cpu")]
+    faster = sum(o["cpu"] < t["cpu"] for o, t in compared)
+    lines.append(f"Budget ({BUDGET_STEPS} steps) held on {within} of {len(results)} models; faster than pytest-torch "
+                 f"(CPU, same run) on {faster} of {len(compared)}"
+                 + (f" (ours / pytest-torch: median {sorted(o['cpu'] / t['cpu'] for o, t in compared)[len(compared) // 2]:.2f}, "
+                    f"worst {max(o['cpu'] / t['cpu'] for o, t in compared):.2f})" if compared else "") + ".\n")
     if runs:
         lines.append(f"Default recipe, `pytest -m sanity` (start-up included), {len(runs)} runs: wall "
                      + ", ".join(f"{w:.1f}" for w, _ in runs) + " s; CPU " + ", ".join(f"{c:.1f}" for _, c in runs) + " s.")

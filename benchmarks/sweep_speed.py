@@ -3,8 +3,9 @@ and `harness sweep` against an older checkout of the code.
 
     .venv/bin/python benchmarks/sweep_speed.py                          # batch 8, 32, 128
     SWEEP_SAMPLES=20000 .venv/bin/python benchmarks/sweep_speed.py --batch-sizes 32 --rounds 1
-    .venv/bin/python benchmarks/sweep_speed.py --against /work/baseline --rounds 3   # CLI, new vs old code
+    .venv/bin/python benchmarks/sweep_speed.py --against /work/baseline --rounds 8 --extra "--jobs 2"  # CLI, new vs old
     .venv/bin/python benchmarks/sweep_speed.py --machinery --rounds 5   # the study's own cost, same engine
+    .venv/bin/python benchmarks/sweep_speed.py --scaling 1,2,4 --rounds 2   # trials/min, SQLite and PostgreSQL
 
 For each batch size it runs the same 5-lr sweep (the seed notebook's MLP, plain SGD, --epochs epochs
 on FashionMNIST-shaped synthetic data) through `harness.study.run_study` four ways, interleaved
@@ -51,7 +52,8 @@ WAYS = {"sequential": dict(jobs=1, vectorize="off"), "processes": dict(jobs=2, v
 
 def against(old: str, rounds: int, extra: list) -> int:
     """`harness sweep lr` (5 lrs, the default recipe) with this tree and with OLD on PYTHONPATH,
-    interleaved round by round; wall seconds of the whole command, start-up included."""
+    interleaved round by round (the order alternates, so both see the same load); wall seconds of
+    the whole command, start-up included, the load average when each ended, and the paired ratios."""
     import subprocess
     import tempfile
 
@@ -62,14 +64,67 @@ def against(old: str, rounds: int, extra: list) -> int:
     for r in range(rounds):
         for name, tree in (("new", here), ("old", old)) if r % 2 == 0 else (("old", old), ("new", here)):
             with tempfile.TemporaryDirectory() as out:
-                env = {**os.environ, "PYTHONPATH": tree}
+                env = {**os.environ, "PYTHONPATH": tree, "OMP_NUM_THREADS": "1"}
                 t0 = time.perf_counter()
                 subprocess.run(command + ["--out", out], env=env, check=True, capture_output=True, cwd=tree)
                 times[name].append(time.perf_counter() - t0)
-                print(f"  round {r + 1} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+                print(f"  round {r + 1} {name}: {times[name][-1]:.2f} s (load average {os.getloadavg()[0]:.1f})",
+                      file=sys.stderr, flush=True)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    ratios = sorted(n / o for n, o in zip(times["new"], times["old"]))
     print(f"harness sweep lr ({' '.join(extra) or 'defaults'}): new {med['new']:.2f} s, old {med['old']:.2f} s "
-          f"(medians of {rounds}); new/old = {med['new'] / med['old']:.3f}")
+          f"(medians of {rounds}); new/old = {med['new'] / med['old']:.3f}; paired new/old per round: "
+          f"{', '.join(f'{x:.2f}' for x in ratios)} (median {ratios[len(ratios) // 2]:.2f})")
+    return 0
+
+
+def scaling(rounds: int, workers: list, trials: int) -> int:
+    """Trials per minute with W workers against one study (docs/scaling.md): `harness search
+    --trials N --epochs 1 --jobs W` on the default recipe, on SQLite in --out and on a throw-away
+    PostgreSQL server (tests/study_postgres.py), interleaved round by round. Rates are counted from
+    the first trial's start to the last one's end, and (in brackets) over the whole command."""
+    import subprocess
+    import tempfile
+
+    import optuna
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.study_postgres import start_server, stop_servers
+
+    try:
+        storages = {"SQLite": None, "PostgreSQL": start_server()}
+    except (RuntimeError, OSError) as e:
+        print(f"no PostgreSQL server ({e}); SQLite only", file=sys.stderr)
+        storages = {"SQLite": None}
+    rates: dict = {}
+    try:
+        for r in range(rounds):
+            for kind, url in storages.items():
+                for w in workers:
+                    with tempfile.TemporaryDirectory() as out:
+                        name = f"scaling-{r}-{w}-{os.getpid()}"
+                        where = ["--storage", url, "--study", name] if url else []
+                        command = [sys.executable, "-m", "harness", "search", "--trials", str(trials), "--epochs", "1",
+                                   "--jobs", str(w), "--threads", "1", "--out", out, "--no-figures", "--quiet", *where]
+                        t0 = time.perf_counter()
+                        subprocess.run(command, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                        whole = time.perf_counter() - t0
+                        study = optuna.load_study(study_name=name if url else "search",
+                                                  storage=url or f"sqlite:///{out}/study.db")
+                        done = [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+                        span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+                        rates.setdefault((kind, w), []).append((60 * len(done) / span, 60 * len(done) / whole,
+                                                                os.getloadavg()[0]))
+                        print(f"  round {r + 1} {kind} {w} workers: {len(done)} trials, {span:.1f} s first start to last "
+                              f"end, {whole:.1f} s in all, load average {os.getloadavg()[0]:.1f}", file=sys.stderr,
+                              flush=True)
+    finally:
+        stop_servers()
+    print("| storage | workers | trials/min, first start to last finish | trials/min with process start-up "
+          "| load average |\n|---|---:|---:|---:|---:|")
+    for (kind, w), got in rates.items():
+        print(f"| {kind} | {w} | {', '.join(f'{a:.0f}' for a, _, _ in got)} | {', '.join(f'{b:.0f}' for _, b, _ in got)} "
+              f"| {', '.join(f'{c:.1f}' for _, _, c in got)} |")
     return 0
 
 
@@ -123,7 +178,11 @@ def main(argv=None) -> int:
     p.add_argument("--against", default=None, help="an older checkout: time `harness sweep lr` in both")
     p.add_argument("--extra", default="", help="more `harness sweep lr` arguments for --against")
     p.add_argument("--machinery", action="store_true", help="the study's own cost: loop + files vs run_study")
+    p.add_argument("--scaling", default=None, help="trials/min with these worker counts, e.g. 1,2,4 (docs/scaling.md)")
+    p.add_argument("--trials", type=int, default=24, help="trials per --scaling run")
     args = p.parse_args(argv)
+    if args.scaling:
+        return scaling(args.rounds, [int(w) for w in args.scaling.split(",")], args.trials)
     if args.machinery:
         return machinery(args.rounds, args.epochs)
     if args.against:

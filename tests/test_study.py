@@ -175,6 +175,21 @@ def test_median_pruning_stops_a_slow_trial(tmp_path, data):
     assert len(slow.user_attrs["history"]["val_loss"]) < 4
 
 
+def test_hyperband_pruning_stops_slow_trials(tmp_path, data):
+    """Hyperband (successive halving in brackets; its max resource is the epochs of the first finished
+    trial, which is therefore never pruned): trials whose lr barely moves the loss lose at a rung of
+    their bracket to the good lrs that reached it first."""
+    configs = study.sweep_configs("lr", [0.1, 0.2, 0.15, 0.12, 1e-5, 2e-5, 3e-5, 4e-5], lr=0.1, batch_size=128,
+                                  epochs=6)
+    study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False, prune="hyperband")
+    trials = load_existing(default_url(tmp_path), None).get_trials()
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all("hyperband pruner at epoch" in t.user_attrs["pruned_reason"] for t in pruned)
+    assert all(len(t.user_attrs["history"]["val_loss"]) < 6 for t in pruned)  # stopped early, history kept
+    assert {t.params["lr"] for t in pruned} >= {1e-5, 2e-5, 3e-5, 4e-5}  # val loss 2.305 (chance) at epoch 1
+    assert {t.params["lr"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE} >= {0.1, 0.2}
+
+
 def test_tpe_search_runs_distinct_configurations_with_explicit_seeds(tmp_path, data):
     tpe = {"trials": 4, "seeds": [0, 1], "epochs": 1, "options": [], "seed": 0}
     results = study.run_study(None, [], tmp_path, recipe=TINY, data=data, progress=False, tpe=tpe,

@@ -245,6 +245,10 @@ class Recipe:
 
         Imported by name when called: Lightning is an optional extra, and harness.lightning imports
         this module (a static import here would make the contract part of an import cycle)."""
+        if isinstance(module_factory, torch.nn.Module):
+            raise RecipeError(f"Recipe.from_lightning: got a {type(module_factory).__name__} instance; pass its class "
+                              f"or a function that builds a fresh one, e.g. Recipe.from_lightning("
+                              f"{type(module_factory).__name__}, data=...)")
         return importlib.import_module("harness.lightning").from_lightning(module_factory, data, **fields)
 
     def replace(self, **changes) -> "Recipe":
@@ -357,6 +361,12 @@ _FACTORY_FIX = {  # (field, what was given instead) -> the fix
 }
 
 
+def _task_example_args(cls) -> str:
+    """The arguments of an example instance of a task class, for the line that asks for one."""
+    return {"Classification": "10", "MultiLabel": "10", "Regression": "1", "Dense": "10",
+            "CausalLM": "vocab_size"}.get(cls.__name__, "...")
+
+
 def _resolve_task(task, num_classes):
     """The task from `task=` or the `num_classes=` shorthand; both must agree when both are given."""
     if task is None:
@@ -368,6 +378,9 @@ def _resolve_task(task, num_classes):
         except RecipeError as e:
             raise RecipeError(f"Recipe.num_classes must be an int >= 2, got {num_classes!r}; "
                               "for regression use task=tasks.Regression()") from e
+    if isinstance(task, type):
+        raise RecipeError(f"Recipe.task is the class {task.__name__}, not a task; give an instance, "
+                          f"e.g. task=tasks.{task.__name__}({_task_example_args(task)})")
     if not all(callable(getattr(task, m, None)) for m in ("loss", "check_outputs", "meter", "skip_reason")):
         raise RecipeError(f"Recipe.task must be a harness.tasks task (e.g. tasks.Classification(10)), got {task!r}")
     own = getattr(task, "num_classes", None)

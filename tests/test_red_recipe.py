@@ -1,0 +1,60 @@
+"""Mistakes a new user makes when writing a recipe (found by trying them): each is one clear line.
+
+    .venv/bin/python -m pytest tests/test_red_recipe.py -q
+"""
+import pytest
+import torch
+from torch import nn
+
+from harness import Data, Recipe, RecipeError, tasks
+from harness.data import synthetic
+
+
+def data():
+    return synthetic(n_train=64, n_val=16, n_test=16, shape=(1, 4, 4), num_classes=4, seed=1)
+
+
+def model():
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+
+
+@pytest.mark.parametrize("cls, example", [(tasks.Classification, "tasks.Classification(10)"),
+                                          (tasks.Regression, "tasks.Regression(1)"),
+                                          (tasks.MultiLabel, "tasks.MultiLabel(10)")])
+def test_a_task_class_not_an_instance_is_one_line(cls, example):
+    """`task=tasks.Classification` (no parentheses) was accepted, then check_data raised a raw
+    TypeError: check_targets() missing 1 required positional argument."""
+    with pytest.raises(RecipeError) as info:
+        Recipe(model=model, data=data, task=cls, lr=0.1)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"the class {cls.__name__}, not a task" in message and example in message
+
+
+def test_from_lightning_given_a_module_instance_is_one_line():
+    """`Recipe.from_lightning(LitModel(), ...)` called the instance as a factory, i.e. its forward
+    with no inputs: 'the module factory raised TypeError: forward() missing 1 required positional argument'."""
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+
+    class Lit(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = model()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    with pytest.raises(RecipeError) as info:
+        Recipe.from_lightning(Lit(), data=data, task=tasks.Classification(4))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "got a Lit instance; pass its class" in message
+    Recipe.from_lightning(Lit, data=data, task=tasks.Classification(4)).build_model()  # the class still works

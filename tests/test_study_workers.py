@@ -184,6 +184,28 @@ def test_workers_die_with_their_parent(sig, tmp_path):
     # its 5 s leaves its trial RUNNING, which goes stale and is retried (test_a_kill_9_of_one_worker_...)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks; reads /proc")
+def test_the_pool_forks_from_a_process_with_one_thread(tmp_path):
+    """The pool imports torch, Optuna and the engine but starts no thread before it forks, even when the
+    workers will use several (a child forked from a process with OpenMP's threads can hang)."""
+    import json
+
+    from harness.study.trials import Job
+    from harness.study.workers import Pool
+
+    pool = Pool("sqlite:///nowhere.db study test", threads=4)
+    try:
+        job = Job(storage=f"sqlite:///{tmp_path / 'nowhere.db'}", study="none")
+        pool.proc.stdin.write(json.dumps({"job": job.to_json(), "jobs": 0, "threads": 4, "logs": str(tmp_path)}) + "\n")
+        pool.proc.stdin.close()
+        assert pool.proc.wait(timeout=300) == 0
+        pool.log.seek(0)
+        said = pool.log.read()
+        assert "ready" in said and "forking 0 workers; threads in this process: 1" in said, said
+    finally:
+        pool.close()
+
+
 # --- interrupted and resumed under load equals a clean run ---------------------------------------------------
 
 def sweep(out: Path, jobs: int) -> list:

@@ -178,15 +178,16 @@ def serve(parent: int, label: str) -> int:
             importlib.import_module(name)
         except ImportError:  # an optional driver: the worker that needs it will say so
             pass
-    import torch
-
+    print("ready", flush=True)  # for tests: the pool waits for its job (and has no thread: see below)
     line = sys.stdin.readline()
     if not line:  # the caller needed no workers after all
         return 0
     message = json.loads(line)
     job, jobs, threads = Job.from_json(message["job"]), message["jobs"], message["threads"]
-    torch.set_num_threads(threads)  # set before the fork: it starts no thread, and every worker inherits it
-    torch.set_num_interop_threads(1)
+    # No torch.set_num_threads here: with more than one thread it starts OpenMP's threads at once, and a
+    # child forked from a process with an OpenMP team can hang in its first parallel region. Each worker
+    # sets its threads after the fork (_work).
+    print(f"forking {jobs} workers; threads in this process: {len(os.listdir('/proc/self/task'))}", flush=True)
     held = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, held)  # a signal between a fork and the child's handlers waits
     pids = []
@@ -230,6 +231,8 @@ def _forked(job: Job, threads: int, log: Path, pool: int) -> None:
         signal.signal(signal.SIGINT, _interrupt)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         die_with_parent(pool)
+        import torch
+        torch.set_num_interop_threads(1)
         code = _work(job, threads)
     except KeyboardInterrupt:
         code = 130

@@ -10,6 +10,7 @@
     task.skip_reason("class_balance")           # why a check does not apply to this task, or None
     task.output_groups(inputs, outputs)         # which outputs a model can set apart (the overfit floor)
     task.output_space(outputs)                  # (down, up) when outputs are upsampled from a coarser grid
+    task.overfit_rows(targets, n)               # which rows of a batch the overfit check trains on
     task.loss_parts(outputs, targets)           # per-part losses judged one by one (per label), or None
 
 Each task keeps only small per-batch tallies (counts, sums, a confusion matrix) or per-sample
@@ -111,6 +112,11 @@ class Task:
         Default: one unit per sample, samples with identical inputs in one group, shape (N,)."""
         return distinct_rows(inputs)
 
+    def overfit_rows(self, targets, n: int) -> torch.Tensor:
+        """Indices of the (about) n rows of a batch the overfit check trains on: the first n here."""
+        device = batching.leaves(targets)[0].device
+        return torch.arange(min(n, batching.batch_len(targets)), device=device)
+
     def output_space(self, outputs):
         """None, or (down, up) when every output is `up(c)` for a smaller `c` (segmentation logits
         upsampled from a coarser grid): the overfit floor then frees `c`, not every position.
@@ -186,6 +192,20 @@ class Classification(Task):
 
     def init_loss(self):
         return math.log(self.num_classes)
+
+    def overfit_rows(self, targets, n):
+        """Every class of the batch equally often, n // classes rows each (at least one; classes
+        with fewer rows give what they have), in batch order. A class rarer in the overfit batch
+        than in training is pushed down by every other row: a head clamped at zero (SqueezeNet's
+        ReLU) then switches it off for good, which training on balanced batches does not."""
+        if not isinstance(targets, torch.Tensor) or targets.dim() != 1 or targets.is_floating_point() or not len(targets):
+            return super().overfit_rows(targets, n)
+        classes = targets.unique()
+        first = torch.stack([(targets == c).nonzero()[0, 0] for c in classes]).argsort()
+        classes = classes[first][:n]                                    # in order of first appearance
+        per = max(1, n // len(classes))
+        rows = torch.cat([(targets == c).nonzero().flatten()[:per] for c in classes])
+        return rows.sort().values
 
     def prepare_targets(self, targets):
         if isinstance(targets, torch.Tensor) and not targets.is_floating_point() and targets.dtype not in (torch.int64, torch.bool):

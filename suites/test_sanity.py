@@ -293,5 +293,7 @@ def test_overfit_sample(model, batch, recipe, verify):
     check(verify, check_overfit(recipe, model, (take(x, one), take(y, one)), max_steps=150))
 
 
-def test_overfit_batch(model, small_batches, recipe, verify):
-    check(verify, check_overfit(recipe, model, small_batches[0], max_steps=500))
+def test_overfit_batch(model, batch, step_seconds, recipe, verify):
+    x, y = batch
+    rows = recipe.task.overfit_rows(y, small_rows(batch_len(x), step_seconds))  # classification: each class equally often
+    check(verify, check_overfit(recipe, model, (take(x, rows), take(y, rows)), max_steps=500))

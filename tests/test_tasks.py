@@ -286,3 +286,20 @@ def test_coarse_grid_finds_logits_upsampled_from_a_smaller_map():
     assert tasks.Dense(5).output_space(torch.ones(3, 5, 64, 64)) is None       # constant: nothing to tell
     assert tasks.Dense(5, class_dim=-1).output_space(torch.randn(3, 16, 5)) is None  # tagging
     assert tasks.Classification(5).output_space(torch.randn(3, 5)) is None
+
+
+def test_classification_overfit_rows_hold_every_class_equally_often():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(10, (64,), generator=g)
+    y[y == 3] = 4                                         # a batch without class 3, and class 4 twice as common
+    rows = tasks.Classification(10).overfit_rows(y, 16)
+    counts = torch.bincount(y[rows], minlength=10)
+    present = torch.bincount(y, minlength=10) > 0
+    assert bool((counts[present] == 1).all()) and int(counts[~present].sum()) == 0  # 9 classes, 16 // 9 = 1 each
+    rows = tasks.Classification(10).overfit_rows(y, 64)
+    counts = torch.bincount(y[rows], minlength=10)[present]
+    assert int(counts.max()) == 64 // 9 and rows.tolist() == sorted(rows.tolist())  # 7 each, in batch order
+    assert len(set(rows.tolist())) == len(rows)
+    assert tasks.Regression().overfit_rows(torch.randn(20), 16).tolist() == list(range(16))
+    probabilities = torch.softmax(torch.randn(20, 10), 1)  # soft targets: the first rows
+    assert tasks.Classification(10).overfit_rows(probabilities, 16).tolist() == list(range(16))

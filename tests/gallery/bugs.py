@@ -330,6 +330,27 @@ def _label_changing_augmentation():
 LABEL_CHANGING_AUGMENTATION = _recipe("label_changing_augmentation", data=_label_changing_augmentation)
 
 
+# 28. SqueezeNet 1.1 (torchvision, random weights, 64x64 digits) with SGD momentum at lr 0.01, wd 2e-4:
+# its head is Conv -> ReLU -> AvgPool, so every logit is >= 0, and these steps push each class's channel
+# below zero everywhere: all logits 0, the loss sits at ln 10, and nothing reaches the model again.
+# Evidence (2026-11-30): `harness train --recipe tests/gallery/stock.py:SQUEEZENET` with this setting gave
+# val accuracy 0.1004 after 100 steps (the lead); here 0.096 and 0.137 on seeds 0 and 1 (train loss
+# 2.307 -> 2.303). The stock gallery's SQUEEZENET trains the same model with Adam (see stock.py).
+def SQUEEZENET_DEAD_HEAD():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    key = "_harness_stock_gallery"
+    if key not in sys.modules:  # by path: a --recipe file is not imported as part of the tests package
+        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name("stock.py"))
+        sys.modules[key] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[key])
+    stock = sys.modules[key]
+    return stock.SQUEEZENET.replace(optimizer=stock.sgd_momentum(2e-4), lr=0.01, scheduler=None,
+                                    name="squeezenet_dead_head")
+
+
 CAUGHT_BY = {
     "SOFTMAX_BEFORE_CE": "outputs_are_probabilities",
     "BATCH_MIXING_RESHAPE": "batch_samples_interact",
@@ -358,4 +379,5 @@ CAUGHT_BY = {
     "TILED_DEBUG_SUBSET": "train_rows_mostly_duplicates",
     "VAL_PREPROCESSED_DIFFERENTLY": "train_val_distribution_shift",
     "LABEL_CHANGING_AUGMENTATION": "augmentation_changes_labels",
+    "SQUEEZENET_DEAD_HEAD": "cannot_overfit_batch",
 }

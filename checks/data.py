@@ -93,7 +93,7 @@ def _float_inputs(x) -> bool:
 def check_split_shapes(data, recipe=None) -> CheckResult:
     """Every split is non-empty, inputs and targets have the same length, per-sample input shapes
     agree across splits, and targets are what the task expects."""
-    check, problems, shapes = "split_shapes", [], {}
+    check, problems, shapes, leaks = "split_shapes", [], {}, {}
     task = recipe.task if recipe is not None else None
     if data.val is None:
         problems.append(("split_empty", "val split is None"))
@@ -120,6 +120,11 @@ def check_split_shapes(data, recipe=None) -> CheckResult:
         problem = task.check_targets(y) if task is not None and isinstance(y, torch.Tensor) else None
         if problem:
             problems.append(("targets_wrong_for_task", f"{name}: {problem}"))
+        elif task is not None and (leak := _padding_targets(x, y, getattr(task, "ignore_index", None))):
+            leaks[name] = leak
+    if leaks:  # one line for all splits: they were usually padded by the same code
+        first = next(iter(leaks))
+        problems.append(("padding_not_ignored", f"{', '.join(leaks)}: in {first}'s sample, {leaks[first]}"))
     if len(set(shapes.values())) > 1:
         problems.append(("split_shapes_differ", f"per-sample input shapes differ: {shapes}"))
     if problems:
@@ -128,8 +133,27 @@ def check_split_shapes(data, recipe=None) -> CheckResult:
                       "a split that is empty or misaligned makes every later number meaningless",
                       ["check that inputs and targets are sliced with the same indices",
                        "convert targets as the task expects (class indices .long(), multi-label 0/1 floats)",
+                       "padding positions need the task's ignore_index (-100) as their target",
                        "return Data(train=(x, y), val=(x, y), test=(x, y) or None)"], shapes=shapes)
     return passed(check, f"input shapes {shapes}", shapes=shapes)
+
+
+def _padding_targets(x, y, ignore_index):
+    """What is wrong when most positions an `attention_mask` input marks as padding (0) have a real
+    target instead of the task's ignore_index (the loss would train the model to predict padding),
+    else None. Read only for dict inputs holding an attention_mask of the targets' shape."""
+    mask = x.get("attention_mask") if isinstance(x, dict) else None
+    if ignore_index is None or not isinstance(mask, torch.Tensor) or not isinstance(y, torch.Tensor) \
+            or mask.shape != y.shape or y.is_floating_point():
+        return None
+    padding = mask == 0
+    counted = padding & (y != ignore_index)
+    if not padding.any() or int(counted.sum()) * 2 < int(padding.sum()):
+        return None
+    common = int(y[counted].mode().values)
+    return (f"{int(counted.sum())} of the {int(padding.sum())} positions the attention_mask marks as padding have "
+            f"a target (most often {common}), not ignore_index {ignore_index}: the loss trains the model to predict "
+            f"padding; set the targets to {ignore_index} where attention_mask == 0")
 
 
 def check_inputs_finite(data) -> CheckResult:

@@ -66,7 +66,7 @@ _ALL = (
     # --- the data -------------------------------------------------------------------------------
     Check("split_shapes", "data", "misaligned or mistyped splits",
           ("split_empty", "split_lengths_differ", "split_unreadable", "targets_wrong_for_task",
-           "split_shapes_differ")),
+           "split_shapes_differ", "padding_not_ignored")),
     Check("inputs_finite", "data", "NaN/Inf in the data", ("inputs_not_finite",)),
     Check("input_range", "data", "raw 0-255 pixels, missing normalisation, inputs scaled twice",
           ("inputs_out_of_range", "inputs_scale_too_small")),

@@ -50,20 +50,21 @@ def reachable_parts(recipe, outputs: torch.Tensor, targets, inputs=None, steps: 
     """The lowest value of each of the task's loss parts (per label), (P,), or None when the task
     judges its loss as a whole. The parts cover disjoint outputs, so each one's minimum is reached
     together with the others'."""
-    if recipe.task.loss_parts(outputs.detach(), targets) is None:
+    if ops.task_hook(recipe, "loss_parts")(outputs.detach(), targets) is None:
         return None
-    _, parts = _free_minimum(recipe, outputs, targets, inputs, lambda out: recipe.task.loss_parts(out, targets), steps)
+    parts_of = ops.task_hook(recipe, "loss_parts")
+    _, parts = _free_minimum(recipe, outputs, targets, inputs, lambda out: parts_of(out, targets), steps)
     return parts
 
 
 def _free_minimum(recipe, outputs, targets, inputs, objective, steps):
     """(lowest total, lowest value of each part) of `objective` (-> scalar or (P,)) over free outputs."""
-    groups = (recipe.task.output_groups(inputs, outputs.detach()) if inputs is not None and outputs.dim() >= 1
+    groups = (ops.task_hook(recipe, "output_groups")(inputs, outputs.detach()) if inputs is not None and outputs.dim() >= 1
               else torch.arange(len(outputs), device=outputs.device))
     flat = groups.reshape(-1)
     units = outputs.detach().float().reshape(flat.numel(), *outputs.shape[groups.dim():])  # one per unit of `groups`
     chosen = units[_first_of_each(flat)]                                    # one per group
-    space = recipe.task.output_space(outputs.detach())                      # outputs upsampled from a coarser grid?
+    space = ops.task_hook(recipe, "output_space")(outputs.detach())  # outputs upsampled from a coarser grid?
     down, up = space if space is not None else (lambda o: o, lambda c: c)
     free = down(chosen).clone().requires_grad_(True)
     opt = torch.optim.Adam([free], lr=0.2)
@@ -80,6 +81,12 @@ def _free_minimum(recipe, outputs, targets, inputs, objective, steps):
                 now = value.detach().float().clamp(min=0)
                 parts = now if parts is None else torch.minimum(parts, now)
     return (max(best, 0.0) if math.isfinite(best) else 0.0), parts
+
+
+def overfit_rows(recipe, targets, n: int) -> torch.Tensor:
+    """The (about) n rows of a batch to overfit, as the task picks them (classification: every class
+    equally often)."""
+    return ops.task_hook(recipe, "overfit_rows")(targets, n)
 
 
 def _groups(inputs) -> torch.Tensor:
@@ -137,7 +144,7 @@ def _judge(recipe, model, x, y, eval_mode: bool):
 
 
 def _losses(recipe, outputs, y):
-    parts = recipe.task.loss_parts(outputs, y)
+    parts = ops.task_hook(recipe, "loss_parts")(outputs, y)
     return float(ops.loss(recipe, outputs, y)), (None if parts is None else parts.detach().float())
 
 
@@ -158,7 +165,7 @@ def _train(recipe, model, x, y, optimizer, scheduler, max_steps, goal: Goal):
 
 
 def _missed_parts(recipe, goal, parts, start_parts, floor_parts, most: int = 3) -> str:
-    """'; 2 of 10 labels did not learn: label 9 0.69 (start 0.69, floor 0), ...' naming the worst, or ''."""
+    """'; 2 of 10 labels did not close their gap: label 9 0.69 (start 0.69, floor 0), ...', worst first, or ''."""
     if goal.part_targets is None or parts is None:
         return ""
     missed = (~(parts <= goal.part_targets)).nonzero().flatten().tolist()
@@ -166,9 +173,10 @@ def _missed_parts(recipe, goal, parts, start_parts, floor_parts, most: int = 3) 
         return ""
     left = (parts - floor_parts) / (start_parts - floor_parts).clamp(min=1e-12)  # share of the gap left
     missed.sort(key=lambda i: -float(left[i]))
-    named = ", ".join(f"{recipe.task.part_name(i)} {float(parts[i]):.3g} (start {float(start_parts[i]):.3g}, "
+    name = ops.task_hook(recipe, "part_name")
+    named = ", ".join(f"{name(i)} {float(parts[i]):.3g} (start {float(start_parts[i]):.3g}, "
                       f"floor {float(floor_parts[i]):.2g})" for i in missed[:most])
-    kind = recipe.task.part_name(0).split(" ")[0]
+    kind = name(0).split(" ")[0]
     return f"; {len(missed)} of {len(parts)} {kind}s did not close their gap: {named}"
 
 
@@ -268,7 +276,7 @@ def _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, 
         reference = (r_steps, r_loss, goal.reached(r_loss, r_parts))
     except Exception:
         pass
-    kind = recipe.task.part_name(0).split(" ")[0]
+    kind = ops.task_hook(recipe, "part_name")(0).split(" ")[0]
     each = f", and each {kind} as close to its own floor" if goal.part_targets is not None else ""
     expected = f"loss <= {target:.3g} (start {start:.3g}, reachable {floor:.3g}){each} within {max_steps} steps"
     if reference is not None and reference[2]:

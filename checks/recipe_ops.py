@@ -29,6 +29,16 @@ def skip_reason(recipe, check_id: str):
     return recipe.task.skip_reason(check_id)
 
 
+def task_hook(recipe, name: str):
+    """The task's `name` method (output_groups, output_space, loss_parts, part_name, overfit_rows), or
+    harness.tasks.Task's default for a task object that does not subclass Task."""
+    found = getattr(recipe.task, name, None)
+    if callable(found):
+        return found
+    from harness import tasks
+    return getattr(tasks.Task, name).__get__(recipe.task)
+
+
 def init_loss(recipe):
     """The loss an untrained model should show (ln C for classification), or None."""
     return recipe.task.init_loss()

@@ -22,7 +22,7 @@ from harness.checks import model as model_checks
 from harness.batching import batch_len, leaves, take
 from harness.checks.gradcheck import check_gradcheck
 from harness.checks.loss import check_loss_per_label, check_target_shift
-from harness.checks.overfit import check_overfit
+from harness.checks.overfit import check_overfit, overfit_rows
 from harness.checks.recipe_ops import has_batchnorm
 from harness.checks.step import check_train_step
 from harness.batching import split_len, to_device
@@ -295,5 +295,5 @@ def test_overfit_sample(model, batch, recipe, verify):
 
 def test_overfit_batch(model, batch, step_seconds, recipe, verify):
     x, y = batch
-    rows = recipe.task.overfit_rows(y, small_rows(batch_len(x), step_seconds))  # classification: each class equally often
+    rows = overfit_rows(recipe, y, small_rows(batch_len(x), step_seconds))  # classification: each class equally often
     check(verify, check_overfit(recipe, model, (take(x, rows), take(y, rows)), max_steps=500))

@@ -303,3 +303,17 @@ def test_classification_overfit_rows_hold_every_class_equally_often():
     assert tasks.Regression().overfit_rows(torch.randn(20), 16).tolist() == list(range(16))
     probabilities = torch.softmax(torch.randn(20, 10), 1)  # soft targets: the first rows
     assert tasks.Classification(10).overfit_rows(probabilities, 16).tolist() == list(range(16))
+
+
+def test_overfit_hooks_have_defaults_for_a_task_that_does_not_subclass_task():
+    from harness.checks import recipe_ops
+    from harness.checks.overfit import overfit_rows
+
+    class OwnTask:  # the four methods Recipe asks for, nothing else
+        name = "own"
+        loss = check_outputs = meter = skip_reason = staticmethod(lambda *a: None)
+
+    recipe = type("R", (), {"task": OwnTask()})()
+    assert overfit_rows(recipe, torch.zeros(20), 16).tolist() == list(range(16))
+    assert recipe_ops.task_hook(recipe, "loss_parts")(torch.zeros(4, 2), torch.zeros(4, 2)) is None
+    assert recipe_ops.task_hook(recipe, "output_groups")(torch.ones(3, 2), torch.zeros(3, 2)).tolist() == [0, 0, 0]

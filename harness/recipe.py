@@ -506,9 +506,33 @@ def check_data(data: Data, task=None, where="data", finite: bool = True) -> None
                         raise RecipeError(f"{where}: {name} inputs hold {bad} NaN/Inf values; drop or impute those "
                                           "samples (pytest -m sanity, check inputs_finite, shows where)")
         if task is not None and isinstance(y, torch.Tensor):
-            problem = task.check_targets(y)
+            problem = task.check_targets(y) or _targets_beyond_task(task, y)
             if problem:
                 raise RecipeError(f"{where}: {name} {problem}")
+
+
+def _targets_beyond_task(task, y) -> Optional[str]:
+    """What the task's own target check lets through but no training under that task can use:
+    multi-hot rows given as class probabilities, token ids outside the task's vocabulary."""
+    name = getattr(task, "name", "")
+    if name == "classification" and y.is_floating_point() and y.dim() == 2 and len(y):
+        sums = y.sum(1)
+        if float((sums - 1).abs().max()) > 1e-3:
+            lo, hi = float(sums.min()), float(sums.max())
+            if bool(((y == 0) | (y == 1)).all()) and hi > 1:
+                return (f"targets {tuple(y.shape)} hold several 1s per row (up to {hi:g}); class probabilities sum to 1 "
+                        f"per row: for several labels per sample use task=tasks.MultiLabel({y.shape[1]})")
+            return (f"targets {tuple(y.shape)} are float rows summing to {lo:.3g}..{hi:.3g}, not 1; give class "
+                    f"probabilities (y / y.sum(1, keepdim=True)) or class indices as integers")
+    vocab = getattr(task, "vocab_size", None)
+    if name == "causal_lm" and vocab is not None and not y.is_floating_point():
+        ignore = getattr(task, "ignore_index", None)
+        valid = y[y != ignore] if ignore is not None else y
+        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vocab):
+            return (f"token ids run from {int(valid.min())} to {int(valid.max())}, outside [0, {vocab}) "
+                    f"(ignore_index {ignore} aside); give tasks.CausalLM({max(int(valid.max()) + 1, vocab)}), "
+                    f"the model's vocabulary size")
+    return None
 
 
 def _per_sample_list(side, what: str, other) -> Optional[str]:

@@ -58,3 +58,36 @@ def test_from_lightning_given_a_module_instance_is_one_line():
     assert "\n" not in message
     assert "got a Lit instance; pass its class" in message
     Recipe.from_lightning(Lit, data=data, task=tasks.Classification(4)).build_model()  # the class still works
+
+
+def test_multi_hot_targets_under_classification_is_one_line():
+    """Multi-hot (N, C) float targets under Classification(C) were taken as class probabilities:
+    `harness train` ran and reported an accuracy, though no row is a distribution."""
+    x = torch.randn(64, 1, 4, 4)
+    y = torch.zeros(64, 4)
+    y[torch.arange(64), torch.arange(64) % 4] = 1
+    y[torch.arange(64), (torch.arange(64) + 1) % 4] = 1
+    recipe = Recipe(model=model, data=lambda: Data(train=(x, y), val=(x, y)), task=tasks.Classification(4), lr=0.1)
+    with pytest.raises(RecipeError) as info:
+        recipe.load_data()
+    message = str(info.value)
+    assert "\n" not in message and "several 1s per row (up to 2)" in message and "tasks.MultiLabel(4)" in message
+    probs = torch.softmax(torch.randn(64, 4), 1)  # real class probabilities still pass, one-hot floats too
+    Recipe(model=model, data=lambda: Data(train=(x, probs), val=(x, y[:, :4] * 0 + torch.eye(4)[torch.arange(64) % 4])),
+           task=tasks.Classification(4), lr=0.1).load_data()
+
+
+def test_token_ids_beyond_the_causal_lm_vocabulary_are_one_line():
+    """CausalLM(28) on ids up to 31 (the model's head 32 wide) trained silently under `harness train`."""
+    ids = torch.randint(32, (64, 8))
+    ids[0, 0] = 31
+    targets = ids.clone()
+    targets[:, -2:] = -100  # padding aside
+    recipe = Recipe(model=model, data=lambda: Data(train=(ids, targets), val=(ids, targets)),
+                    task=tasks.CausalLM(28), lr=0.1)
+    with pytest.raises(RecipeError) as info:
+        recipe.load_data()
+    message = str(info.value)
+    assert "\n" not in message and "outside [0, 28)" in message and "tasks.CausalLM(32)" in message
+    Recipe(model=model, data=lambda: Data(train=(ids, targets), val=(ids, targets)),
+           task=tasks.CausalLM(33), lr=0.1).load_data()

@@ -229,7 +229,10 @@ def main(argv=None) -> int:
         try:
             args.values = list_of(convert)(args.values or (LR_VALUES if args.kind == "lr" else BATCH_VALUES))
         except argparse.ArgumentTypeError as e:
-            parser.error(f"--values: {e}")
+            ranged = any(mark in (args.values or "") for mark in (":", "..", " to "))
+            example = "1e-4,1e-3,1e-2,1e-1" if args.kind == "lr" else "32,64,128"
+            parser.error(f"--values: {e}" + (f"; a range is not a value list: give each value, comma-separated, "
+                                             f"e.g. --values {example}" if ranged else ""))
     if getattr(args, "lr_min", None) and args.lr_min >= args.lr_max:
         parser.error(f"--lr-min {args.lr_min:g}: must be below --lr-max {args.lr_max:g}")
     from harness.study.trials import TrialError

@@ -91,3 +91,14 @@ def test_token_ids_beyond_the_causal_lm_vocabulary_are_one_line():
     assert "\n" not in message and "outside [0, 28)" in message and "tasks.CausalLM(32)" in message
     Recipe(model=model, data=lambda: Data(train=(ids, targets), val=(ids, targets)),
            task=tasks.CausalLM(33), lr=0.1).load_data()
+
+
+@pytest.mark.parametrize("kind, text", [("lr", "1e-3:1e-1"), ("lr", "0.001..0.1"), ("batch-size", "32:512")])
+def test_a_range_given_to_sweep_values_names_the_list_form(kind, text, capsys):
+    """`harness sweep lr --values 1e-3:1e-1` said only "'1e-3:1e-1' is not a positive number"."""
+    from harness import cli
+    with pytest.raises(SystemExit) as info:
+        cli.main(["sweep", kind, "--values", text])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a range is not a value list" in err[0] and "comma-separated, e.g. --values" in err[0]

@@ -239,16 +239,30 @@ def _confirm_in_eval(recipe, model, x, y, check, seen, start, floor, target, ste
 
 
 def _recalibrate_batchnorm(recipe, model, x):
-    """Reset BatchNorm running statistics and re-estimate them as a plain average over the batch."""
+    """Reset BatchNorm running statistics and re-estimate them on the batch so that eval mode
+    normalises exactly as train mode did: the batch mean, and the batch's biased variance (BatchNorm
+    stores the unbiased one, n / (n - 1) larger: on a few rows and small feature maps, compounded
+    over dozens of layers, enough to move the eval loss far from the train loss)."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
+    counts = {}  # norm -> values per channel it normalised over (N x spatial)
+
+    def count(module, args):
+        counts[module] = args[0].numel() // max(args[0].shape[1], 1)
+    hooks = [m.register_forward_pre_hook(count) for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average
     try:
         with torch.no_grad(), ops.train_mode_without_noise(model):
             ops.forward(recipe, model, x)
+            for m in norms:
+                n = counts.get(m, 0)
+                if m.track_running_stats and m.running_var is not None and n > 1:
+                    m.running_var.mul_((n - 1) / n)
     finally:
+        for h in hooks:
+            h.remove()
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
 

@@ -538,6 +538,22 @@ def test_overfit_passes_a_batchnorm_model_whose_running_statistics_lag(batch):
     assert r.passed and "re-estimated" in r.observed
 
 
+def test_batchnorm_re_estimated_on_the_batch_makes_eval_mode_compute_what_train_mode_did():
+    from harness.checks.overfit import _recalibrate_batchnorm
+    torch.manual_seed(0)
+    layers = [nn.Flatten(), nn.Linear(64, 32)]
+    for _ in range(8):  # deep, on 10 rows: BatchNorm's stored (unbiased) variance is 10/9 of what train mode used
+        layers += [nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 32)]
+    model = nn.Sequential(*layers, nn.Linear(32, 4))
+    x = data().train[0][:10]
+    with torch.no_grad():
+        train_mode = model.train()(x)  # the oracle: what train mode computes on this batch
+    _recalibrate_batchnorm(recipe(), model, x)
+    with torch.no_grad():
+        eval_mode = model.eval()(x)
+    assert torch.allclose(eval_mode, train_mode, atol=1e-4), float((eval_mode - train_mode).abs().max())
+
+
 def test_overfit_catches_a_model_that_differs_in_eval_mode(batch):
     class EvalBranch(nn.Module):
         def __init__(self):

@@ -230,6 +230,8 @@ class Recipe:
             if value is not None and not callable(value):
                 raise RecipeError(f"Recipe.{field_name} must be a function, got {type(value).__name__}"
                                   + _FACTORY_FIX.get((field_name, _built_kind(value)), ""))
+        if problem := _scheduler_class_problem(self.scheduler):
+            raise RecipeError(problem)
         set_("forward", Forward(self.forward))
         try:  # a string, a typo or a non-string is one line naming the closest registered check id
             set_("suppress", registry.validate_suppress(self.suppress, "Recipe.suppress"))
@@ -341,6 +343,30 @@ class Recipe:
         if scheduler is not None:
             scheduler.step()
         return loss, outputs
+
+
+_STEP_COUNT_PARAMETERS = ("T_max", "T_0", "total_iters", "total_steps")
+
+
+def _scheduler_class_problem(scheduler) -> Optional[str]:
+    """What goes wrong when `scheduler=` is a torch scheduler class whose second parameter is not a
+    step count (scheduler(optimizer, total_steps) would pass total_steps as OneCycleLR's max_lr,
+    ExponentialLR's gamma, StepLR's step_size), else None. CosineAnnealingLR (T_max) and the like
+    are fine as classes."""
+    kinds = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if not (isinstance(scheduler, type) and issubclass(scheduler, kinds)):
+        return None
+    try:
+        params = list(inspect.signature(scheduler).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    second = params[1].name if len(params) > 1 else None
+    if second in _STEP_COUNT_PARAMETERS:
+        return None
+    name = scheduler.__name__
+    return (f"Recipe.scheduler is the class {name}; it is called as scheduler(optimizer, total_steps), which would "
+            f"pass total_steps as {name}'s {second}; give a function, e.g. scheduler=lambda optimizer, total_steps: "
+            f"torch.optim.lr_scheduler.{name}(optimizer, ...)")
 
 
 def _built_kind(value) -> str:

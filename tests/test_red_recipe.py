@@ -102,3 +102,22 @@ def test_a_range_given_to_sweep_values_names_the_list_form(kind, text, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a range is not a value list" in err[0] and "comma-separated, e.g. --values" in err[0]
+
+
+@pytest.mark.parametrize("cls, param", [("OneCycleLR", "max_lr"), ("ExponentialLR", "gamma"), ("StepLR", "step_size"),
+                                        ("MultiStepLR", "milestones"), ("ReduceLROnPlateau", "mode")])
+def test_a_scheduler_class_whose_second_parameter_is_not_a_step_count_is_one_line(cls, param):
+    """`scheduler=torch.optim.lr_scheduler.OneCycleLR` was accepted and called as OneCycleLR(optimizer,
+    total_steps): max_lr = total_steps (an lr of hundreds); ExponentialLR got gamma = total_steps."""
+    with pytest.raises(RecipeError) as info:
+        Recipe(model=model, data=data, num_classes=4, lr=0.1,
+               scheduler=getattr(torch.optim.lr_scheduler, cls))
+    message = str(info.value)
+    assert "\n" not in message and f"the class {cls}" in message and f"{cls}'s {param}" in message
+
+
+@pytest.mark.parametrize("cls", ["CosineAnnealingLR", "PolynomialLR", "CosineAnnealingWarmRestarts"])
+def test_a_scheduler_class_taking_the_step_count_still_works(cls):
+    recipe = Recipe(model=model, data=data, num_classes=4, lr=0.1, scheduler=getattr(torch.optim.lr_scheduler, cls))
+    optimizer = torch.optim.SGD(model().parameters(), lr=0.1)
+    assert recipe.make_scheduler(optimizer, 100) is not None

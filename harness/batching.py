@@ -197,5 +197,10 @@ def _pair_of(batch):
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
     kind = f"a dict with keys {sorted(batch)}" if isinstance(batch, dict) else f"a {type(batch).__name__}"
+    label = next((k for k in ("labels", "label", "targets", "target", "y") if isinstance(batch, dict) and k in batch), None)
+    if label is not None:  # the Hugging Face layout: the targets are one entry of the dict
+        raise RecipeError(f"a Dataset/DataLoader batch is {kind}, expected (inputs, targets): split the targets off, "
+                          f"e.g. __getitem__ returning ({{k: v for k, v in item.items() if k != {label!r}}}, "
+                          f"item[{label!r}]) (or a collate_fn that does); the dict's other entries are then passed as model(**inputs)")
     raise RecipeError(f"a Dataset/DataLoader batch is {kind}, expected (inputs, targets); make __getitem__ "
                       "return (inputs, targets), or wrap the batches in a collate_fn that does")

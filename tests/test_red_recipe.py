@@ -121,3 +121,21 @@ def test_a_scheduler_class_taking_the_step_count_still_works(cls):
     recipe = Recipe(model=model, data=data, num_classes=4, lr=0.1, scheduler=getattr(torch.optim.lr_scheduler, cls))
     optimizer = torch.optim.SGD(model().parameters(), lr=0.1)
     assert recipe.make_scheduler(optimizer, 100) is not None
+
+
+def test_a_hugging_face_style_dict_batch_names_the_labels_entry_to_split_off():
+    """Items {"input_ids", "attention_mask", "labels"} (a Hugging Face dataset's layout) said only
+    'expected (inputs, targets)'; the line now names the 'labels' entry and how to split it off."""
+    from harness import fit
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 32
+
+        def __getitem__(self, i):
+            return {"input_ids": torch.arange(4), "attention_mask": torch.ones(4), "labels": torch.tensor(i % 2)}
+
+    with pytest.raises(RecipeError) as info:
+        fit(nn.Linear(4, 2), Data(train=Items(), val=None), epochs=1, lr=0.1, batch_size=8, num_classes=2)
+    message = str(info.value)
+    assert "\n" not in message and "item['labels']" in message and "model(**inputs)" in message

@@ -1,6 +1,6 @@
 """Loss checks: is the recipe's loss the right one for its task? Called on oracle outputs, no model.
 
-    from harness.checks.loss import check_loss_per_label, check_target_shift
+    from harness.checks.loss import check_loss_per_label, check_loss_per_sample, check_target_shift
     result = check_target_shift(recipe, batch)       # a causal LM's loss predicts token t + 1
 
 Each builds outputs whose loss is known for a correct loss of the task (independent labels for
@@ -47,6 +47,53 @@ def check_loss_per_label(recipe, batch, seed: int = 0) -> CheckResult:
                       ["use F.binary_cross_entropy_with_logits (the MultiLabel task's default loss) instead of "
                        "cross_entropy", "predict with sigmoid(logits) > 0.5, not argmax"])
     return passed(check, seen)
+
+
+def check_loss_per_sample(recipe, batch, outputs=None, rtol: float = 1e-4) -> CheckResult:
+    """The loss treats samples independently: moving one sample's outputs leaves every other
+    sample's loss gradient as it was. A log-softmax over the batch axis (dim=0), a loss normalised
+    by statistics of the batch's outputs, or a reduction over the wrong axis couple samples.
+
+    Runs the recipe's loss on the model's own eval outputs (`outputs`, a model.Outputs or a
+    tensor; random ones of the targets' batch size when the model's do not fit the task)."""
+    check = "loss_per_sample"
+    if reason := ops.skip_reason(recipe, check):
+        return ops.skipped(check, reason)
+    _, y = batch
+    z = getattr(outputs, "value", outputs)
+    if getattr(outputs, "error", None) or not isinstance(z, torch.Tensor) or not z.is_floating_point():
+        return ops.skipped(check, "the model gives no float outputs to put into the loss (see output_shape)")
+    if z.dim() == 0 or len(z) < 3:
+        return ops.skipped(check, "fewer than 3 samples in the batch")
+    z = z.detach().float().clone()
+    nudge = 3.0 * (float(z.std()) + 1e-3)
+    try:
+        base = _grad(recipe, z, y)
+        worst, where = 0.0, None
+        for k in (0, len(z) - 1):
+            moved_z = z.clone()
+            moved_z[k] += nudge
+            moved = _grad(recipe, moved_z, y)
+            others = torch.arange(len(z), device=z.device) != k
+            change = float((moved[others] - base[others]).abs().max())
+            if change > worst:
+                worst, where = change, k
+    except Exception as e:
+        return ops.skipped(check, f"the loss on the model's outputs raised {type(e).__name__} (see loss_at_init)")
+    scale = float(base.abs().max()) + 1e-12
+    relative = worst / scale
+    if where is None or relative <= rtol:
+        return passed(check, "moving one sample's outputs left the other samples' loss gradients unchanged")
+    return failed(check, "loss_couples_samples",
+                  f"moving sample {where}'s outputs changed the other samples' loss gradients by {relative:.3g} "
+                  "(relative to the largest gradient)",
+                  "each sample's loss gradient depends on that sample's outputs and targets alone",
+                  "a loss that mixes the batch (a softmax over dim 0, statistics of the batch's outputs) trains "
+                  "each sample on its neighbours, and its value changes with the batch size",
+                  ["log_softmax / softmax over the classes (dim=1 or -1), never dim=0",
+                   "reduce per sample first, then average over the batch",
+                   "a contrastive or ranking loss couples samples by design: suppress this check"],
+                  relative=relative)
 
 
 def _grad(recipe, z, y):

@@ -98,6 +98,8 @@ _ALL = (
           ("gradient_mismatches_finite_differences",)),
     Check("loss_per_label", "model", "a multi-label model trained with softmax cross-entropy (labels compete)",
           ("labels_compete_in_loss", "loss_crashed"), tasks=("multilabel",)),
+    Check("loss_per_sample", "model", "a loss that couples samples (a softmax over the batch axis, batch statistics)",
+          ("loss_couples_samples",)),
     Check("target_shift", "model", "a language model's loss not shifted by one (it learns to copy its input)",
           ("targets_not_shifted", "targets_shifted_twice", "loss_crashed"), tasks=("causal_lm",)),
     Check("registered_submodules", "model", "layers in a plain Python list", ("unregistered_submodules",)),

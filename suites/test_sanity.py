@@ -21,7 +21,7 @@ from harness.checks import data as data_checks
 from harness.checks import model as model_checks
 from harness.batching import batch_len, leaves, take
 from harness.checks.gradcheck import check_gradcheck
-from harness.checks.loss import check_loss_per_label, check_target_shift
+from harness.checks.loss import check_loss_per_label, check_loss_per_sample, check_target_shift
 from harness.checks.overfit import check_overfit, overfit_rows
 from harness.checks.recipe_ops import has_batchnorm
 from harness.checks.step import check_train_step
@@ -248,6 +248,10 @@ def test_gradcheck(model, batch, recipe, outputs, verify):
 
 def test_loss_per_label(batch, recipe, verify):
     check(verify, check_loss_per_label(recipe, batch))
+
+
+def test_loss_per_sample(batch, recipe, outputs, verify):
+    check(verify, check_loss_per_sample(recipe, batch, outputs=outputs))
 
 
 def test_target_shift(batch, recipe, verify):

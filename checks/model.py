@@ -317,16 +317,18 @@ def check_init_logit_scale(recipe, model, batch, max_spread: float = 1.0, max_ra
     initialised too large can still land inside ½…2 × ln C.
 
     Some stock models start above `max_spread` by design (T5 ties its head to the embedding: spread
-    about 1.1; a full-width Llama head at std 0.02 about 1.3). So when the outputs come from a final
-    nn.Linear, a spread up to `hard_spread` fails only when it is also `max_ratio` x what PyTorch's
-    default init of that layer would give on the same features (sqrt(mean(h²) / 3) per sample):
-    a head scaled up by hand, or a temperature multiplied in, is 20-50 x; those designs are 2-10 x."""
+    about 1.1; a full-width Llama head at std 0.02 about 1.3; a CLIP-style cosine head with its
+    learnable temperature at 1/0.07 about 1.9). So a spread up to `hard_spread` fails only when the
+    outputs come from a final nn.Linear or convolution with one output per class and the spread is
+    also `max_ratio` x what PyTorch's default init of that layer would give on the same features
+    (sqrt(mean(h²) / 3) per position): a head scaled up by hand, or a temperature multiplied into
+    its output, is 20-50 x; those designs are 2-10 x, or have no such layer to compare with."""
     if reason := ops.skip_reason(recipe, "init_logit_scale"):
         return ops.skipped("init_logit_scale", reason)
     x, _ = batch
     head_inputs = []
-    hooks = [m.register_forward_hook(lambda m, inputs, out: head_inputs.append((m.out_features, inputs[0])))
-             for m in model.modules() if isinstance(m, nn.Linear)]
+    hooks = [m.register_forward_hook(lambda m, inputs, out: head_inputs.append((m, inputs[0])))
+             for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
     try:
         out, error = _eval_forward(recipe, model, x)
     finally:
@@ -343,11 +345,12 @@ def check_init_logit_scale(recipe, model, batch, max_spread: float = 1.0, max_ra
     top = float(logits.softmax(1).max(1).values.mean())
     seen = (f"logit spread at init {spread:.3g} (std across the {logits.shape[1]} classes, mean over samples); "
             f"mean top softmax probability {top:.3f} vs uniform {1 / logits.shape[1]:.3f}")
-    heads = [h for width, h in head_inputs if width == logits.shape[1]]  # a Linear with one output per class
-    reference = _default_init_spread(heads[-1] if heads else None)
+    heads = [(m, h) for m, h in head_inputs if getattr(m, "out_features", getattr(m, "out_channels", None))
+             == logits.shape[1]]  # a layer with one output per class
+    reference = _default_init_spread(*heads[-1]) if heads else None
     if reference:
-        seen += f"; {spread / reference:.3g} x what a default-initialised final Linear gives ({reference:.3g})"
-    large = spread > max_spread and (reference is None or spread > hard_spread or spread > max_ratio * reference)
+        seen += f"; {spread / reference:.3g} x what a default-initialised final layer gives ({reference:.3g})"
+    large = spread > hard_spread or (spread > max_spread and reference is not None and spread > max_ratio * reference)
     if not math.isfinite(spread) or large:
         return failed("init_logit_scale", "logits_overconfident_at_init", seen,
                       f"a spread below {max_spread:g}: near-uniform predictions before training",
@@ -359,12 +362,15 @@ def check_init_logit_scale(recipe, model, batch, max_spread: float = 1.0, max_ra
     return passed("init_logit_scale", seen, spread=spread)
 
 
-def _default_init_spread(features) -> float | None:
-    """The logit spread PyTorch's default Linear init (weights U(±1/sqrt(fan_in)), variance
-    1 / (3 fan_in)) gives on these head features: sqrt(mean(h²) / 3) per row, averaged."""
+def _default_init_spread(layer, features) -> float | None:
+    """The logit spread PyTorch's default init of `layer` (weights U(±1/sqrt(fan_in)), variance
+    1 / (3 fan_in)) gives on these input features: sqrt(mean(h²) / 3) per position, averaged."""
     if not isinstance(features, torch.Tensor) or not features.is_floating_point() or features.dim() < 1:
         return None
-    h = features.detach().float().reshape(-1, features.shape[-1])
+    h = features.detach().float()
+    if isinstance(layer, nn.modules.conv._ConvNd) and h.dim() >= 2:
+        h = h.movedim(1 if h.dim() > 2 else 0, -1)  # channels last
+    h = h.reshape(-1, h.shape[-1])
     value = float(((h ** 2).mean(1) / 3).sqrt().mean())
     return value if math.isfinite(value) and value > 0 else None
 

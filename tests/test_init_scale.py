@@ -62,3 +62,42 @@ def test_a_stock_t5_from_its_config_passes():
     result = check_init_logit_scale(recipe, recipe.build_model(), ({"input_ids": ids, "decoder_input_ids": ids}, ids))
     assert result.passed, result
     assert "spread at init 1." in str(result) or "spread at init 0.9" in str(result)  # the design this guards
+
+
+class CosineHead(nn.Module):
+    """CLIP's classifier: normalised features against normalised class prototypes, times a learnable
+    temperature initialised at 1 / 0.07 (no Linear with one output per class to compare with)."""
+
+    def __init__(self, d=128, classes=10):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, d))
+        self.prototypes = nn.Parameter(torch.randn(classes, d))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, x):
+        f = nn.functional.normalize(self.trunk(x), dim=1)
+        return self.logit_scale.exp() * f @ nn.functional.normalize(self.prototypes, dim=1).T
+
+
+def _conv_head(scale):
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 5, 1))
+    with torch.no_grad():
+        model[-1].weight.mul_(scale)
+    return model
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_cosine_head_with_clip_temperature_passes(seed):
+    torch.manual_seed(seed)
+    recipe = Recipe(model=CosineHead, data=lambda: None, num_classes=10)
+    result = check_init_logit_scale(recipe, CosineHead(), (torch.randn(64, 20), None))
+    assert result.passed, result
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_segmentation_head_scaled_up_by_hand_is_named(seed):
+    torch.manual_seed(seed)
+    recipe = Recipe(model=lambda: _conv_head(1.0), data=lambda: None, task=tasks.Dense(5))
+    x = torch.randn(8, 3, 12, 12)
+    assert check_init_logit_scale(recipe, _conv_head(1.0), (x, None)).passed
+    assert check_init_logit_scale(recipe, _conv_head(60.0), (x, None)).name == "logits_overconfident_at_init"

@@ -93,6 +93,17 @@ def test_val_none_trains():
     assert h.epochs_run == 2 and math.isnan(h.val_acc[0]) and h.best_epoch is not None
 
 
+def test_val_none_passes_the_data_checks():
+    """val=None is a valid recipe: split_shapes passes (saying so) and the train-vs-val checks skip."""
+    from harness.checks import data as data_checks
+    recipe = Recipe(model=model, data=lambda: Data(train=data().train), num_classes=4)
+    d = recipe.load_data()
+    result = data_checks.check_split_shapes(d, recipe)
+    assert result.passed and "no val split" in str(result), result
+    assert "skipped" in data_checks.check_train_val_shift(d).data
+    assert data_checks.check_labels_predictable(d, recipe).passed
+
+
 def test_num_classes_may_be_a_numpy_integer():
     recipe = Recipe(model=model, data=data, num_classes=np.int64(4))
     assert recipe.num_classes == 4 and type(recipe.num_classes) is int

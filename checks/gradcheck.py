@@ -60,7 +60,7 @@ def check_gradcheck(recipe, model, batch, seed: int = 0, outputs=None) -> CheckR
         return ops.skipped(check, "no trainable parameters" if not params else "the loss is not finite (see loss_at_init)")
     model.zero_grad(set_to_none=True)
     base.backward()
-    grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for _, p in params]
+    grads = [ops.grad_of(p) if p.grad is not None else torch.zeros_like(p) for _, p in params]
     size = -(-len(params) // GROUPS)
     worst = None
     with torch.no_grad():

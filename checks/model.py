@@ -442,7 +442,7 @@ def _grads(recipe, model, x, y):
     except Exception as e:  # the user's model or loss: report, never crash the suite
         model.zero_grad(set_to_none=True)
         return {}, f"{type(e).__name__}: {e}"
-    grads = {n: p.grad.detach().clone() if p.grad is not None else None for n, p in model.named_parameters()}
+    grads = {n: ops.grad_of(p) for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     return grads, None
 
@@ -477,7 +477,8 @@ def check_registered_submodules(model) -> CheckResult:
 
 
 def _has_gradient(p) -> bool:
-    return p.grad is not None and bool(p.grad.detach().abs().max() > 0)
+    grad = ops.grad_of(p)
+    return grad is not None and bool(grad.abs().max() > 0)
 
 
 def _nonzero_lr(lr) -> bool:

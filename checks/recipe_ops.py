@@ -168,3 +168,12 @@ def defer_to_output_shape(check: str, recipe, model, batch):
     """`skipped(...)` when the outputs do not fit the task (see output_shape), else None."""
     problem = outputs_problem(recipe, model, batch)
     return skipped(check, f"the outputs do not fit the task; output_shape reports it ({problem})") if problem else None
+
+
+def grad_of(p: torch.Tensor):
+    """A detached dense copy of `p.grad` (None when it has none): sparse gradients (an
+    nn.Embedding(sparse=True)) are densified, so the checks read every gradient alike."""
+    if p.grad is None:
+        return None
+    grad = p.grad.detach()
+    return grad.to_dense() if grad.is_sparse else grad.clone()

@@ -54,7 +54,7 @@ def _reference_grads(recipe, model, x, y, seed):
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
     ops.loss(recipe, ops.forward(recipe, model, x), y).backward()
-    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {n: ops.grad_of(p) for n, p in model.named_parameters() if p.grad is not None}
 
 
 def check_train_step(recipe, model, batches, seed: int = 0, outputs=None) -> CheckResult:
@@ -72,7 +72,7 @@ def check_train_step(recipe, model, batches, seed: int = 0, outputs=None) -> Che
         seen = []  # one dict name -> grad per optimizer.step() call
 
         def spy(opt, args, kwargs):
-            seen.append({by_id[id(p)]: (p.grad.detach().clone() if p.grad is not None else None)
+            seen.append({by_id[id(p)]: ops.grad_of(p)
                          for g in opt.param_groups for p in g["params"] if id(p) in by_id})
 
         handle = optimizer.register_step_pre_hook(spy)

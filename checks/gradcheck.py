@@ -38,7 +38,7 @@ def check_gradcheck(recipe, model, batch, seed: int = 0, outputs=None) -> CheckR
     check = "gradcheck"
     if reason := ops.skip_reason(recipe, check):
         return ops.skipped(check, reason)
-    if skip := defer_to_output_shape(check, recipe, model, batch, outputs):  # outputs: model.Outputs
+    if skip := defer_to_output_shape(check, recipe, model, batch, outputs) or ops.defer_to_gradients(check, model):
         return skip
     x, y = batch
     x, y = ops.take(x, slice(0, SAMPLES)), ops.take(y, slice(0, SAMPLES))

@@ -384,6 +384,12 @@ def check_gradients(recipe, model, batch, outputs: Outputs | None = None) -> Che
     """
     if skip := defer_to_output_shape("gradients", recipe, model, batch, outputs):
         return skip
+    from harness.recipe import nothing_to_train
+    if problem := nothing_to_train(model):
+        return failed("gradients", "no_trainable_parameters", problem, "parameters that train",
+                      "a model with nothing to train cannot learn; every training check is skipped",
+                      ["register layers as attributes or in nn.ModuleList/ModuleDict",
+                       "unfreeze (requires_grad_(True)) the layers meant to train"])
     x, y = batch
     with borrowed(model):
         return _judge_gradients(recipe, model.train(), x, y)
@@ -489,7 +495,7 @@ def check_one_step(recipe, model, batch, outputs: Outputs | None = None) -> Chec
     """Steps of the recipe's own optimizer, scheduler and train_step change every trainable
     parameter (by step ONE_STEP_MAX at the latest: a layer behind a zero-initialised one moves at
     step 2), the optimizer holds them all, and deliberately frozen parameters stay unchanged."""
-    if skip := defer_to_output_shape("one_step", recipe, model, batch, outputs):
+    if skip := defer_to_output_shape("one_step", recipe, model, batch, outputs) or ops.defer_to_gradients("one_step", model):
         return skip
     x, y = batch
     with borrowed(model):

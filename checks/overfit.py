@@ -190,7 +190,7 @@ def check_overfit(recipe, model, batch, max_steps: int = 500, gap: float = 0.05)
     check = "overfit_sample" if one else "overfit_batch"
     if reason := ops.skip_reason(recipe, check):
         return ops.skipped(check, reason)
-    if skip := ops.defer_to_output_shape(check, recipe, model, batch):
+    if skip := ops.defer_to_output_shape(check, recipe, model, batch) or ops.defer_to_gradients(check, model):
         return skip
     initial = copy.deepcopy(model)
     try:

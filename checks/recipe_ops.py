@@ -177,3 +177,10 @@ def grad_of(p: torch.Tensor):
         return None
     grad = p.grad.detach()
     return grad.to_dense() if grad.is_sparse else grad.clone()
+
+
+def defer_to_gradients(check: str, model):
+    """`skipped(...)` when the model has nothing to train (no parameters, or all frozen): the
+    gradients check reports it in one line, the training checks skip; else None."""
+    from harness.recipe import nothing_to_train
+    return skipped(check, "the model has nothing to train; gradients reports it") if nothing_to_train(model) else None

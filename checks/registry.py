@@ -93,7 +93,7 @@ _ALL = (
           ("loss_at_init_too_high", "loss_at_init_too_low", "loss_crashed")),
     Check("gradients", "model", "detached branches, unused layers, dead ReLUs",
           ("params_get_no_gradient", "params_get_zero_gradient", "gradient_not_finite", "loss_crashed",
-           "train_step_crashed")),
+           "train_step_crashed", "no_trainable_parameters")),
     Check("gradcheck", "model", "a custom autograd Function with a wrong backward (finite differences, float64)",
           ("gradient_mismatches_finite_differences",)),
     Check("loss_per_label", "model", "a multi-label model trained with softmax cross-entropy (labels compete)",

@@ -415,15 +415,21 @@ def _resolve_task(task, num_classes):
     return task
 
 
-def make_optimizer(factory, model, lr, where="fit"):
-    """`factory(params, lr)` (or `factory(model, lr)`), with a model that has something to train."""
+def nothing_to_train(model) -> Optional[str]:
+    """One line when the model has no parameter that could train (none at all, or all frozen), else None."""
     params = list(model.parameters())
     if not params:
-        raise RecipeError(f"{where}: the model has no parameters, so there is nothing to train; "
-                          "check that its layers are attributes (or in nn.ModuleList), not plain lists")
+        return ("the model has no parameters, so there is nothing to train; "
+                "check that its layers are attributes (or in nn.ModuleList), not plain lists")
     if not any(p.requires_grad for p in params):
-        raise RecipeError(f"{where}: all {len(params)} parameter tensors of the model are frozen (requires_grad=False); "
-                          "unfreeze the ones to train")
+        return f"all {len(params)} parameter tensors of the model are frozen (requires_grad=False); unfreeze the ones to train"
+    return None
+
+
+def make_optimizer(factory, model, lr, where="fit"):
+    """`factory(params, lr)` (or `factory(model, lr)`), with a model that has something to train."""
+    if problem := nothing_to_train(model):
+        raise RecipeError(f"{where}: {problem}")
     try:
         opt = factory(model, lr) if _takes_model(factory) else factory(model.parameters(), lr)
     except RecipeError:

@@ -104,6 +104,30 @@ def test_val_none_passes_the_data_checks():
     assert data_checks.check_labels_predictable(d, recipe).passed
 
 
+@pytest.mark.parametrize("kind", ["no parameters", "all frozen"])
+def test_a_model_with_nothing_to_train_is_one_sanity_line(kind):
+    """Under pytest: gradients fails with the engine's line, the training checks skip naming it."""
+    from harness.checks import model as model_checks
+    from harness.checks.gradcheck import check_gradcheck
+    from harness.checks.overfit import check_overfit
+    from harness.checks.step import check_train_step
+
+    def build():
+        if kind == "no parameters":
+            return torch.nn.Flatten()
+        net = model()
+        return net.requires_grad_(False)
+
+    recipe = Recipe(model=build, data=data, num_classes=4)
+    x, y = data().train
+    batch = (x[:16].reshape(16, -1)[:, :4].contiguous(), y[:16]) if kind == "no parameters" else (x[:16], y[:16])
+    result = model_checks.check_gradients(recipe, build(), batch)
+    assert result.name == "no_trainable_parameters", result
+    for other in (model_checks.check_one_step(recipe, build(), batch), check_gradcheck(recipe, build(), batch),
+                  check_train_step(recipe, build(), [batch, batch]), check_overfit(recipe, build(), batch)):
+        assert "gradients reports it" in other.data.get("skipped", ""), other
+
+
 def test_num_classes_may_be_a_numpy_integer():
     recipe = Recipe(model=model, data=data, num_classes=np.int64(4))
     assert recipe.num_classes == 4 and type(recipe.num_classes) is int

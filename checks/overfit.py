@@ -211,6 +211,14 @@ def check_overfit(recipe, model, batch, max_steps: int = 500, gap: float = 0.05)
     if goal.reached(loss, parts):
         return _confirm_in_eval(recipe, model, x, y, check, seen, start, floor, goal.target, steps)
     seen += _missed_parts(recipe, goal, parts, start_parts, floor_parts)
+    bad_lr = [float(g["lr"]) for g in optimizer.param_groups if not float(g["lr"]) >= 0]
+    if bad_lr:  # a schedule gone negative or NaN, not the model: say so instead of diagnosing
+        return failed(check, "recipe_settings_cannot_overfit", f"{seen}; the lr became {bad_lr[0]:g}",
+                      f"loss <= {goal.target:.3g} with a learning rate >= 0",
+                      "a negative lr climbs the loss and a NaN lr poisons every weight: training diverges "
+                      "whatever the model",
+                      ["the scheduler (or train_step) drives the lr negative or NaN: check its factory "
+                       "(gamma, warmup, total steps; the suite spreads it over the check's steps)"])
     return _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, floor, goal, max_steps, n,
                      missed_parts=parts is not None and math.isfinite(loss) and loss <= goal.target)
 

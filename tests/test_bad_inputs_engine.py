@@ -128,6 +128,19 @@ def test_a_model_with_nothing_to_train_is_one_sanity_line(kind):
         assert "gradients reports it" in other.data.get("skipped", ""), other
 
 
+def test_a_schedule_driving_the_lr_negative_is_named_by_the_overfit_check():
+    from harness.checks.overfit import check_overfit
+
+    def falling(optimizer, total_steps):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - 10.0 * step / total_steps)
+
+    recipe = Recipe(model=model, data=data, num_classes=4, lr=0.1, scheduler=falling)
+    x, y = data().train
+    result = check_overfit(recipe, model(), (x[:32], y[:32]))
+    assert result.name == "recipe_settings_cannot_overfit" and "the lr became -" in str(result), result
+    assert "drives the lr negative or NaN" in str(result)
+
+
 def test_num_classes_may_be_a_numpy_integer():
     recipe = Recipe(model=model, data=data, num_classes=np.int64(4))
     assert recipe.num_classes == 4 and type(recipe.num_classes) is int

@@ -66,21 +66,40 @@ def _free_minimum(recipe, outputs, targets, inputs, objective, steps):
     chosen = units[_first_of_each(flat)]                                    # one per group
     space = ops.task_hook(recipe, "output_space")(outputs.detach())  # outputs upsampled from a coarser grid?
     down, up = space if space is not None else (lambda o: o, lambda c: c)
-    free = down(chosen).clone().requires_grad_(True)
-    opt = torch.optim.Adam([free], lr=0.2)
+    starts = [down(chosen)]
+    if isinstance(targets, torch.Tensor) and targets.is_floating_point() and targets.shape == outputs.shape:
+        # outputs in the targets' own units (regression): also start from each group's mean target,
+        # the squared error's exact minimum, which Adam steps from the model's outputs may never reach
+        sums = torch.zeros_like(chosen).index_add_(0, flat, targets.detach().float().reshape(units.shape))
+        counts = torch.bincount(flat, minlength=len(chosen)).clamp(min=1).reshape(-1, *[1] * (chosen.dim() - 1))
+        starts.append(down(sums / counts))
     best, parts = math.inf, None
-    with torch.enable_grad():
-        for _ in range(steps):
-            opt.zero_grad()
-            value = objective(up(free)[flat].reshape(outputs.shape).to(outputs.dtype))
-            total = value.sum()
-            total.backward()
-            opt.step()
-            best = min(best, float(total.detach()))
-            if value.dim() > 0:
-                now = value.detach().float().clamp(min=0)
-                parts = now if parts is None else torch.minimum(parts, now)
+    for start in starts:
+        free = start.clone().requires_grad_(True)
+        opt = torch.optim.Adam([free], lr=0.2)
+        with torch.enable_grad():
+            for _ in range(steps):
+                opt.zero_grad()
+                value = objective(up(free)[flat].reshape(outputs.shape).to(outputs.dtype))
+                total = value.sum()
+                total.backward()
+                opt.step()
+                best = min(best, float(total.detach()))
+                if value.dim() > 0:
+                    now = value.detach().float().clamp(min=0)
+                    parts = now if parts is None else torch.minimum(parts, now)
     return (max(best, 0.0) if math.isfinite(best) else 0.0), parts
+
+
+def _target_scale_hint(y) -> list:
+    """A hint when float targets (regression) sit far from unit scale, which no lr fixes well."""
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point() or y.numel() < 2:
+        return []
+    mean, std = float(y.float().mean()), float(y.float().std())
+    if not (abs(mean) > 10 * max(std, 1e-12) or abs(mean) > 100 or std > 100 or 0 < std < 1e-2):
+        return []
+    return [f"the targets are far from unit scale (mean {mean:.4g}, std {std:.4g}): standardise them "
+            "(y - mean) / std when the data is built, and undo it at prediction time"]
 
 
 def overfit_rows(recipe, targets, n: int) -> torch.Tensor:
@@ -299,6 +318,7 @@ def _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, 
     except Exception:
         pass
     kind = ops.task_hook(recipe, "part_name")(0).split(" ")[0]
+    scale = _target_scale_hint(y)
     each = f", and each {kind} as close to its own floor" if goal.part_targets is not None else ""
     expected = f"loss <= {target:.3g} (start {start:.3g}, reachable {floor:.3g}){each} within {max_steps} steps"
     if reference is not None and reference[2]:
@@ -318,13 +338,14 @@ def _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, 
             why = "the steps are too small to get anywhere"
             hints = [f"raise the lr (the recipe uses {settings}); Adam wants about 1e-3, SGD about 0.1",
                      "a scheduler that starts at (or decays to) an lr of almost zero"]
+        hints = scale + hints
         return failed(check, "recipe_settings_cannot_overfit", seen + ref + probes, expected,
                       f"with its own settings ({settings}) the recipe cannot fit one batch in {max_steps} steps "
                       f"while the same model and step can with Adam: {why}. Full training with these settings "
                       "will crawl, stall or diverge", hints + ["run `harness sweep lr` to see where this optimizer trains"])
     ref = "" if reference is None else f"; Adam(lr={REFERENCE_LR:g}) does not either ({reference[1]:.3g})"
     symptom = "cannot_overfit_sample" if check == "overfit_sample" else "cannot_overfit_batch"
-    hints = []
+    hints = list(scale)
     if missed_parts:
         hints.append(f"the loss as a whole came down but the {kind}s named above did not: their outputs are cut "
                      f"off, constant or detached (a last layer narrower than the {kind}s, a slice, a mask, "

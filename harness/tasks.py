@@ -434,7 +434,8 @@ def _interpolation(size_out: int, size_in: int, mode: str, corners) -> torch.Ten
 
 def coarse_grid(outputs: torch.Tensor, tolerance: float = 1e-4):
     """(down, up) when every map of `outputs` (..., H, W) is an interpolation (bilinear with either
-    align_corners, or nearest) of an (H/s, W/s) map, for the largest such stride s >= 2; else None.
+    align_corners, or nearest) of an (h, w) map, h = ceil or floor of H/s, for the largest such
+    stride s >= 2 (DeepLabV3 on 28x28 upsamples a 2x2 map at stride 16); else None.
     torchvision's FCN, DeepLabV3 and LR-ASPP upsample stride-8 logits this way, so on small images
     their outputs cannot follow a thin mask pixel by pixel. Spatially constant outputs (a zero-init
     head) tell nothing, and give None."""
@@ -443,11 +444,14 @@ def coarse_grid(outputs: torch.Tensor, tolerance: float = 1e-4):
     scale = float(maps.norm())
     if float((maps - maps.mean((1, 2), keepdim=True)).norm()) <= 1e-6 * max(scale, 1e-30):
         return None
+    grids = []  # coarsest first; a stride that does not divide the size leaves a ceil (or floor) grid
     for stride in (32, 16, 8, 4, 2):
-        if H % stride or W % stride or min(H, W) // stride < 2:
-            continue
+        for h, w in ((-(-H // stride), -(-W // stride)), (H // stride, W // stride)):
+            if min(h, w) >= 2 and (h, w) != (H, W) and (h, w) not in grids:
+                grids.append((h, w))
+    for h, w in grids:
         for mode, corners in (("bilinear", False), ("bilinear", True), ("nearest", None)):
-            A, B = _interpolation(H, H // stride, mode, corners), _interpolation(W, W // stride, mode, corners)
+            A, B = _interpolation(H, h, mode, corners), _interpolation(W, w, mode, corners)
             down_a, down_b = torch.linalg.pinv(A), torch.linalg.pinv(B)   # (h, H), (w, W)
             if float((A @ (down_a @ maps @ down_b.T) @ B.T - maps).norm()) <= tolerance * scale:
                 return (lambda o, a=down_a, b=down_b: a.to(o) @ o @ b.to(o).T,       # (..., H, W) -> (..., h, w)

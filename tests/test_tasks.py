@@ -288,6 +288,16 @@ def test_coarse_grid_finds_logits_upsampled_from_a_smaller_map():
     assert tasks.Classification(5).output_space(torch.randn(3, 5)) is None
 
 
+@pytest.mark.parametrize("size, stride", [(28, 16), (30, 8), (50, 32)])
+def test_coarse_grid_finds_a_map_whose_stride_does_not_divide_the_image(size, stride):
+    """DeepLabV3 on 28x28: a stride-16 backbone leaves a ceil(28/16) = 2 x 2 map, upsampled to 28 x 28."""
+    h = -(-size // stride)
+    outputs = F.interpolate(torch.randn(2, 4, h, h), size=(size, size), mode="bilinear", align_corners=False)
+    down, up = tasks.Dense(4).output_space(outputs)
+    assert down(outputs).shape == (2, 4, h, h)
+    assert torch.allclose(up(down(outputs)), outputs, atol=1e-5)
+
+
 def test_classification_overfit_rows_hold_every_class_equally_often():
     g = torch.Generator().manual_seed(0)
     y = torch.randint(10, (64,), generator=g)

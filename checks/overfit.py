@@ -36,6 +36,7 @@ from harness.checks.result import CheckResult, failed, passed
 CHECK_EVERY = 10         # steps between (synchronising) evaluations
 REFERENCE_LR = 3e-3      # Adam, as the blog, torchtest and pytest-torch overfit
 LEARNABLE = 0.01         # a loss part (label) whose start is within 1 % of its floor has nothing to learn
+SOUND = 0.8              # the recipe's own settings closing this much of the gap (Adam closing it all) are slow, not wrong
 
 
 def reachable_loss(recipe, outputs: torch.Tensor, targets, inputs=None, steps: int = 300) -> float:
@@ -323,11 +324,18 @@ def _diagnose(recipe, initial, x, y, check, seen, settings, start, loss, worst, 
     expected = f"loss <= {target:.3g} (start {start:.3g}, reachable {floor:.3g}){each} within {max_steps} steps"
     if reference is not None and reference[2]:
         ref = f"; Adam(lr={REFERENCE_LR:g}) with the same model and step reaches {reference[1]:.3g} in {reference[0]} steps"
+        exploded = not math.isfinite(loss) or not math.isfinite(worst) or worst > 3 * start
+        closed = (start - loss) / (start - floor) if math.isfinite(loss) and start > floor else 0.0
+        if not exploded and closed >= SOUND and not missed_parts:
+            # a transformer at AdamW 1e-3 (or 3e-4) closes 85-95 % of the gap in the budget: slower
+            # than Adam at 3e-3, not a wrong lr (those close 0-10 % or diverge)
+            return passed(check, f"{seen}; closed {closed:.0%} of the gap with its own settings (slower than "
+                                 f"Adam(lr={REFERENCE_LR:g}), which reaches {reference[1]:.3g} in {reference[0]} steps)",
+                          steps=max_steps, closed=closed)
         probe_steps = max(CHECK_EVERY, max_steps // 4)  # which way the lr should move, cheaply
         lower = _probe(recipe, initial, x, y, goal, probe_steps, 0.1)
         higher = _probe(recipe, initial, x, y, goal, probe_steps, 10.0)
         probes = f"; in {probe_steps} steps the recipe's optimizer at lr/10 reaches {lower:.3g}, at 10 x lr {higher:.3g}"
-        exploded = not math.isfinite(loss) or not math.isfinite(worst) or worst > 3 * start
         if exploded or lower < higher:
             why = ("the loss spikes or the steps are too large to settle" if exploded else
                    "a smaller step does better")

@@ -150,8 +150,10 @@ def children(pid: int) -> list:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["INT", "TERM", "KILL"])
 def test_workers_die_with_their_parent(sig, tmp_path):
     out = tmp_path / "sweep"
+    # 300 epochs (about ten seconds a trial, killed long before): with 30, a fast machine finished the sweep
+    # while the test read /proc, and the exited workers' empty command lines failed the count (seen once in CI)
     command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1,0.2,0.3",
-               "--epochs", "30", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures"]
+               "--epochs", "300", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures"]
     parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
     storage = f"sqlite:///{out.resolve() / 'study.db'}"
     deadline = time.monotonic() + 300

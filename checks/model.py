@@ -47,10 +47,10 @@ class ModelState:
     def load(self) -> None:
         with torch.no_grad():
             for m, registry, name, t, value, requires_grad, grad in self.tensors:
-                getattr(m, registry)[name] = t
+                getattr(m, registry)[name] = t  # .double() or .to() may have swapped in a new tensor
                 if t.shape == value.shape and t.dtype == value.dtype and t.device == value.device:
                     t.copy_(value)
-                else:
+                else:  # converted in place (a parameter's .data): put the original values back
                     t.data = value.clone()
                 if t.is_leaf:
                     t.requires_grad_(requires_grad)
@@ -326,8 +326,9 @@ def check_init_logit_scale(recipe, model, batch, max_spread: float = 1.0, max_ra
     if reason := ops.skip_reason(recipe, "init_logit_scale"):
         return ops.skipped("init_logit_scale", reason)
     x, _ = batch
-    head_inputs = []
-    hooks = [m.register_forward_hook(lambda m, inputs, out: head_inputs.append((m, inputs[0])))
+    last_by_width = {}  # output width -> (the last such layer called, its input): one tensor kept per width
+    hooks = [m.register_forward_hook(lambda m, inputs, out: last_by_width.__setitem__(
+                 getattr(m, "out_features", getattr(m, "out_channels", None)), (m, inputs[0])))
              for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
     try:
         out, error = _eval_forward(recipe, model, x)
@@ -345,9 +346,8 @@ def check_init_logit_scale(recipe, model, batch, max_spread: float = 1.0, max_ra
     top = float(logits.softmax(1).max(1).values.mean())
     seen = (f"logit spread at init {spread:.3g} (std across the {logits.shape[1]} classes, mean over samples); "
             f"mean top softmax probability {top:.3f} vs uniform {1 / logits.shape[1]:.3f}")
-    heads = [(m, h) for m, h in head_inputs if getattr(m, "out_features", getattr(m, "out_channels", None))
-             == logits.shape[1]]  # a layer with one output per class
-    reference = _default_init_spread(*heads[-1]) if heads else None
+    head = last_by_width.get(logits.shape[1])  # the last layer with one output per class
+    reference = _default_init_spread(*head) if head else None
     if reference:
         seen += f"; {spread / reference:.3g} x what a default-initialised final layer gives ({reference:.3g})"
     large = spread > hard_spread or (spread > max_spread and reference is not None and spread > max_ratio * reference)

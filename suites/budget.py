@@ -26,6 +26,7 @@ from torch.utils.data import Subset
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from harness.batching import as_pair, is_pair, lengths, split_len, take, tensors
+from harness.checks.model import ModelState
 from harness.recipe import default_step
 
 BUDGET_STEPS = 150  # the whole suite's budget, in training steps of the recipe's own model
@@ -44,29 +45,13 @@ class Snapshot:
 
     def __init__(self, model: nn.Module, *optimizers: torch.optim.Optimizer):
         self.model, self.optimizers = model, optimizers
-        with torch.no_grad():  # (module, registry, name, the tensor object, its values, requires_grad, grad)
-            self.tensors = [(m, registry, name, t, t.detach().clone(), t.requires_grad,
-                             None if t.grad is None else t.grad.clone())
-                            for m in model.modules() for registry in ("_parameters", "_buffers")
-                            for name, t in getattr(m, registry).items() if t is not None]
-        self.modes = [(m, m.training) for m in model.modules()]
+        self.state = ModelState(model)  # parameters, buffers, grads, requires_grad, train/eval flags
         self.hooks = [(m, {name: dict(getattr(m, name)) for name in _HOOK_DICTS}) for m in model.modules()]
         self.optimizer_states = [_clone_state(opt.state_dict()) for opt in optimizers]
         self.rng = _rng_state()
 
     def restore(self) -> None:
-        with torch.no_grad():
-            for m, registry, name, t, saved, requires_grad, grad in self.tensors:
-                getattr(m, registry)[name] = t  # .double() or .to() may have swapped in a new tensor
-                if t.shape == saved.shape and t.dtype == saved.dtype and t.device == saved.device:
-                    t.copy_(saved)
-                else:  # converted in place (a parameter's .data): put the original values back
-                    t.data = saved.clone()
-                if t.is_leaf:
-                    t.requires_grad_(requires_grad)
-                t.grad = None if grad is None else grad.clone()
-        for m, training in self.modes:
-            m.training = training
+        self.state.load()
         for m, dicts in self.hooks:
             for name, saved in dicts.items():
                 current = getattr(m, name)

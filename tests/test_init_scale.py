@@ -26,11 +26,15 @@ class TiedHead(nn.Module):
         return self.head(h * h.shape[-1] ** -0.5)
 
 
-def _mlp(scale):
-    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 10))
+def _scaled_head(model, scale):
+    """`model` with its last layer's weights multiplied by `scale` (a head scaled up by hand)."""
     with torch.no_grad():
         model[-1].weight.mul_(scale)
     return model
+
+
+def _mlp(scale):
+    return _scaled_head(nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 10)), scale)
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -80,10 +84,7 @@ class CosineHead(nn.Module):
 
 
 def _conv_head(scale):
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 5, 1))
-    with torch.no_grad():
-        model[-1].weight.mul_(scale)
-    return model
+    return _scaled_head(nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 5, 1)), scale)
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -201,15 +201,21 @@ def test_tpe_search_runs_distinct_configurations_with_explicit_seeds(tmp_path, d
     assert counts(load_existing(default_url(tmp_path), None))["complete"] + 0 >= 1
 
 
-def test_a_stale_trial_of_a_killed_worker_is_retried(tmp_path, data):
-    """A RUNNING trial whose heartbeat stopped (its worker was killed) runs again, once."""
+def _one_done_one_claimed(tmp_path, data):
+    """A study with lr 0.01 finished and lr 0.1 claimed (RUNNING) by a "worker" that then dies:
+    (configs, the study, its storage, the claimed trial)."""
     configs = sweep([0.01, 0.1])
     study.run_study(None, configs[:1], tmp_path, recipe=TINY, data=data, progress=False, heartbeat=1)
     storage = optuna.storages.RDBStorage(default_url(tmp_path), heartbeat_interval=1, grace_period=3)
     s = optuna.load_study(study_name="study", storage=storage)
     s.enqueue_trial(configs[1].params(), user_attrs={"key": configs[1].key(),
                                                      "config": json.loads(json.dumps(configs[1].__dict__))})
-    zombie = s.ask()  # claimed by a "worker" that dies right after its first heartbeat
+    return configs, s, storage, s.ask()
+
+
+def test_a_stale_trial_of_a_killed_worker_is_retried(tmp_path, data):
+    """A RUNNING trial whose heartbeat stopped (its worker was killed) runs again, once."""
+    configs, s, storage, zombie = _one_done_one_claimed(tmp_path, data)  # dies after its first heartbeat
     storage.record_heartbeat(zombie._trial_id)
     results = study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False, heartbeat=1)
     states = [t.state.name for t in s.get_trials()]
@@ -222,13 +228,7 @@ def test_a_trial_left_running_without_a_heartbeat_is_retried(tmp_path, data):
     stale by Optuna's rule; once older than the grace period it is failed and retried, not waited on."""
     import threading
 
-    configs = sweep([0.01, 0.1])
-    study.run_study(None, configs[:1], tmp_path, recipe=TINY, data=data, progress=False, heartbeat=1)
-    storage = optuna.storages.RDBStorage(default_url(tmp_path), heartbeat_interval=1, grace_period=3)
-    s = optuna.load_study(study_name="study", storage=storage)
-    s.enqueue_trial(configs[1].params(), user_attrs={"key": configs[1].key(),
-                                                     "config": json.loads(json.dumps(configs[1].__dict__))})
-    s.ask()  # claimed (RUNNING) by a "worker" that dies before its first heartbeat
+    configs, s, _, _ = _one_done_one_claimed(tmp_path, data)  # the worker dies before its first heartbeat
     done = []
     resume = threading.Thread(target=lambda: done.append(study.run_study(
         None, configs, tmp_path, recipe=TINY, data=data, progress=False, heartbeat=1)), daemon=True)

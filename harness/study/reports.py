@@ -130,8 +130,6 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     Returns the paths written, by name. Figure names never collide: two lrs that print alike
     are spelled in full, and two runs of one configuration differ by their seed.
     """
-    from harness import figures as fig
-
     out = Path(out)
     paths = {"table.txt": out / "table.txt", "table.csv": out / "table.csv", "results.json": out / "results.json"}
     atomic_write_text(paths["table.txt"], format_table(rows) + "\n")
@@ -139,6 +137,8 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     atomic_write_json(paths["results.json"], {"title": title, "vary": list(vary), "rows": rows, "runs": results})
     if not figures:
         return paths
+    from harness import figures as fig  # matplotlib: a quarter of a second, only when drawing
+
     names = labels([r["config"] for r in results], vary)
     several_seeds = len({r["config"]["seed"] for r in results}) > 1
     first = {}  # one run per configuration (its first seed) for the overlay

@@ -44,7 +44,7 @@ from harness.study.trials import Job, TrialError, run_trials
 
 STOP_GRACE = 5.0  # seconds a worker gets to re-enqueue its trial after SIGTERM before SIGKILL
 RECIPE_ERROR = 2  # a worker's exit status when the recipe is at fault (the CLI's usage-error status)
-PRELOAD = ("harness.study.trials", "harness.study.stacked", "harness.recipes", "torch._dynamo", "sklearn.metrics",
+PRELOAD = ("harness.study.trials", "harness.study.stacked", "harness.recipes", "torch._dynamo",
            "sqlalchemy.orm", "sqlalchemy.dialects.sqlite", "alembic.context", "alembic.op",
            "optuna.storages._rdb.models")  # what a worker imports, slowest first measured: seconds in all
 POSTGRES_PRELOAD = ("sqlalchemy.dialects.postgresql", "psycopg")

@@ -62,3 +62,35 @@ def test_cifar_mlp_passes_on_files_in_the_real_format(pytester, tmp_path, monkey
 def test_worked_example_in_the_readme_passes(pytester):
     result = run_sanity(pytester, str(Path(__file__).parents[1] / "examples" / "my_recipe.py") + ":RECIPE")
     assert_healthy(result)
+
+
+UNUSABLE = '''
+import torch
+from harness import Data, Recipe
+from harness.data import synthetic
+from harness.models import fashion_mlp
+
+def _misaligned():
+    d = synthetic()
+    return Data(train=(d.train[0], d.train[1][:-5]), val=d.val, test=d.test)
+
+def _empty():
+    d = synthetic()
+    return Data(train=(d.train[0][:0], d.train[1][:0]), val=d.val, test=d.test)
+
+LENGTHS = Recipe(model=fashion_mlp, data=_misaligned, num_classes=10)
+EMPTY = Recipe(model=fashion_mlp, data=_empty, num_classes=10)
+'''
+
+
+@pytest.mark.parametrize("name", ["LENGTHS", "EMPTY"])
+def test_unusable_data_fails_the_data_checks_and_skips_the_model_checks(pytester, tmp_path, name):
+    """The data checks say what is wrong; the checks that need a batch skip saying so (not setup errors)."""
+    path = tmp_path / "unusable.py"
+    path.write_text(UNUSABLE)
+    result = run_sanity(pytester, f"{path}:{name}", "-rs")
+    outcomes = result.parseoutcomes()
+    text = result.stdout.str()
+    assert outcomes.get("errors", 0) == 0 and outcomes.get("error", 0) == 0, text[-3000:]
+    assert outcomes.get("failed", 0) >= 1 and "[split_" in text, text[-3000:]
+    assert text.count("no batch to test the model with") >= 10, text[-3000:]

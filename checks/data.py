@@ -235,16 +235,18 @@ def check_labels(data, recipe) -> CheckResult:
     if num_classes is None:
         return ops.skipped("labels", f"{task.name} targets are not class indices")
     ignore = getattr(task, "ignore_index", None)
-    out_of_range, counts = {}, None
+    out_of_range, counts, unseen_ok = {}, None, None
     for name, split in _splits(data):
         _, y = sample(split)
         if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dim() < 1:
             continue  # class probabilities or a structure: see split_shapes
+        shaped = y  # (N,), (N, T) or (N, H, W): the task reads what it means from the shape
         y = y[y != ignore] if ignore is not None else y
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             out_of_range[name] = (int(y.min()), int(y.max()))
         elif name == "train" and y.numel():
             counts = torch.bincount(y.reshape(-1).long(), minlength=num_classes)
+            unseen_ok = ops.task_hook(recipe, "unseen_classes_expected")(shaped)
     if out_of_range:
         seen = "; ".join(f"{k}: labels from {lo} to {hi}" for k, (lo, hi) in out_of_range.items())
         return failed("labels", "labels_out_of_range", seen, f"labels in [0, {num_classes})",
@@ -254,6 +256,9 @@ def check_labels(data, recipe) -> CheckResult:
         return passed("labels", "no class-index targets to read (see split_shapes)")
     missing = [i for i, c in enumerate(counts.tolist()) if c == 0]
     n_train = split_len(data.train)
+    if missing and unseen_ok:
+        return passed("labels", f"labels in [0, {num_classes}); {len(missing)} ids never appear as targets "
+                                f"({_few_ids(missing)}): {unseen_ok}", counts=counts.tolist())
     if missing and n_train <= SAMPLE:  # in a sample of a larger split a rare class may just be unsampled
         return failed("labels", "class_missing", f"classes {missing} never appear in the train split",
                       f"all {num_classes} classes present in train",
@@ -262,6 +267,10 @@ def check_labels(data, recipe) -> CheckResult:
                       counts=counts.tolist())
     return passed("labels", f"labels in [0, {num_classes})" + (", every class present" if not missing else ""),
                   counts=counts.tolist())
+
+
+def _few_ids(ids, k: int = 8) -> str:
+    return ", ".join(map(str, ids[:k])) + (f" and {len(ids) - k} more" if len(ids) > k else "")
 
 
 def check_class_balance(data, recipe, max_ratio: float = 10.0) -> CheckResult:

@@ -30,8 +30,9 @@ def skip_reason(recipe, check_id: str):
 
 
 def task_hook(recipe, name: str):
-    """The task's `name` method (output_groups, output_space, loss_parts, part_name, overfit_rows), or
-    harness.tasks.Task's default for a task object that does not subclass Task."""
+    """The task's `name` method (output_groups, output_space, loss_parts, part_name, overfit_rows,
+    unseen_classes_expected), or harness.tasks.Task's default for a task object that does not
+    subclass Task."""
     found = getattr(recipe.task, name, None)
     if callable(found):
         return found

@@ -12,6 +12,7 @@
     task.output_space(outputs)                  # (down, up) when outputs are upsampled from a coarser grid
     task.overfit_rows(targets, n)               # which rows of a batch the overfit check trains on
     task.loss_parts(outputs, targets)           # per-part losses judged one by one (per label), or None
+    task.unseen_classes_expected(targets)       # why classes absent from the targets are healthy, or None
 
 Each task keeps only small per-batch tallies (counts, sums, a confusion matrix) or per-sample
 predictions, never the full output tensors, so metrics over a large split cost little memory.
@@ -103,6 +104,12 @@ class Task:
         if check_id == "causality" and not isinstance(self, CausalLM):
             return f"causality applies to causal language models only, not to {self.name}"
         return self.skips.get(check_id)
+
+    def unseen_classes_expected(self, targets) -> Optional[str]:
+        """Why classes that never appear among these targets are healthy (a token vocabulary keeps ids
+        that are never targets), or None when every class should appear (the labels check then fails
+        class_missing)."""
+        return None
 
     # what the overfit check asks: how free the outputs are, and which parts of the loss to judge alone
     def output_groups(self, inputs, outputs) -> torch.Tensor:
@@ -531,6 +538,15 @@ class Dense(Task):
 
     def prepare_targets(self, targets):
         return Classification.prepare_targets(self, targets)
+
+    def unseen_classes_expected(self, targets):
+        """A class per token ((N, T) targets: tags, or a seq2seq target vocabulary) is a vocabulary, whose
+        reserved ids (pad, bos, eos, unk) are never targets, and whose rarer tokens a sample need not
+        hold; a class per pixel ((N, H, W) masks) names every class that should appear."""
+        if isinstance(targets, torch.Tensor) and targets.dim() == 2:
+            return ("a class per token: a vocabulary's reserved ids (pad, bos, eos, unk) and rare tokens need not "
+                    "appear as targets")
+        return None
 
     def tally(self, outputs, targets, full):
         return _confusion(self._logits_first(outputs).argmax(1), targets, self.num_classes, self.ignore_index)

@@ -95,6 +95,36 @@ def test_labels_range_missing_class_and_balance():
     assert "skipped" in D.check_class_balance(d, regression).data  # never reported as passed
 
 
+def _token_targets(vocab: int, reserved: int, n: int = 300, length: int = 12, seed: int = 0):
+    """(ids, targets) of a seq2seq-shaped vocabulary: ids 0..reserved-1 are pad, bos, eos, unk; the
+    decoder reads bos + the target tokens, targets are the tokens then eos, padding -100."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(reserved, vocab, (n, length - 1), generator=g)
+    lengths = torch.randint(3, length, (n, 1), generator=g)
+    real = torch.arange(length - 1) < lengths
+    targets = torch.cat([torch.where(real, tokens, -100), torch.full((n, 1), -100)], 1)
+    targets.scatter_(1, lengths, 2)                                        # eos after the last token
+    inputs = torch.cat([torch.ones(n, 1, dtype=torch.long), torch.where(real, tokens, 0)], 1)  # bos, ..., pad 0
+    return inputs, targets
+
+
+def test_class_missing_skips_a_vocabularys_reserved_ids_but_not_a_missing_class():
+    """A class per token (a seq2seq or tagging vocabulary) keeps ids that are never targets (pad 0,
+    bos 1, unk 3 here): healthy. A class missing from one-class-per-sample or per-pixel targets still fails."""
+    x, y = _token_targets(vocab=20, reserved=4)
+    assert set(range(20)) - set(y[y >= 0].unique().tolist()) == {0, 1, 3}
+    seq2seq = recipe(task=tasks.Dense(20, class_dim=-1), num_classes=None)
+    r = D.check_labels(Data(train=(x, y), val=(x[:50], y[:50])), seq2seq)
+    assert r.passed and "never appear as targets (0, 1, 3)" in r.observed, r
+    d = data()  # classification: a real missing class still fails
+    only3 = d.train[1].clamp(max=2)
+    assert D.check_labels(Data(train=(d.train[0], only3), val=d.val), recipe()).name == "class_missing"
+    masks = torch.randint(0, 3, (40, 8, 8), generator=torch.Generator().manual_seed(0))  # class 3 of 4 never drawn
+    segmentation = recipe(task=tasks.Dense(4), num_classes=None)
+    r = D.check_labels(Data(train=(torch.rand(40, 1, 8, 8), masks), val=None), segmentation)
+    assert r.name == "class_missing", r
+
+
 def test_splits_disjoint_counts_the_shared_samples():
     d = data()
     assert D.check_splits_disjoint(d).passed

@@ -327,3 +327,11 @@ def test_overfit_hooks_have_defaults_for_a_task_that_does_not_subclass_task():
     assert overfit_rows(recipe, torch.zeros(20), 16).tolist() == list(range(16))
     assert recipe_ops.task_hook(recipe, "loss_parts")(torch.zeros(4, 2), torch.zeros(4, 2)) is None
     assert recipe_ops.task_hook(recipe, "output_groups")(torch.ones(3, 2), torch.zeros(3, 2)).tolist() == [0, 0, 0]
+
+
+def test_unseen_classes_are_expected_only_for_a_class_per_token():
+    """A token vocabulary (tags, seq2seq targets) keeps ids never used as targets; per-sample classes
+    and per-pixel masks should hold every class (the labels check fails class_missing)."""
+    assert tasks.Dense(10, class_dim=-1).unseen_classes_expected(torch.zeros(4, 7, dtype=torch.long))
+    assert tasks.Dense(10).unseen_classes_expected(torch.zeros(4, 8, 8, dtype=torch.long)) is None
+    assert tasks.Classification(10).unseen_classes_expected(torch.zeros(4, dtype=torch.long)) is None

@@ -49,6 +49,9 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         message = re.sub(r"^argument ([^:]+): ", lambda m: m.group(1).split("/")[-1] + ": ", message)
+        if message.endswith(": expected one argument"):  # `--lr -1:1`: argparse reads '-1:1' as an option
+            flag = message.split(":")[0]
+            message += f"; give its value after it (one that starts with '-' as {flag}=VALUE)"
         self.exit(2, f"harness: error: {message}\n")
 
 
@@ -227,7 +230,8 @@ def main(argv=None) -> int:
     if args.command == "sweep":
         convert = positive_float if args.kind == "lr" else positive_int
         try:
-            args.values = list_of(convert)(args.values or (LR_VALUES if args.kind == "lr" else BATCH_VALUES))
+            default = LR_VALUES if args.kind == "lr" else BATCH_VALUES
+            args.values = list_of(convert)(default if args.values is None else args.values)  # "" is not the default
         except argparse.ArgumentTypeError as e:
             ranged = any(mark in (args.values or "") for mark in (":", "..", " to "))
             example = "1e-4,1e-3,1e-2,1e-1" if args.kind == "lr" else "32,64,128"

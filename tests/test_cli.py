@@ -110,6 +110,20 @@ def test_report_reads_a_study_from_its_storage(tmp_path, capsys):
     assert "'nope': not in" in capsys.readouterr().err
 
 
+def test_report_without_a_study_name_or_storage_is_one_line(tmp_path, capsys):
+    """Several studies and no --study: name them (was "--study None: not in ..."); a sqlite file that does
+    not exist is named, not created empty."""
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    for name in ("search", "sweep-lr"):
+        optuna.create_study(study_name=name, storage=url)
+    assert main(["report", "--storage", url, "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == (f"harness: error: {url} holds 2 studies (search, sweep-lr); "
+                                               "name one with --study NAME")
+    assert main(["report", "--storage", f"sqlite:///{tmp_path / 'typo.db'}", "--out", str(tmp_path / "r")]) == 2
+    assert f"no such file {tmp_path / 'typo.db'}" in capsys.readouterr().err
+    assert not (tmp_path / "typo.db").exists()
+
+
 def test_the_default_folder_is_per_recipe(tmp_path):
     args = ["sweep", "lr", "--values", "0.1", "--epochs", "1", "--quiet", "--no-figures"]
     for recipe in (TINY, "digits28"):
@@ -158,6 +172,9 @@ def test_eda_and_lr_find(tmp_path, capsys):
     (["train", "--recipe", "no_such_recipe"], "--recipe"),
     (["train", "--scheduler", "bogus"], "--scheduler"),
     (["lr-find", "--lr-min", "1", "--lr-max", "0.1"], "--lr-min"),
+    (["sweep", "lr", "--values", ""], "--values: '' is empty"),  # was a sweep of the default values
+    (["search", "--lr", "1e-3:inf"], "--lr '1e-3:inf'"),  # was a traceback
+    (["search", "--lr", "-1:1"], "--lr=VALUE"),  # argparse reads -1:1 as an option
 ])
 def test_bad_arguments_are_one_line_naming_the_flag(args, flag, capsys):
     with pytest.raises(SystemExit) as e:

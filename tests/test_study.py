@@ -20,6 +20,7 @@ from harness.data import digits28
 from harness.eda import format_summary, summarize_data, write_eda
 from harness.recipe import RecipeError
 from harness.study import Config, Space
+from harness.study.progress import StudyProgress
 from harness.study.reports import labels
 from harness.study.storage import counts, default_url, load_existing
 from tests.recipes_dynamics.recipes import TINY
@@ -65,6 +66,18 @@ def test_bad_ranges_name_the_flag():
     for lr, bs, flag in (("1:0.1", "8:16", "--lr"), ("x", "8:16", "--lr"), ("0.1", "8.5:16", "--batch-size")):
         with pytest.raises(RecipeError, match=flag):
             Space.parse(lr, bs)
+
+
+def test_bad_ranges_say_what_is_wrong_and_the_fix():
+    """A reversed range, a log range from 0 and an infinite bound: one line each, with the range to give
+    (were the same generic line, and an infinite bound a traceback from the sampler or int())."""
+    for lr, bs, says in (("1:1e-4", "8:16", "give --lr 0.0001:1"), ("0:1", "8:16", "0 has no logarithm"),
+                         ("1e-3:inf", "8:16", "--lr '1e-3:inf': the bounds must be finite"),
+                         ("0.1", "8:inf", "--batch-size '8:inf'"), ("0.1", "0:8", "give e.g. --batch-size 1:8"),
+                         ("0.1,0", "8", "0 is not a positive number")):
+        with pytest.raises(RecipeError) as info:
+            Space.parse(lr, bs)
+        assert says in str(info.value) and "\n" not in str(info.value)
 
 
 # --- tables ----------------------------------------------------------------------------------------------
@@ -147,6 +160,25 @@ def test_another_recipe_in_the_same_folder_is_refused_naming_both(tmp_path, data
     with pytest.raises(RecipeError, match="epochs"):  # other settings, same recipe
         study.run_study("tiny", study.sweep_configs("lr", [0.1], lr=0.1, batch_size=128, epochs=3), tmp_path,
                         recipe=TINY, data=data, progress=False)
+
+
+def test_another_study_in_the_same_folder_is_refused(tmp_path, data):
+    """A sweep in a search's --out would overwrite the search's table and figures: refused in one line."""
+    study.run_study(None, sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False, study="search")
+    with pytest.raises(RecipeError) as info:
+        study.run_study(None, sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False, study="sweep-lr")
+    assert f"--out {tmp_path} holds study 'search', not 'sweep-lr'" in str(info.value)
+    assert optuna.get_all_study_names(default_url(tmp_path)) == ["search"]
+
+
+def test_progress_names_the_tasks_main_metric():
+    """The bar's best value is the task's main metric (R2 for a regression), not always 'acc'."""
+    s = optuna.create_study(direction="maximize")
+    s.add_trial(optuna.trial.create_trial(value=0.25, user_attrs={"row": {"Score_metric": "R2"}}))
+    stream = io.StringIO()
+    with StudyProgress(s, total=2, stream=stream):
+        pass
+    assert counts(s)["metric"] == "R2" and "best R2 0.2500" in stream.getvalue()
 
 
 def test_a_factory_that_ignores_lr_fails_naming_it(tmp_path, data):

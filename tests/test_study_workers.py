@@ -121,6 +121,32 @@ def test_a_kill_9_of_one_worker_loses_nothing_and_duplicates_nothing(storage, tm
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks; reads /proc")
+def test_a_kill_9_of_one_jobs_worker_lets_the_others_finish_the_sweep(tmp_path):
+    """kill -9 (or the OOM killer) of one of a --jobs 2 sweep's workers: the other one carries on and
+    retries its trial; the command finishes every trial once (it stopped the sweep, exit 1, with the
+    pool's log line "a worker process exited with status 137: forking 2 workers; ...")."""
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1,0.2,0.3",
+               "--epochs", "6", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures",
+               "--heartbeat", "1", "--threads", "1"]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    storage = f"sqlite:///{out.resolve() / 'study.db'}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and parent.poll() is None:
+        trials = trials_of(storage, "sweep-lr")
+        if finished(trials) and sum(t.state.name == "RUNNING" for t in trials) == 2:
+            break
+        time.sleep(0.05)
+    workers = [w for k in children(parent.pid) for w in children(k)]
+    assert len(workers) == 2, workers
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = parent.communicate(timeout=300)
+    assert parent.returncode == 0, err[-3000:]
+    keys = Counter(t.user_attrs["key"] for t in finished(trials_of(storage, "sweep-lr")))
+    assert len(keys) == 6 and set(keys.values()) == {1}
+
+
 # --- workers die with their parent -------------------------------------------------------------------------
 
 def processes_mentioning(text: str) -> list:

@@ -91,20 +91,31 @@ class Range:
 
     @classmethod
     def parse(cls, text: str, convert, flag: str) -> "Range":
+        """`flag`'s text as a range or choices; a bad one is one line naming the fix (RecipeError)."""
         text = str(text).strip()
         try:
             if ":" in text:
                 low, high = (convert(t) for t in text.split(":", 1))
-                if not (0 < low <= high):
-                    raise ValueError
-                return cls(low=low, high=high)
-            choices = tuple(dict.fromkeys(convert(t) for t in text.split(",") if t.strip()))
-            if not choices or min(choices) <= 0:
-                raise ValueError
-            return cls(choices=choices)
+            else:
+                choices = tuple(dict.fromkeys(convert(t) for t in text.split(",") if t.strip()))
         except ValueError:
             raise RecipeError(f"{flag} {text!r}: give a range LOW:HIGH (0 < LOW <= HIGH, log scale) "
                               "or comma-separated values") from None
+        if ":" not in text:
+            bad = [f"{c:g}" for c in choices if not (math.isfinite(c) and c > 0)] or ([] if choices else ["nothing"])
+            if bad:
+                raise RecipeError(f"{flag} {text!r}: {bad[0]} is not a positive number; give a range LOW:HIGH "
+                                  "(log scale) or comma-separated positive values")
+            return cls(choices=choices)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise RecipeError(f"{flag} {text!r}: the bounds must be finite numbers; give a range such as "
+                              f"{flag} {'1e-4:1' if convert is float else '8:512'}")
+        if low > high:
+            raise RecipeError(f"{flag} {text!r}: LOW is above HIGH; give {flag} {high:g}:{low:g}")
+        if low <= 0:
+            raise RecipeError(f"{flag} {text!r}: the range is log scale, so LOW must be above 0 ({low:g} has no "
+                              f"logarithm); give e.g. {flag} {high / 1e4 if convert is float else 1:g}:{high:g}")
+        return cls(low=low, high=high)
 
     def distribution(self, integer: bool):
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -143,7 +154,7 @@ class Space:
 
 def _whole(text) -> int:
     value = float(text)
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise ValueError
     return int(value)
 

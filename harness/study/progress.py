@@ -1,5 +1,6 @@
 """Progress of a study on stderr with tqdm: trials done of the total, running, pruned, failed,
-best accuracy so far, and tqdm's own rate and time left.
+the best value so far of the task's main metric (accuracy, R2, ...), and tqdm's own rate
+and time left.
 
     with StudyProgress(study, total=10):
         run_trials(job)           # the bar reads the study's storage every second, on a thread
@@ -50,7 +51,7 @@ class StudyProgress:
             self.bar.update(min(done, self.total) - self.bar.n)
         best = f"{c['best']:.4f}" if c["best"] is not None else "-"
         self.bar.set_postfix_str(f"running {c['running']}, pruned {c['pruned']}, failed {c['fail']}, "
-                                 f"best acc {best}", refresh=True)
+                                 f"best {c['metric']} {best}", refresh=True)
 
     def _loop(self):
         while not self.stop.wait(self.every):

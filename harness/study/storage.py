@@ -298,12 +298,14 @@ def finished_results(study) -> list:
 
 
 def counts(study) -> dict:
-    """Trials by state, and the best accuracy so far (None before the first)."""
-    out = {"complete": 0, "pruned": 0, "running": 0, "waiting": 0, "fail": 0, "best": None}
+    """Trials by state, the best value so far (None before the first) and the metric it is (the
+    task's main metric as the table names it: Accuracy, R2, F1_micro, ...)."""
+    out = {"complete": 0, "pruned": 0, "running": 0, "waiting": 0, "fail": 0, "best": None, "metric": "Accuracy"}
     for t in study.get_trials(deepcopy=False):
         out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
         if t.state.name == "COMPLETE" and t.value is not None and (out["best"] is None or t.value > out["best"]):
             out["best"] = t.value
+            out["metric"] = t.user_attrs.get("row", {}).get("Score_metric") or "Accuracy"
     return out
 
 
@@ -311,10 +313,18 @@ def load_existing(storage_url: str, name: Optional[str]):
     """An existing study for `harness report` (the only one in the storage when no name is given)."""
     import optuna
 
+    path = storage_url[len("sqlite:///"):] if storage_url.startswith("sqlite:///") else None
+    if path is not None and not Path(path).is_file():  # opening it would create an empty database there
+        raise RecipeError(f"--storage {storage_url}: no such file {path}; give the study.db a sweep or search "
+                          "wrote (or its folder as --out)")
     storage = open_storage(storage_url)
     names = optuna.get_all_study_names(storage)
     if name is None and len(names) == 1:
         name = names[0]
+    if name is None:
+        raise RecipeError(f"{redact(storage_url)} holds {len(names)} studies ({', '.join(names)}); name one with "
+                          "--study NAME" if names else f"{redact(storage_url)} holds no study yet; run harness "
+                          "sweep or search with this --storage first")
     if name not in names:
         raise RecipeError(f"--study {name!r}: not in {redact(storage_url)} (studies there: "
                           f"{', '.join(names) or 'none'})")

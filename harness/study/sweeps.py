@@ -72,8 +72,11 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
         if kind == "lr" and configs and not in_workers:
             check_lr_is_used(recipe, configs[0])
         named = None if storage else f"--out {out}"  # how messages name the storage
+        existed = storage is None and (Path(out) / "study.db").is_file()
         with storage_errors(url, named):  # a full disk or a damaged study.db: one line
             optuna_storage = open_storage(url, heartbeat, named)
+            if existed:
+                _refuse_another_study(optuna_storage, name, out)
             the_study = open_study(optuna_storage, name, identity, configs, distributions_for(configs, space))
             for attr, value in (meta or {}).items():
                 if the_study.user_attrs.get(attr) != value:
@@ -117,6 +120,17 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
         results = [by_key[c.key()] for c in configs if c.key() in by_key]
     check_swept_value_used(recipe, results, kind or "")
     return results
+
+
+def _refuse_another_study(storage, name: str, out) -> None:
+    """An --out folder holds one study: its table and figures are that study's, and another
+    command's outputs there would overwrite them (its trials stay, but its report is gone)."""
+    import optuna
+
+    others = [n for n in optuna.get_all_study_names(storage) if n != name]
+    if others:
+        raise RecipeError(f"--out {out} holds study {others[0]!r}, not {name!r}: its table and figures would be "
+                          f"overwritten; use another --out (harness report --out {out} reports it)")
 
 
 @contextmanager

@@ -213,7 +213,15 @@ def serve(parent: int, label: str) -> int:
         pid, status = os.wait()
         live.discard(pid)
         code = os.waitstatus_to_exitcode(status)
-        if code != 0 and not state["code"]:  # a worker failed: stop the others, report it
+        if code < 0 and not state["code"] and live:
+            # killed from outside (kill -9, the OOM killer), not failed: the others carry on, and its
+            # trial goes stale and is retried by one of them
+            print(f"worker {pid} was killed by {signal.Signals(-code).name}; the other workers carry on", flush=True)
+        elif code < 0 and not state["code"]:  # the last one: say so, the trials left wait for a re-run
+            print(f"harness: error: the last worker ({pid}) was killed by {signal.Signals(-code).name} (out of "
+                  "memory?); finished trials are saved: run the same command again to resume", flush=True)
+            state["code"] = 128 - code
+        elif code != 0 and not state["code"]:  # a worker failed: stop the others, report it
             state["code"] = code if code > 0 else 128 - code
             stop_workers()
     return state["code"]

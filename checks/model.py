@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.checks import reach
 from harness.checks import recipe_ops as ops
 from harness.checks.result import CheckResult, failed, passed
 
@@ -375,12 +376,18 @@ def _default_init_spread(layer, features) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
-def check_gradients(recipe, model, batch, outputs: Outputs | None = None) -> CheckResult:
+def check_gradients(recipe, model, batch, outputs: Outputs | None = None, more=(), seed: int = 0) -> CheckResult:
     """Every trainable parameter gets a finite gradient, and a non-zero one by the second step.
 
     A zero-initialised last layer (or the last norm of each residual branch, as torchvision's
     ViT head and `zero_init_residual` do) sends zero gradient to the layers behind it at step 1
     only; those layers are judged again after one real step of the recipe's own optimizer.
+
+    Conditional computation passes: a parameter whose module did not run on the batch (an expert
+    its router sent no sample to) and that gets a gradient from the other batches in `more` or in
+    a freshly built model (checks.reach) is a branch this batch did not take. A parameter whose
+    module ran and got no gradient is a cut graph, and fails without looking further. `model` is
+    what the recipe's factory builds (the fresh models stand for it); `seed` seeds those builds.
     """
     if skip := defer_to_output_shape("gradients", recipe, model, batch, outputs):
         return skip
@@ -392,10 +399,10 @@ def check_gradients(recipe, model, batch, outputs: Outputs | None = None) -> Che
                        "unfreeze (requires_grad_(True)) the layers meant to train"])
     x, y = batch
     with borrowed(model):
-        return _judge_gradients(recipe, model.train(), x, y)
+        return _judge_gradients(recipe, model.train(), x, y, more, seed)
 
 
-def _judge_gradients(recipe, model, x, y) -> CheckResult:
+def _judge_gradients(recipe, model, x, y, more=(), seed: int = 0) -> CheckResult:
     grads, error = _grads(recipe, model, x, y)
     if error:
         return failed("gradients", "loss_crashed", f"loss(...).backward() raised {error}",
@@ -418,27 +425,49 @@ def _judge_gradients(recipe, model, x, y) -> CheckResult:
         still = [n for n in zero if again.get(n) is None or not again[n].any()]
         note = f"; {len(zero) - len(still)} tensors with zero gradient at step 1 (zero-initialised layers) get one at step 2"
         zero = still
+    seen_none = seen_zero = ""
+    if (none or zero) and not nonfinite:  # branches this batch did not take, or a bug: look at other rows and inits
+        none, zero, seen_none, seen_zero, conditional = _not_reached(recipe, model, x, y, none, zero, more, seed)
+        note += conditional
     if nonfinite:
         return failed("gradients", "gradient_not_finite", f"non-finite gradients in {_few(nonfinite)}",
                       "finite gradients everywhere", "one NaN gradient poisons every parameter after the step",
                       ["check inputs for NaN/Inf", "look for log(0), sqrt(0) or division by zero in forward",
                        "lower the input scale (see input_range)"])
     if none:
-        return failed("gradients", "params_get_no_gradient", f"no gradient reaches {_few(none)}",
-                      "every trainable parameter receives a gradient",
+        return failed("gradients", "params_get_no_gradient", f"no gradient reaches {_few(none)}{seen_none}",
+                      "every trainable parameter receives a gradient (from some training rows, for a branch "
+                      "only some inputs take)",
                       "these parameters never learn: a layer is defined but unused, or the graph is cut",
                       ["look for .detach(), .item(), .numpy() or torch.no_grad() in forward",
                        "a layer built in __init__ but not called in forward",
+                       "a branch no input takes (a router that never picks this expert)",
                        "freeze it deliberately with requires_grad_(False) if intended"])
     if zero:
         return failed("gradients", "params_get_zero_gradient",
-                      f"gradients exactly zero for {_few(zero)}, before and after one training step",
+                      f"gradients exactly zero for {_few(zero)}, before and after one training step{seen_zero}",
                       "non-zero gradients for every trainable parameter (by the second step)",
                       "all-zero gradients mean dead units: no signal flows back through these layers",
                       ["dead ReLUs: a large negative bias or weight init; use the default init (kaiming)",
                        "an activation saturated by unnormalised inputs (see input_range)",
                        "a constant (detached) branch multiplies the signal by zero"])
     return passed("gradients", f"{len(names)} trainable tensors get finite, non-zero gradients{note}")
+
+
+def _not_reached(recipe, model, x, y, none, zero, more, seed):
+    """(none, zero, what was seen of each, a pass note): the parameters with no gradient (`none`) or a
+    zero one (`zero`) on (x, y) less those other rows or fresh models reach (checks.reach); a parameter
+    whose module ran on the batch and got no gradient is a cut graph and is not looked for further."""
+    cut, _ = reach.cut_off(recipe, model, x, y, none)
+    conditional = reach.reached_elsewhere(recipe, model, [n for n in none if n not in cut] + zero, (x, y),
+                                          more, seed=seed)
+    none = [n for n in none if n not in conditional]
+    zero = [n for n in zero if n not in conditional]
+    elsewhere = " (nor from other training rows or freshly built models)"
+    seen_none = " (their modules ran on this batch: the graph is cut after them)" if set(none) <= cut else elsewhere
+    note = (f"; {len(conditional)} of them only from other rows or another initialisation, not from this batch "
+            f"(conditional computation: {_few(sorted(conditional), 3)})" if conditional else "")
+    return none, zero, seen_none, elsewhere, note
 
 
 def _grads(recipe, model, x, y):
@@ -491,18 +520,21 @@ def _nonzero_lr(lr) -> bool:
     return float(lr) != 0.0
 
 
-def check_one_step(recipe, model, batch, outputs: Outputs | None = None) -> CheckResult:
+def check_one_step(recipe, model, batch, outputs: Outputs | None = None, more=(), seed: int = 0) -> CheckResult:
     """Steps of the recipe's own optimizer, scheduler and train_step change every trainable
     parameter (by step ONE_STEP_MAX at the latest: a layer behind a zero-initialised one moves at
-    step 2), the optimizer holds them all, and deliberately frozen parameters stay unchanged."""
+    step 2), the optimizer holds them all, and deliberately frozen parameters stay unchanged.
+    A parameter that got no gradient from the batch because its branch did not run on it (an expert
+    no sample was routed to) and that other rows in `more` or another initialisation reach
+    (checks.reach) is conditional computation, not judged here."""
     if skip := defer_to_output_shape("one_step", recipe, model, batch, outputs) or ops.defer_to_gradients("one_step", model):
         return skip
     x, y = batch
     with borrowed(model):
-        return _judge_one_step(recipe, model.train(), x, y)
+        return _judge_one_step(recipe, model.train(), x, y, more, seed)
 
 
-def _judge_one_step(recipe, model, x, y) -> CheckResult:
+def _judge_one_step(recipe, model, x, y, more=(), seed: int = 0) -> CheckResult:
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
         optimizer = ops.optimizer_for(recipe, model)
@@ -539,6 +571,13 @@ def _judge_one_step(recipe, model, x, y) -> CheckResult:
     lr_of = {id(p): group.get("lr", 1.0) for group in optimizer.param_groups for p in group["params"]}
     params = dict(model.named_parameters())
     unchanged = [n for n in unchanged if not (n in trained and _nonzero_lr(lr_of.get(id(params[n]), 0.0)))]
+    untrained = [n for n in unchanged if n not in trained]  # no gradient moved them: a branch not taken, or a bug
+    conditional = set()
+    if untrained:
+        cut, now = reach.cut_off(recipe, model, x, y, untrained)  # the steps may have moved the routing
+        conditional = now | reach.reached_elsewhere(recipe, model, [n for n in untrained if n not in cut | now],
+                                                    (x, y), more, seed=seed)
+        unchanged = [n for n in unchanged if n not in conditional]
     if unchanged:
         return failed("one_step", "params_not_updated", f"unchanged after {steps} steps: {_few(unchanged)}",
                       "every trainable parameter changes within the first steps",
@@ -552,8 +591,10 @@ def _judge_one_step(recipe, model, x, y) -> CheckResult:
                       ["the train_step or optimizer writes to them directly (weight decay on a manual update?)",
                        "BatchNorm running stats are buffers and may change; weights must not"])
     frozen = sum(1 for p in model.parameters() if not p.requires_grad)
-    return passed("one_step", f"{len(before) - frozen} trainable tensors updated within {steps} step(s), "
-                              f"{frozen} frozen unchanged")
+    note = (f"; {len(conditional)} tensors of branches this batch did not take (conditional computation) not judged"
+            if conditional else "")
+    return passed("one_step", f"{len(before) - frozen - len(conditional)} trainable tensors updated within {steps} "
+                              f"step(s), {frozen} frozen unchanged{note}")
 
 
 def check_batch_independence(recipe, model, batch, source=None, rtol: float = 1e-5) -> CheckResult:

@@ -238,8 +238,9 @@ def test_loss_at_init(model, batch, recipe, outputs, verify):
     check(verify, model_checks.check_loss_at_init(recipe, model, batch, outputs=outputs))
 
 
-def test_gradients(model, batch, recipe, outputs, verify):
-    check(verify, model_checks.check_gradients(recipe, model, batch, outputs=outputs))
+def test_gradients(model, batches, recipe, outputs, seed, verify):
+    # a parameter the first batch does not reach is looked for in the second and in fresh models (a routed expert)
+    check(verify, model_checks.check_gradients(recipe, model, batches[0], outputs=outputs, more=batches[1:], seed=seed))
 
 
 def test_gradcheck(model, batch, recipe, outputs, verify):
@@ -276,8 +277,8 @@ def test_eval_deterministic(model, batch, recipe, outputs, verify):
 
 # --- the training step and overfitting --------------------------------------------------------
 
-def test_one_step(model, batch, recipe, outputs, verify):
-    check(verify, model_checks.check_one_step(recipe, model, batch, outputs=outputs))
+def test_one_step(model, batches, recipe, outputs, seed, verify):
+    check(verify, model_checks.check_one_step(recipe, model, batches[0], outputs=outputs, more=batches[1:], seed=seed))
 
 
 def test_train_step(model, small_batches, recipe, seed, outputs, verify):

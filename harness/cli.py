@@ -420,7 +420,7 @@ def cmd_search(args) -> int:
 def cmd_report(args) -> int:
     """The table, CSV, results.json and figures of an existing study, from any storage."""
     from harness.study import load_study_results
-    from harness.study.storage import default_url
+    from harness.study.storage import default_url, pruned_early
 
     args._out = Path(args.out or (f"results/report-{_slug(args.study)}" if args.study else "results/report"))
     if args.storage is None and args.out is None:
@@ -437,6 +437,9 @@ def cmd_report(args) -> int:
         print(f"harness: error: study {the_study.study_name!r} has no finished trials yet", file=sys.stderr)
         return 2
     _check_writable(args._out)
+    note = pruned_early(the_study)
+    if note:
+        print(note, file=sys.stderr)
     title = the_study.user_attrs.get("title", the_study.study_name)
     vary = tuple(the_study.user_attrs.get("vary", ("learning_rate", "batch_size")))
     args.no_figures = getattr(args, "no_figures", False)

@@ -55,7 +55,7 @@ def sequential(tmp_path_factory):
 
 def test_two_workers_give_the_sequential_table(sequential, tmp_path, capfd):
     parallel = run_study(SPEC, configs(), tmp_path, jobs=2, progress=True)
-    assert "running 6 trials 2 worker processes" in capfd.readouterr().err
+    assert "running 6 trials in 2 worker processes" in capfd.readouterr().err
     same_table(parallel, sequential)
 
 

@@ -7,6 +7,7 @@ Worker processes, kills and shared storages are tested in tests/test_study_worke
 import csv
 import io
 import json
+import math
 import os
 import stat
 
@@ -105,6 +106,15 @@ def test_summarize_sorts_by_accuracy_and_pools_seeds():
     assert len({len(line) for line in text.splitlines()}) == 1  # aligned
 
 
+def test_seeds_with_a_metric_that_is_not_finite_pool_to_nan():
+    """A diverged regression's MSE or a language model's perplexity over seeds: mean and std NaN in the
+    table (statistics.stdev raised AttributeError on NaN: a traceback after the whole search had run)."""
+    results = [fake_result(1.0, s, math.nan, diverged=True) for s in (0, 1)] + [fake_result(0.1, 0, 0.9)]
+    rows = study.summarize(results)
+    assert math.isnan(rows[1]["Accuracy"]) and math.isnan(rows[1]["Accuracy_std"]) and rows[1]["diverged"] == 2
+    assert "nan ± nan" in study.format_table(rows)
+
+
 def test_csv_has_the_notebook_columns_and_one_row_per_config():
     rows = study.summarize([fake_result(0.01, 0, 0.6), fake_result(0.1, 0, 0.9)])
     table = list(csv.DictReader(io.StringIO(study.to_csv(rows))))
@@ -198,9 +208,12 @@ def test_a_diverged_run_is_a_pruned_trial_with_its_reason(tmp_path, data):
     assert results[0]["row"]["diverged"] and results[0]["state"] == "pruned"
 
 
-def test_median_pruning_stops_a_slow_trial(tmp_path, data):
+def test_median_pruning_stops_a_slow_trial(tmp_path, data, capsys):
     configs = study.sweep_configs("lr", [0.1, 0.2, 0.15, 1e-5], lr=0.1, batch_size=128, epochs=4)
-    study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False, prune="median")
+    results = study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False, prune="median")
+    # the table has fewer runs than trials: it says why
+    assert len(results) == 3 and "1 trials stopped early by the median pruner are not in the table" in \
+        capsys.readouterr().err
     trials = load_existing(default_url(tmp_path), None).get_trials()
     slow = next(t for t in trials if t.params["lr"] == 1e-5)
     assert slow.state == optuna.trial.TrialState.PRUNED and "median pruner at epoch" in slow.user_attrs["pruned_reason"]

@@ -65,10 +65,16 @@ def summarize(results: list) -> list:
                 continue
             values = [x[m] for x in members]
             row[m] = statistics.fmean(values)
-            row[f"{m}_std"] = statistics.stdev(values)
+            row[f"{m}_std"] = _stdev(values)
         row["diverged"] = sum(bool(x["diverged"]) for x in members)
         rows.append(row)
     return sorted(rows, key=_score)
+
+
+def _stdev(values: list) -> float:
+    """The sample standard deviation; NaN when a seed's value is not finite (a diverged regression's MSE,
+    a language model's perplexity), which statistics.stdev cannot take."""
+    return statistics.stdev(values) if all(math.isfinite(v) for v in values) else math.nan
 
 
 def format_table(rows: list, columns: Sequence[str] = None) -> str:

@@ -297,6 +297,18 @@ def finished_results(study) -> list:
     return results
 
 
+def pruned_early(study) -> str:
+    """'' or the line saying how many trials a pruner stopped before their last epoch: they have no
+    table row (no test metrics), so a table of fewer runs than trials says why."""
+    reasons = [t.user_attrs.get("pruned_reason", "") for t in study.get_trials(deepcopy=False)
+               if t.state.name == "PRUNED" and "row" not in t.user_attrs]
+    if not reasons:
+        return ""
+    pruners = sorted({r.split(" at epoch")[0] for r in reasons})
+    return (f"{len(reasons)} trials stopped early by the {' and '.join(pruners)} are not in the table "
+            "(their partial histories are in the study)")
+
+
 def counts(study) -> dict:
     """Trials by state, the best value so far (None before the first) and the metric it is (the
     task's main metric as the table names it: Accuracy, R2, F1_micro, ...)."""

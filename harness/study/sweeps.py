@@ -29,7 +29,7 @@ from harness.study.configs import Config, recipe_identity
 from harness.study.one_run import check_lr_is_used, check_swept_value_used
 from harness.study.progress import StudyProgress
 from harness.study.storage import (HEARTBEAT, default_url, distributions_for, finished_results, open_storage,
-                                   open_study, redact, storage_errors)
+                                   open_study, pruned_early, redact, storage_errors)
 from harness.study.trials import Job, TrialError, finished_keys, run_trials
 
 VECTORIZE_MODES = ("auto", "on", "off")
@@ -119,6 +119,9 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
                              f"{describe(missing[0])}); run the same command again to retry them")
         results = [by_key[c.key()] for c in configs if c.key() in by_key]
     check_swept_value_used(recipe, results, kind or "")
+    note = pruned_early(the_study)
+    if note:
+        print(note, file=sys.stderr)
     return results
 
 
@@ -156,7 +159,7 @@ def describe(config: Config) -> str:
 
 
 def _describe(left: int, jobs: int, stacked: bool, url: str, name: str) -> str:
-    how = f"{jobs} worker processes" if jobs > 1 else "in this process"
+    how = f"in {jobs} worker processes" if jobs > 1 else "in this process"
     return (f"running {left} trials {how}{', lr-only groups stacked' if stacked else ''}; "
             f"study {name!r} at {redact(url)}")
 

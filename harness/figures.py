@@ -27,31 +27,33 @@ def _epochs(values: list) -> list:
     return list(range(1, len(values) + 1))
 
 
-def curves(history: dict, title: str, path) -> None:
-    """Two panels: train/val loss and train/val accuracy per epoch (the notebook's plot_train_val)."""
+def curves(history: dict, title: str, path, metric: str = "Accuracy") -> None:
+    """Two panels: train/val loss and train/val accuracy (`metric`: the task's main metric) per epoch
+    (the notebook's plot_train_val)."""
     fig = Figure(figsize=(10, 3.8))
-    for ax, key, name in ((fig.add_subplot(121), "loss", "Loss"), (fig.add_subplot(122), "acc", "Accuracy")):
+    for ax, key, name in ((fig.add_subplot(121), "loss", "Loss"), (fig.add_subplot(122), "acc", metric)):
         for split in ("train", "val"):
             values = history[f"{split}_{key}"]
             if any(isinstance(v, float) and math.isfinite(v) for v in values):
                 ax.plot(_epochs(values), values, marker=".", label=split)
         ax.set(title=name, xlabel="epoch", ylabel=name.lower())
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a run that diverged in its first epoch has no finite point
+            ax.legend()
     reason = f"\ndiverged: {history.get('diverged_reason', '')}" if history.get("diverged") else ""
     fig.suptitle(title + reason, fontsize=10, y=1.04 if reason else 1.0)
     _save(fig, path)
 
 
-def overlay(histories: dict, title: str, path) -> None:
-    """Val loss and val accuracy per epoch, one line per run, overlaid (log scale for the loss)."""
+def overlay(histories: dict, title: str, path, metric: str = "Accuracy") -> None:
+    """Val loss and val accuracy (`metric`) per epoch, one line per run, overlaid (log scale for the loss)."""
     fig = Figure(figsize=(11, 4))
     loss_ax, acc_ax = fig.add_subplot(121), fig.add_subplot(122)
     for name, h in histories.items():
         loss_ax.plot(_epochs(h["val_loss"]), h["val_loss"], marker=".", label=name)
         acc_ax.plot(_epochs(h["val_acc"]), h["val_acc"], marker=".", label=name)
     loss_ax.set(title="val loss per epoch", xlabel="epoch", ylabel="val loss", yscale="log")
-    acc_ax.set(title="val accuracy per epoch", xlabel="epoch", ylabel="val accuracy")
+    acc_ax.set(title=f"val {metric} per epoch", xlabel="epoch", ylabel=f"val {metric}")
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import stat
+import warnings
 
 import numpy as np
 import optuna
@@ -298,6 +299,25 @@ def test_report_and_outputs_come_from_the_study(tmp_path, data):
     assert {"overlay.png", "bars.png"} <= set(paths) and len(pngs) == 2 + 4  # overlay, bars, a curve per run
     assert all(is_png(p) for p in pngs)
     assert (tmp_path / "table.txt").read_text().count("±") >= 2
+
+
+def test_figures_name_the_tasks_metric_and_draw_a_run_that_diverged_at_once(tmp_path, monkeypatch):
+    """A regression's curves and overlay say R2, not accuracy; a run with no finite point (diverged in its
+    first epoch) draws without matplotlib's "No artists with labels" warning."""
+    from harness import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.__setitem__(path.name, fig))
+    nan = math.nan
+    results = [fake_result(lr, 0, acc) for lr, acc in ((0.1, 0.9), (1.0, nan))]
+    for r, h in zip(results, ([1.0, 0.5], [nan])):
+        r["row"].update(Score=r["row"]["Accuracy"], Score_metric="R2")
+        r["history"] = {"train_loss": h, "val_loss": h, "train_acc": h, "val_acc": h}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
+    assert drawn["curves_lr0.1.png"].axes[1].get_title() == "R2"
+    assert drawn["overlay.png"].axes[1].get_title() == "val R2 per epoch"
 
 
 def test_output_files_get_the_users_mode(tmp_path, data):

@@ -146,16 +146,17 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     from harness import figures as fig  # matplotlib: a quarter of a second, only when drawing
 
     names = labels([r["config"] for r in results], vary)
+    metric = next((r["row"].get("Score_metric") for r in results if r["row"].get("Score_metric")), "Accuracy")
     several_seeds = len({r["config"]["seed"] for r in results}) > 1
     first = {}  # one run per configuration (its first seed) for the overlay
     for r, name in zip(results, names):
         first.setdefault(name, r["history"])
         seed = f"_seed{r['config']['seed']}" if several_seeds else ""
         path = out / "figures" / f"curves_{slug(name)}{seed}.png"
-        fig.curves(r["history"], f"{title} {name}{seed.replace('_', ' ')}".strip(), path)
+        fig.curves(r["history"], f"{title} {name}{seed.replace('_', ' ')}".strip(), path, metric=metric)
         paths[path.name] = path
     paths["overlay.png"] = out / "figures" / "overlay.png"
-    fig.overlay(first, title, paths["overlay.png"])
+    fig.overlay(first, title, paths["overlay.png"], metric=metric)
     paths["bars.png"] = out / "figures" / "bars.png"
     ordered = sorted(rows, key=lambda r: tuple(r[v] for v in vary))
     configs = [{"lr": r["learning_rate"], "batch_size": r["batch_size"]} for r in ordered]

@@ -14,7 +14,8 @@ import math
 
 import torch
 
-from harness.batching import as_pair, batch_len, leaves, split_len, subset
+from harness.batching import as_pair, batch_len, leaves, split_len, subset, take
+from harness.checks import masks
 from harness.checks import recipe_ops as ops
 from harness.checks.result import CheckResult, failed, passed
 
@@ -429,6 +430,8 @@ def check_labels_predictable(data, recipe, max_samples: int = SAMPLE) -> CheckRe
     x, y = sample(data.train, max_samples)
     if getattr(recipe.task, "name", None) == "regression":
         return _check_targets_predictable(data, x, y, max_samples)
+    if getattr(recipe.task, "name", None) == "dense":
+        return _check_masks_aligned(data, recipe)
     if num_classes is None or not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dim() != 1:
         return ops.skipped(check, "targets are not one class index per sample")
     half = len(y) // 2
@@ -515,6 +518,64 @@ def _check_targets_predictable(data, x, y, max_samples) -> CheckResult:
                       ["the val targets were shuffled, sorted or read separately from the val inputs",
                        "val targets use other units or columns than train's"], r2=vscore)
     return passed(check, seen, r2=score, val_r2=vscore)
+
+
+MASK_ROWS = 256  # samples of each split whose masks are compared with their images
+
+
+def _check_masks_aligned(data, recipe) -> CheckResult:
+    """Segmentation: each split's masks fit their images better than the same masks flipped, rotated
+    180° or transposed do (checks.masks), on MASK_ROWS samples of train, then of val. An alternative
+    that fits better on more samples than chance allows means the masks do not line up with their
+    images: transposed (H and W swapped), or flipped by an augmentation that left the mask alone."""
+    check = "labels_predictable"
+    ignore = getattr(recipe.task, "ignore_index", None)
+    seen = []
+    for name in ("train", "val"):
+        split = getattr(data, name)
+        if split is None or not _usable(split):
+            continue
+        x, y = sample(split)
+        x, y = take(x, slice(0, MASK_ROWS)), take(y, slice(0, MASK_ROWS))
+        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dim() != 3:
+            return ops.skipped(check, "targets are not one mask (N, H, W) per image: a class per token or "
+                                      "position has no image to line up with")
+        image = masks.image_for(x, y)
+        if image is None:
+            return ops.skipped(check, f"no input is an image of the masks' size {tuple(y.shape[1:])} "
+                                      "((N, C, H, W) or (N, H, W) floats)")
+        stats = masks.alignment(image, y, -100 if ignore is None else ignore)
+        if not stats.wins:
+            continue
+        worst, share = max(stats.wins.items(), key=lambda kv: kv[1])
+        bar = max(0.1, stats.chance + 4 * math.sqrt(stats.chance * (1 - stats.chance) / stats.n))
+        seen.append(f"{name}: the mask {_MOVED[worst]} fits its image better than the mask itself in "
+                    f"{share:.0%} of {stats.n} samples (chance up to {bar:.0%}; flipped or rotated 180° masks"
+                    f"{', transposed ones' if 'transpose' in stats.wins else ''} tried); the mask fits better "
+                    f"than {masks.OTHERS} other samples' masks in {stats.fits:.0%}")
+        if share > bar:
+            return failed(check, "masks_misaligned", seen[-1],
+                          f"each mask fits its own image better than the mask {_MOVED[worst]} does (on all but "
+                          f"{bar:.0%} of samples)",
+                          "a model trained on masks that do not line up with their images learns the wrong pixels: "
+                          "it reaches a poor IoU however long it trains, and the validation numbers mislead",
+                          _MISALIGNED_HINTS[worst] + ["if the masks are meant to differ from the image this way, "
+                                                      "suppress this check"], share=share, alternative=worst)
+    if not seen:
+        return ops.skipped(check, "no split has masks with two classes or more to compare with their images")
+    return passed(check, "; ".join(seen))
+
+
+_MOVED = {"hflip": "flipped left-right", "vflip": "flipped upside down", "rot180": "rotated 180°",
+          "transpose": "transposed (H and W swapped)"}
+_FLIP_HINTS = ["an augmentation that flips the image but not its mask: apply the same random flip to both "
+               "(torchvision.transforms.v2 with tv_tensors.Mask, or one random draw for image and mask)",
+               "masks read with another orientation than the images (a different image library or loader)"]
+_MISALIGNED_HINTS = {
+    "hflip": _FLIP_HINTS, "vflip": _FLIP_HINTS, "rot180": _FLIP_HINTS,
+    "transpose": ["masks transposed relative to their images: (W, H) arrays from a library that stores x first, "
+                  "or a .T / .transpose(1, 2) on one of the two; give both as (H, W)",
+                  "an augmentation that transposes or rotates 90° the image but not its mask"]}
 
 
 def _shifted(data) -> bool:

@@ -74,8 +74,9 @@ _ALL = (
           ("labels_out_of_range", "class_missing")),
     Check("class_balance", "data", "a majority class the model will learn instead", ("classes_imbalanced",)),
     Check("splits_disjoint", "data", "val/test samples that are also in train", ("splits_overlap",)),
-    Check("labels_predictable", "data", "labels shuffled apart from their inputs (train or val)",
-          ("labels_look_shuffled", "val_labels_look_shuffled")),
+    Check("labels_predictable", "data", "labels shuffled apart from their inputs (train or val); segmentation "
+          "masks flipped or transposed relative to their images", ("labels_look_shuffled", "val_labels_look_shuffled",
+                                                                    "masks_misaligned")),
     Check("train_distinct", "data", "a debug subset left on: few distinct training samples",
           ("train_rows_mostly_duplicates", "train_smaller_than_val")),
     Check("train_val_shift", "data", "a validation split preprocessed differently from the training split",

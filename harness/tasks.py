@@ -490,8 +490,7 @@ class Dense(Task):
     class_dim: int = 1
     name = "dense"
     main_metric = "accuracy"
-    skips = {"class_balance": "dense targets hold a class per position, not per sample",
-             "labels_predictable": "dense targets hold a class per position, not per sample"}
+    skips = {"class_balance": "dense targets hold a class per position, not per sample"}
 
     def __post_init__(self):
         object.__setattr__(self, "num_classes", count(self.num_classes, "Dense num_classes", 2))

@@ -142,6 +142,74 @@ def test_labels_predictable():
     assert r.name == "val_labels_look_shuffled"
 
 
+def _shapes(n=256, size=32, contrast=0.6, noise=0.3, seed=0):
+    """Segmentation on synthetic scenes: 1-3 ellipses or boxes of classes 1..4 on a textured background,
+    each a colour `contrast` from the background's, plus pixel noise `noise`; masks (N, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    images, masks = torch.zeros(n, 3, size, size), torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):
+        background = torch.rand(3, 1, 1, generator=g)
+        texture = 0.3 * F.interpolate(torch.randn(1, 3, 6, 6, generator=g), size=(size, size), mode="bilinear")[0]
+        image = background + texture
+        for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
+            cy, cx = (torch.rand(2, generator=g) * size).tolist()
+            ry, rx = (3 + torch.rand(2, generator=g) * size / 4).tolist()
+            inside = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1) if torch.rand((), generator=g) < 0.5 \
+                else ((yy - cy).abs() < ry) & ((xx - cx).abs() < rx)
+            colour = background + contrast * (2 * torch.rand(3, 1, 1, generator=g) - 1)
+            image = torch.where(inside, colour + texture, image)
+            masks[i][inside] = int(torch.randint(1, 5, (1,), generator=g))
+        images[i] = image + noise * torch.randn(3, size, size, generator=g)
+    return images, masks
+
+
+def test_r2_of_a_mask_matches_plain_torch():
+    """The share of an image's variance its mask's regions explain, against a per-class loop."""
+    from harness.checks.masks import _r2
+    x, y = _shapes(n=3, seed=1)
+    got = _r2(x.reshape(3, 3, -1), F.one_hot(y.reshape(3, -1), 5).movedim(-1, 1).float(), torch.ones(3, 32 * 32))
+    for i in range(3):
+        pixels, labels = x[i].reshape(3, -1), y[i].reshape(-1)
+        total = ((pixels - pixels.mean(1, keepdim=True)) ** 2).sum()
+        within = sum(((pixels[:, labels == k] - pixels[:, labels == k].mean(1, keepdim=True)) ** 2).sum()
+                     for k in labels.unique())
+        assert float(got[i]) == pytest.approx(float(1 - within / total), rel=1e-4)
+
+
+def _segmentation(images, masks, val=None):
+    return Data(train=(images, masks), val=val), recipe(task=tasks.Dense(5), num_classes=None)
+
+
+@pytest.mark.parametrize("contrast, noise", [(0.6, 0.3), (0.3, 0.3), (0.15, 0.5), (0.05, 0.5)])
+@pytest.mark.parametrize("seed", range(2))
+def test_masks_misaligned_catches_transposed_and_flipped_masks_not_faint_images(contrast, noise, seed):
+    """Masks that line up with their images pass, however faint the images (down to a contrast no
+    alignment can be read from); transposed masks, and masks of images flipped alone, are named
+    wherever the images show their objects."""
+    x, y = _shapes(contrast=contrast, noise=noise, seed=seed)
+    d, r = _segmentation(x, y)
+    assert D.check_labels_predictable(d, r).passed, D.check_labels_predictable(d, r)
+    if contrast < 0.3:
+        return
+    flipped = torch.rand(len(y), generator=torch.Generator().manual_seed(seed)) < 0.5
+    for images, masks, moved in ((x, y.transpose(1, 2), "transposed"),
+                                 (torch.where(flipped[:, None, None, None], x.flip(-1), x), y, "flipped left-right"),
+                                 (torch.where(flipped[:, None, None, None], x.flip(-2), x), y, "flipped upside down")):
+        found = D.check_labels_predictable(*_segmentation(images, masks))
+        assert found.name == "masks_misaligned" and moved in found.observed, (moved, found)
+
+
+def test_masks_misaligned_reads_val_and_skips_what_has_no_image():
+    x, y = _shapes(n=300)
+    d, r = _segmentation(x[:256], y[:256], val=(x[256:], y[256:].transpose(1, 2)))
+    found = D.check_labels_predictable(d, r)
+    assert found.name == "masks_misaligned" and found.observed.startswith("val:"), found
+    tagging = recipe(task=tasks.Dense(5, class_dim=-1), num_classes=None)
+    tokens = Data(train=(torch.randn(64, 7, 3), torch.randint(0, 5, (64, 7))), val=None)
+    assert "a class per token" in D.check_labels_predictable(tokens, tagging).data["skipped"]
+
+
 def test_labels_predictable_reads_token_ids_as_a_bag():
     g = torch.Generator().manual_seed(0)
     y = torch.arange(400) % 4

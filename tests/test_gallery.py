@@ -39,6 +39,13 @@ def test_healthy_recipe_passes(pytester, name, seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", healthy.HEALTHY_DENSE)
+def test_healthy_dense_recipe_passes(pytester, name, seed):
+    result = run_sanity(pytester, f"{GALLERY / 'healthy.py'}:{name}", "--harness-seed", str(seed))
+    assert_healthy(result, "sanity", "dense")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_default_recipe_passes(pytester, seed):
     result = run_sanity(pytester, "digits28", "--harness-seed", str(seed))
     assert_healthy(result)

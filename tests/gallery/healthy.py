@@ -143,3 +143,20 @@ TOP1_MOE = Recipe(model=TopOneMoE, data=digits28, num_classes=10, optimizer=adam
 
 HEALTHY = ["SHIFT_AUGMENTATION", "SMALL_CNN", "BN_DROPOUT_MLP_ADAM", "LSTM", "FROZEN_FIRST_LAYER", "CUSTOM_BACKWARD",
            "ZERO_HEAD_SMOOTHED_SGD", "ADAMW", "TOP1_MOE"]
+
+
+# --- healthy recipes of other tasks (tests/test_gallery.py runs them with their task's counts) -------
+
+# twin of task_bugs.py's SEGMENTATION_FLIP_IMAGE_ONLY: the same random flips applied to image and mask
+def SEGMENTATION_FLIPS():
+    from tests.gallery.task_bugs import RandomFlips, example
+    ex = example("segmentation")
+
+    def load_data():
+        d = ex.load_data()
+        return Data(train=RandomFlips(d.train, flip_masks=True), val=d.val, test=d.test, class_names=d.class_names)
+
+    return ex.RECIPE.replace(data=load_data, name="segmentation_flips")
+
+
+HEALTHY_DENSE = ["SEGMENTATION_FLIPS"]

@@ -103,6 +103,49 @@ def SEGMENTATION_MIXES_SAMPLES():
     return ex.RECIPE.replace(model=BatchStandardisedUNet, name="segmentation_mixes_samples")
 
 
+class RandomFlips(torch.utils.data.Dataset):
+    """A segmentation split (images, masks) as a Dataset that flips half the images left-right at
+    random, and their masks too when `flip_masks` (the healthy augmentation: healthy.py's
+    SEGMENTATION_FLIPS) or not (the bug below)."""
+
+    def __init__(self, split, flip_masks: bool = True):
+        self.x, self.y = split
+        self.flip_masks = flip_masks
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        x, y = self.x[i], self.y[i]
+        if torch.rand(()) < 0.5:
+            x, y = x.flip(-1), (y.flip(-1) if self.flip_masks else y)
+        return x, y
+
+
+# segmentation: a random flip applied to the image but not to its mask (R's SEG_FLIP_IMAGE_ONLY: 19 checks passed)
+def SEGMENTATION_FLIP_IMAGE_ONLY():
+    ex = example("segmentation")
+
+    def load_data():
+        d = ex.load_data()
+        return Data(train=RandomFlips(d.train, flip_masks=False), val=d.val, test=d.test, class_names=d.class_names)
+
+    return ex.RECIPE.replace(data=load_data, name="segmentation_flip_image_only")
+
+
+# segmentation: masks transposed relative to their images, H and W swapped (square images, so every
+# shape matches; R's SEG_MASK_TRANSPOSED: 20 checks passed)
+def SEGMENTATION_MASKS_TRANSPOSED():
+    ex = example("segmentation")
+
+    def load_data():
+        d = ex.load_data()
+        return Data(*((x, y.transpose(1, 2).contiguous()) for x, y in (d.train, d.val, d.test)),
+                    class_names=d.class_names)
+
+    return ex.RECIPE.replace(data=load_data, name="segmentation_masks_transposed")
+
+
 # tagging: the LSTM is built without batch_first but fed (N, T, F), so it runs along the batch
 def TAGGING_TIME_MAJOR():
     ex = example("tagging")
@@ -185,6 +228,8 @@ CAUGHT_BY = {
     "MULTILABEL_LAST_LABEL_CONSTANT": "cannot_overfit_batch",
     "REGRESSION_BROADCAST": "output_shape_wrong",
     "SEGMENTATION_MIXES_SAMPLES": "batch_samples_interact",
+    "SEGMENTATION_FLIP_IMAGE_ONLY": "masks_misaligned",
+    "SEGMENTATION_MASKS_TRANSPOSED": "masks_misaligned",
     "TAGGING_TIME_MAJOR": "batch_samples_interact",
     "LM_CAUSAL_MASK_MISSING": "future_tokens_leak",
     "LM_UNSHIFTED_TARGETS": "targets_not_shifted",
@@ -201,6 +246,8 @@ EXAMPLE = {
     "MULTILABEL_LAST_LABEL_CONSTANT": "multilabel",
     "REGRESSION_BROADCAST": "regression",
     "SEGMENTATION_MIXES_SAMPLES": "segmentation",
+    "SEGMENTATION_FLIP_IMAGE_ONLY": "segmentation",
+    "SEGMENTATION_MASKS_TRANSPOSED": "segmentation",
     "TAGGING_TIME_MAJOR": "tagging",
     "LM_CAUSAL_MASK_MISSING": "causal_lm",
     "LM_UNSHIFTED_TARGETS": "causal_lm",

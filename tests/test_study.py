@@ -173,6 +173,17 @@ def test_another_recipe_in_the_same_folder_is_refused_naming_both(tmp_path, data
                         recipe=TINY, data=data, progress=False)
 
 
+def test_one_recipe_file_spelled_another_way_is_the_same_recipe(tmp_path, data, monkeypatch):
+    """recipes.py:TINY, ./recipes.py:TINY and /abs/path/recipes.py:TINY (another machine's checkout)
+    join one study; they were refused as another recipe with two identical fingerprints."""
+    monkeypatch.chdir(tmp_path)
+    study.run_study("recipes.py:TINY", sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False)
+    for spec in ("./recipes.py:TINY", "/elsewhere/checkout/recipes.py:TINY"):
+        assert len(study.run_study(spec, sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False)) == 1
+    with pytest.raises(RecipeError, match="holds runs of recipes.py:TINY"):  # another object is another recipe
+        study.run_study("recipes.py:SMALL", sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False)
+
+
 def test_another_study_in_the_same_folder_is_refused(tmp_path, data):
     """A sweep in a search's --out would overwrite the search's table and figures: refused in one line."""
     study.run_study(None, sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False, study="search")

@@ -220,6 +220,17 @@ def recipe_identity(spec: Optional[str], recipe, data) -> dict:
             "data": sizes}
 
 
+def same_spec(spec: str) -> str:
+    """A recipe spec as identities compare it: a file by its name and object, `recipes.py:RECIPE`,
+    however its path is spelled (`recipes.py`, `./recipes.py:RECIPE`, or /home/me/... on one machine
+    and /srv/... on another joining the same study); module and built-in specs as they are."""
+    target, _, attr = str(spec).partition(":")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        file = target.replace("\\", "/").rsplit("/", 1)[-1]
+        return f"{file}:{attr or 'RECIPE'}"
+    return f"{target}:{attr or 'RECIPE'}" if ":" in str(spec) or "." in target else str(spec)
+
+
 def describe_recipe(identity: dict) -> str:
     sizes = "/".join(str(v) for v in identity["data"].values())
     return f"{identity['spec']} ({identity['model']}, {identity['params']:,} params, {identity['task']}, data {sizes})"

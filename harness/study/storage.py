@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from harness.recipe import RecipeError
-from harness.study.configs import Config, describe_recipe
+from harness.study.configs import Config, describe_recipe, same_spec
 
 HEARTBEAT = 10          # seconds between a running trial's heartbeats; stale after 3x
 PLAN_WAIT = 30          # seconds a joining worker waits for the creator to enqueue the plan
@@ -212,7 +212,7 @@ def open_study(storage, name: str, identity: dict, plan: list, distributions: di
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         theirs = _wait_for(study, "identity")
-        if theirs is not None and theirs != identity:
+        if theirs is not None and _compared(theirs) != _compared(identity):
             raise RecipeError(refusal(name, theirs, identity))
         if _wait_for(study, "planned") is None or plan:
             enqueue(study, [c for c in plan if c.key() in _missing(study, plan)])
@@ -223,6 +223,13 @@ def open_study(storage, name: str, identity: dict, plan: list, distributions: di
     enqueue(study, plan, distributions)
     study.set_user_attr("planned", len(plan))
     return study
+
+
+def _compared(identity: dict) -> dict:
+    """The identity with its recipe spec as `same_spec` spells it: one recipe file given by another
+    path (another machine's checkout, ./recipes.py) is the same recipe."""
+    recipe = identity.get("recipe", {})
+    return {**identity, "recipe": {**recipe, "spec": same_spec(recipe.get("spec", ""))}}
 
 
 def _wait_for(study, attr: str):

@@ -464,7 +464,8 @@ def _not_reached(recipe, model, x, y, none, zero, more, seed):
     none = [n for n in none if n not in conditional]
     zero = [n for n in zero if n not in conditional]
     elsewhere = " (nor from other training rows or freshly built models)"
-    seen_none = " (their modules ran on this batch: the graph is cut after them)" if set(none) <= cut else elsewhere
+    seen_none = (" (their modules ran on this batch, yet no gradient came back: the graph is cut after them, or "
+                 "the module does not use them)" if set(none) <= cut else elsewhere)
     note = (f"; {len(conditional)} of them only from other rows or another initialisation, not from this batch "
             f"(conditional computation: {_few(sorted(conditional), 3)})" if conditional else "")
     return none, zero, seen_none, elsewhere, note

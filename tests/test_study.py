@@ -258,6 +258,44 @@ def test_tpe_search_runs_distinct_configurations_with_explicit_seeds(tmp_path, d
     assert counts(load_existing(default_url(tmp_path), None))["complete"] + 0 >= 1
 
 
+def test_a_study_whose_creator_was_stopped_at_the_start_is_joined_without_waiting(tmp_path, monkeypatch):
+    """Ctrl-C while a study was being created (identity set, plan not yet enqueued): the same command run
+    again waited PLAN_WAIT (30 s) for a creator that was gone, then left the study without its
+    distributions. Now it goes on once no trial has been added for PLAN_STALL seconds (virtual clock)."""
+    from types import SimpleNamespace
+
+    from harness.study import storage as storage_module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(storage_module, "time", SimpleNamespace(
+        monotonic=lambda: clock["now"], sleep=lambda s: clock.__setitem__("now", clock["now"] + s)))
+    plan = sweep([0.01, 0.1])
+    identity = {"recipe": {"spec": "tiny"}, "settings": {}}
+    st = storage_module.open_storage(default_url(tmp_path))
+    optuna.create_study(study_name="study", storage=st, direction="maximize").set_user_attr("identity", identity)
+    joined = storage_module.open_study(st, "study", identity, plan, storage_module.distributions_for(plan))
+    assert clock["now"] < storage_module.PLAN_WAIT
+    assert sorted(t.user_attrs["key"] for t in joined.get_trials()) == sorted(c.key() for c in plan)
+    assert set(storage_module.study_distributions(joined)) == {"lr", "batch_size", "seed"}
+
+
+def test_joining_a_study_reads_its_trials_once_however_big_the_plan(tmp_path, monkeypatch):
+    """Every re-run (and every worker joining) checks which planned configurations are missing: that read
+    every trial once per configuration, so re-running a 900-trial search spun for minutes before its first trial."""
+    from harness.study import storage as storage_module
+
+    plan = study.sweep_configs("lr", [10 ** -k for k in range(1, 6)], lr=0.1, batch_size=128, epochs=1,
+                               seeds=range(8))
+    identity = {"recipe": {"spec": "tiny"}, "settings": {}}
+    st = storage_module.open_storage(default_url(tmp_path))
+    storage_module.open_study(st, "study", identity, plan, storage_module.distributions_for(plan))
+    reads = []
+    original = optuna.Study.get_trials
+    monkeypatch.setattr(optuna.Study, "get_trials", lambda self, *a, **k: reads.append(1) or original(self, *a, **k))
+    joined = storage_module.open_study(st, "study", identity, plan, storage_module.distributions_for(plan))
+    assert len(reads) <= 2 and len(joined.get_trials()) == 40
+
+
 def _one_done_one_claimed(tmp_path, data):
     """A study with lr 0.01 finished and lr 0.1 claimed (RUNNING) by a "worker" that then dies:
     (configs, the study, its storage, the claimed trial)."""

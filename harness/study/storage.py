@@ -31,6 +31,7 @@ from harness.study.configs import Config, describe_recipe, same_spec
 
 HEARTBEAT = 10          # seconds between a running trial's heartbeats; stale after 3x
 PLAN_WAIT = 30          # seconds a joining worker waits for the creator to enqueue the plan
+PLAN_STALL = 5          # ... or for its next trial: a creator silent this long was stopped
 FINISHED = ("COMPLETE", "PRUNED")
 
 
@@ -211,11 +212,17 @@ def open_study(storage, name: str, identity: dict, plan: list, distributions: di
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        theirs = _wait_for(study, "identity")
+        theirs = _wait_for(study, "identity", storage)
         if theirs is not None and _compared(theirs) != _compared(identity):
             raise RecipeError(refusal(name, theirs, identity))
-        if _wait_for(study, "planned") is None or plan:
-            enqueue(study, [c for c in plan if c.key() in _missing(study, plan)])
+        attrs = study.user_attrs  # a creator stopped before saying what the study is: say it for it
+        for attr, value in (("identity", identity), ("distributions", {k: distribution_to_json(d)
+                                                                        for k, d in distributions.items()})):
+            if attr not in attrs:
+                study.set_user_attr(attr, value)
+        if _wait_for(study, "planned", storage) is None or plan:
+            missing = _missing(study, plan)  # once: each call reads every trial of the study
+            enqueue(study, [c for c in plan if c.key() in missing])
             study.set_user_attr("planned", len(plan))
         return study
     study.set_user_attr("identity", identity)
@@ -232,13 +239,22 @@ def _compared(identity: dict) -> dict:
     return {**identity, "recipe": {**recipe, "spec": same_spec(recipe.get("spec", ""))}}
 
 
-def _wait_for(study, attr: str):
-    """A study attribute its creator sets just after creating it (None after PLAN_WAIT seconds)."""
-    deadline = time.monotonic() + PLAN_WAIT
+def _wait_for(study, attr: str, storage):
+    """A study attribute its creator sets just after creating it; None after PLAN_WAIT seconds, or
+    after PLAN_STALL seconds in which no trial was added: the creator was stopped while it enqueued
+    the plan (Ctrl-C at start), and the same command run again must not hang for PLAN_WAIT."""
+    start = time.monotonic()
+    added, since = None, start
     while True:
         value = study.user_attrs.get(attr)
-        if value is not None or time.monotonic() > deadline:
+        now = time.monotonic()
+        if value is not None or now - start > PLAN_WAIT:
             return value
+        trials = storage.get_n_trials(study._study_id)
+        if trials != added:
+            added, since = trials, now
+        elif now - since > PLAN_STALL:
+            return None
         time.sleep(0.2)
 
 

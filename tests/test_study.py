@@ -196,8 +196,11 @@ def test_another_study_in_the_same_folder_is_refused(tmp_path, data):
 def test_progress_names_the_tasks_main_metric():
     """The bar's best value is the task's main metric (R2 for a regression), not always 'acc'."""
     s = optuna.create_study(direction="maximize")
-    s.add_trial(optuna.trial.create_trial(value=0.25, user_attrs={"row": {"Score_metric": "R2"}}))
     stream = io.StringIO()
+    with StudyProgress(s, total=2, stream=stream):  # before the first result: no metric named yet
+        pass
+    assert "best -" in stream.getvalue() and "Accuracy" not in stream.getvalue()
+    s.add_trial(optuna.trial.create_trial(value=0.25, user_attrs={"row": {"Score_metric": "R2"}}))
     with StudyProgress(s, total=2, stream=stream):
         pass
     assert counts(s)["metric"] == "R2" and "best R2 0.2500" in stream.getvalue()

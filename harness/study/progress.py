@@ -49,9 +49,9 @@ class StudyProgress:
             self.bar.unpause()
         elif done > self.bar.n:
             self.bar.update(min(done, self.total) - self.bar.n)
-        best = f"{c['best']:.4f}" if c["best"] is not None else "-"
+        best = f"{c['metric']} {c['best']:.4f}" if c["best"] is not None else "-"  # the metric once one is known
         self.bar.set_postfix_str(f"running {c['running']}, pruned {c['pruned']}, failed {c['fail']}, "
-                                 f"best {c['metric']} {best}", refresh=True)
+                                 f"best {best}", refresh=True)
 
     def _loop(self):
         while not self.stop.wait(self.every):

@@ -184,6 +184,21 @@ def test_one_recipe_file_spelled_another_way_is_the_same_recipe(tmp_path, data, 
         study.run_study("recipes.py:SMALL", sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False)
 
 
+def test_a_sqlite_storage_that_cannot_be_opened_names_the_path_problem(tmp_path, monkeypatch):
+    """SQLite says only "unable to open database file"; the line says which: a folder, a missing folder, a
+    relative path where an absolute one was meant (three slashes, not four). It said to give a PostgreSQL URL."""
+    from harness.study.storage import open_storage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir.db").mkdir()
+    for url, says in ((f"sqlite:///{tmp_path / 'adir.db'}", "adir.db is a folder; give a file in it"),
+                      (f"sqlite:///{tmp_path / 'nope' / 'x.db'}", f"the folder {tmp_path / 'nope'} does not exist"),
+                      ("sqlite:///nope/x.db", "an absolute path takes four slashes: sqlite:////nope/x.db")):
+        with pytest.raises(RecipeError) as info:
+            open_storage(url)
+        assert says in str(info.value) and str(info.value).startswith(f"--storage {url}: "), str(info.value)
+
+
 def test_another_study_in_the_same_folder_is_refused(tmp_path, data):
     """A sweep in a search's --out would overwrite the search's table and figures: refused in one line."""
     study.run_study(None, sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False, study="search")

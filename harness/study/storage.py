@@ -82,8 +82,25 @@ def storage_problem(error: BaseException, url: str, named: Optional[str] = None)
         path = url[len("sqlite:///"):]
         return (f"{named}: {path} is damaged ({text}); delete it to start the study afresh (its finished "
                 f"trials are lost), or use another {flag}")
+    if url.startswith("sqlite:///") and "unable to open database file" in low:
+        return f"{named}: {_sqlite_path_problem(Path(url[len('sqlite:///'):]))}"
     return (f"{named}: cannot open it ({text}); give a database URL such as postgresql+psycopg://user@host/db "
             "or sqlite:///path/study.db")
+
+
+def _sqlite_path_problem(path: Path) -> str:
+    """Why SQLite could not open the file at `path`, and the fix (its message names neither)."""
+    import os
+
+    if path.is_dir():
+        return f"{path} is a folder; give a file in it, e.g. sqlite:///{path / 'study.db'}"
+    relative = "" if path.is_absolute() else (f" (a relative path, from {Path.cwd()}; an absolute path takes four "
+                                              f"slashes: sqlite:////{path})")
+    if not path.parent.is_dir():
+        return f"the folder {path.parent} does not exist{relative}; create it or correct the path"
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"cannot write {path} (read-only); choose a folder you can write to"
+    return f"SQLite cannot open {path}{relative}; choose a file in a folder you can write to"
 
 
 @contextmanager

@@ -199,6 +199,18 @@ def test_a_sqlite_storage_that_cannot_be_opened_names_the_path_problem(tmp_path,
         assert says in str(info.value) and str(info.value).startswith(f"--storage {url}: "), str(info.value)
 
 
+def test_a_storage_url_with_an_unknown_scheme_or_no_driver_names_the_fix():
+    """A typo'd scheme and a driver that is not installed: one line each with what to give or install (both
+    said only SQLAlchemy's or Optuna's words, then to give a PostgreSQL URL)."""
+    from harness.study.storage import open_storage
+
+    for url, says in (("postgres://me@db/studies", "'postgres' is not a database scheme SQLAlchemy knows"),
+                      ("mysql+mysqldb://me@db/studies", "the driver for mysql+mysqldb is not installed")):
+        with pytest.raises(RecipeError) as info:
+            open_storage(url)
+        assert says in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
 def test_another_study_in_the_same_folder_is_refused(tmp_path, data):
     """A sweep in a search's --out would overwrite the search's table and figures: refused in one line."""
     study.run_study(None, sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False, study="search")

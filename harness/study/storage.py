@@ -82,6 +82,13 @@ def storage_problem(error: BaseException, url: str, named: Optional[str] = None)
         path = url[len("sqlite:///"):]
         return (f"{named}: {path} is damaged ({text}); delete it to start the study afresh (its finished "
                 f"trials are lost), or use another {flag}")
+    scheme = url.split("://", 1)[0]
+    if "can't load plugin" in low:  # postgres://, sqlte://: a scheme SQLAlchemy does not know
+        return (f"{named}: {scheme!r} is not a database scheme SQLAlchemy knows; give sqlite:///path/study.db or "
+                "postgresql+psycopg://user@host/db")
+    if "failed to import db access module" in low:
+        return (f"{named}: the driver for {scheme} is not installed in this environment; for PostgreSQL pip install "
+                "'recipe-harness[postgres]' (postgresql+psycopg://), for MySQL pip install pymysql (mysql+pymysql://)")
     if url.startswith("sqlite:///") and "unable to open database file" in low:
         return f"{named}: {_sqlite_path_problem(Path(url[len('sqlite:///'):]))}"
     return (f"{named}: cannot open it ({text}); give a database URL such as postgresql+psycopg://user@host/db "

@@ -200,12 +200,13 @@ def test_a_sqlite_storage_that_cannot_be_opened_names_the_path_problem(tmp_path,
 
 
 def test_a_storage_url_with_an_unknown_scheme_or_no_driver_names_the_fix():
-    """A typo'd scheme and a driver that is not installed: one line each with what to give or install (both
-    said only SQLAlchemy's or Optuna's words, then to give a PostgreSQL URL)."""
+    """A typo'd scheme, a driver that is not installed, a server that does not answer: one line each with
+    what to give, install or check (all said SQLAlchemy's or Optuna's words, then to give a PostgreSQL URL)."""
     from harness.study.storage import open_storage
 
     for url, says in (("postgres://me@db/studies", "'postgres' is not a database scheme SQLAlchemy knows"),
-                      ("mysql+mysqldb://me@db/studies", "the driver for mysql+mysqldb is not installed")):
+                      ("mysql+mysqldb://me@db/studies", "the driver for mysql+mysqldb is not installed"),
+                      ("postgresql+psycopg://me@127.0.0.1:1/studies", "check that the server is running")):
         with pytest.raises(RecipeError) as info:
             open_storage(url)
         assert says in str(info.value) and "\n" not in str(info.value), str(info.value)

@@ -89,6 +89,9 @@ def storage_problem(error: BaseException, url: str, named: Optional[str] = None)
     if "failed to import db access module" in low:
         return (f"{named}: the driver for {scheme} is not installed in this environment; for PostgreSQL pip install "
                 "'recipe-harness[postgres]' (postgresql+psycopg://), for MySQL pip install pymysql (mysql+pymysql://)")
+    if "connection failed" in low or "failed to resolve host" in low or "could not connect" in low:
+        return (f"{named}: cannot connect ({text}); check that the server is running and reachable from here, "
+                "and the host, port, user, password and database in the URL")
     if url.startswith("sqlite:///") and "unable to open database file" in low:
         return f"{named}: {_sqlite_path_problem(Path(url[len('sqlite:///'):]))}"
     return (f"{named}: cannot open it ({text}); give a database URL such as postgresql+psycopg://user@host/db "

@@ -327,6 +327,26 @@ def test_joining_a_study_reads_its_trials_once_however_big_the_plan(tmp_path, mo
     assert len(reads) <= 2 and len(joined.get_trials()) == 40
 
 
+def test_a_study_made_by_other_code_is_refused_not_taken_over(tmp_path, monkeypatch):
+    """An Optuna study of the same name that harness did not make (trials, no identity): one line, and
+    nothing written into it (it was given our identity and plan after a wait)."""
+    from types import SimpleNamespace
+
+    from harness.study import storage as storage_module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(storage_module, "time", SimpleNamespace(
+        monotonic=lambda: clock["now"], sleep=lambda s: clock.__setitem__("now", clock["now"] + s)))
+    st = storage_module.open_storage(default_url(tmp_path))
+    theirs = optuna.create_study(study_name="study", storage=st)
+    theirs.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    plan = sweep([0.1])
+    with pytest.raises(RecipeError, match="study 'study' was not made by harness"):
+        storage_module.open_study(st, "study", {"recipe": {"spec": "tiny"}, "settings": {}}, plan,
+                                  storage_module.distributions_for(plan))
+    assert len(theirs.get_trials()) == 2 and theirs.user_attrs == {}
+
+
 def _one_done_one_claimed(tmp_path, data):
     """A study with lr 0.01 finished and lr 0.1 claimed (RUNNING) by a "worker" that then dies:
     (configs, the study, its storage, the claimed trial)."""

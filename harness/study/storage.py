@@ -242,6 +242,9 @@ def open_study(storage, name: str, identity: dict, plan: list, distributions: di
         theirs = _wait_for(study, "identity", storage)
         if theirs is not None and _compared(theirs) != _compared(identity):
             raise RecipeError(refusal(name, theirs, identity))
+        if theirs is None and storage.get_n_trials(study._study_id):  # trials, and no identity: not a harness study
+            raise RecipeError(f"study {name!r} was not made by harness (it has trials but no recipe identity); "
+                              "give another --study name")
         attrs = study.user_attrs  # a creator stopped before saying what the study is: say it for it
         for attr, value in (("identity", identity), ("distributions", {k: distribution_to_json(d)
                                                                         for k, d in distributions.items()})):

@@ -305,7 +305,7 @@ def test_a_study_whose_creator_was_stopped_at_the_start_is_joined_without_waitin
     st = storage_module.open_storage(default_url(tmp_path))
     optuna.create_study(study_name="study", storage=st, direction="maximize").set_user_attr("identity", identity)
     joined = storage_module.open_study(st, "study", identity, plan, storage_module.distributions_for(plan))
-    assert clock["now"] < storage_module.PLAN_WAIT
+    assert clock["now"] < 30  # the old fixed wait
     assert sorted(t.user_attrs["key"] for t in joined.get_trials()) == sorted(c.key() for c in plan)
     assert set(storage_module.study_distributions(joined)) == {"lr", "batch_size", "seed"}
 
@@ -325,6 +325,36 @@ def test_joining_a_study_reads_its_trials_once_however_big_the_plan(tmp_path, mo
     monkeypatch.setattr(optuna.Study, "get_trials", lambda self, *a, **k: reads.append(1) or original(self, *a, **k))
     joined = storage_module.open_study(st, "study", identity, plan, storage_module.distributions_for(plan))
     assert len(reads) <= 2 and len(joined.get_trials()) == 40
+
+
+def test_a_creator_still_enqueuing_a_big_plan_is_waited_for(tmp_path, monkeypatch):
+    """A plan of tens of thousands of trials takes its creator minutes to enqueue; a joiner gave up after
+    30 s and enqueued the missing ones itself, so the creator's later ones ran twice. Now it waits while
+    trials keep coming (virtual clock: one every 0.2 s for 60 s, then the plan is complete)."""
+    from itertools import count
+    from types import SimpleNamespace
+
+    from harness.study import storage as storage_module
+
+    plan = sweep([0.01, 0.1])
+    identity = {"recipe": {"spec": "tiny"}, "settings": {}}
+    st = storage_module.open_storage(default_url(tmp_path))
+    creator = optuna.create_study(study_name="study", storage=st, direction="maximize")
+    creator.set_user_attr("identity", identity)
+    dists = storage_module.distributions_for(plan)
+    creator.set_user_attr("distributions", {k: optuna.distributions.distribution_to_json(d) for k, d in dists.items()})
+    clock, added = {"now": 0.0}, count()
+
+    def sleep(seconds):
+        clock["now"] += seconds
+        if clock["now"] >= 60 and "planned" not in creator.user_attrs:  # the creator's last enqueue
+            storage_module.enqueue(creator, plan, dists)
+            creator.set_user_attr("planned", len(plan))
+    monkeypatch.setattr(storage_module, "time", SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleep))
+    monkeypatch.setattr(st, "get_n_trials", lambda study_id, state=None: next(added))  # still adding
+    joined = storage_module.open_study(st, "study", identity, plan, dists)
+    assert clock["now"] >= 60
+    assert sorted(t.user_attrs["key"] for t in joined.get_trials()) == sorted(c.key() for c in plan)
 
 
 def test_a_study_made_by_other_code_is_refused_not_taken_over(tmp_path, monkeypatch):

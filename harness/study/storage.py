@@ -30,8 +30,7 @@ from harness.recipe import RecipeError
 from harness.study.configs import Config, describe_recipe, same_spec
 
 HEARTBEAT = 10          # seconds between a running trial's heartbeats; stale after 3x
-PLAN_WAIT = 30          # seconds a joining worker waits for the creator to enqueue the plan
-PLAN_STALL = 5          # ... or for its next trial: a creator silent this long was stopped
+PLAN_STALL = 5          # seconds a joining worker waits for the creator's next trial: silent this long, it was stopped
 FINISHED = ("COMPLETE", "PRUNED")
 
 
@@ -270,17 +269,16 @@ def _compared(identity: dict) -> dict:
 
 
 def _wait_for(study, attr: str, storage):
-    """A study attribute its creator sets just after creating it; None after PLAN_WAIT seconds, or
-    after PLAN_STALL seconds in which no trial was added: the creator was stopped while it enqueued
-    the plan (Ctrl-C at start), and the same command run again must not hang for PLAN_WAIT."""
-    start = time.monotonic()
-    added, since = None, start
+    """A study attribute its creator sets at the start (identity) or once its plan is enqueued
+    (planned). None once PLAN_STALL seconds pass with no trial added: the creator was stopped
+    (Ctrl-C at the start), and the same command run again goes on. A creator still enqueuing a
+    big plan is waited for however long that takes (a joiner enqueuing too would duplicate trials)."""
+    added, since = None, time.monotonic()
     while True:
         value = study.user_attrs.get(attr)
-        now = time.monotonic()
-        if value is not None or now - start > PLAN_WAIT:
+        if value is not None:
             return value
-        trials = storage.get_n_trials(study._study_id)
+        trials, now = storage.get_n_trials(study._study_id), time.monotonic()
         if trials != added:
             added, since = trials, now
         elif now - since > PLAN_STALL:

@@ -292,6 +292,41 @@ def test_init_logit_scale_matches_plain_torch(model, batch):
     assert r.name == "logits_overconfident_at_init" and "top softmax probability" in r.observed
 
 
+def _unscaled_bn_net(head_scale=1.0):
+    """Features 40 x too large into BatchNorm: in eval mode at init (running mean 0, variance 1) they pass
+    unnormalised, as the eval-mode activations of a deep stock ResNet grow; train mode normalises them."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 4))
+    with torch.no_grad():
+        net[1].weight.mul_(40.0)
+        net[-1].weight.mul_(head_scale)
+    return net
+
+
+def test_loss_and_logit_scale_at_init_judge_batchnorm_models_in_train_mode_too(batch):
+    """At init BatchNorm's running statistics are not estimated: eval-mode logits of torchvision's
+    ResNet-50 (loss 2.3 x ln C), ResNet-101 (88 x) and FCN-ResNet50 (2.9 x) are far off while their
+    train-mode ones, what training starts from, are not. A head scaled up fails in both modes."""
+    import torchvision.models as tvm
+    healthy_net = _unscaled_bn_net()
+    healthy_net.eval()
+    with torch.no_grad():
+        assert float(F.cross_entropy(healthy_net(batch[0]), batch[1])) > 2 * math.log(4)  # what failed before
+    for build in (_unscaled_bn_net, lambda: tvm.resnet101(num_classes=4)):
+        torch.manual_seed(0)
+        model = build()
+        x = batch[0] if build is _unscaled_bn_net else F.interpolate(batch[0][:8], size=32).repeat(1, 3, 1, 1)
+        r = recipe(model=build)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        loss, scale = M.check_loss_at_init(r, model, (x, batch[1][:len(x)])), M.check_init_logit_scale(r, model, (x, batch[1][:len(x)]))
+        assert loss.passed and "in train mode" in loss.observed, loss
+        assert scale.passed, scale
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # running statistics untouched
+    huge = _unscaled_bn_net(head_scale=30.0)
+    assert M.check_loss_at_init(recipe(), huge, batch).name == "loss_at_init_too_high"
+    assert M.check_init_logit_scale(recipe(), huge, batch).name == "logits_overconfident_at_init"
+
+
 def test_gradients(model, batch):
     assert M.check_gradients(recipe(), model, batch).passed
 

@@ -397,6 +397,7 @@ def test_a_stale_trial_of_a_killed_worker_is_retried(tmp_path, data):
     states = [t.state.name for t in s.get_trials()]
     assert [r["config"]["lr"] for r in results] == [0.01, 0.1]
     assert states.count("COMPLETE") == 2 and states.count("FAIL") == 1  # the zombie failed, its retry finished
+    assert counts(s)["fail"] == 0  # the progress bar does not call a retried trial failed
 
 
 def test_a_trial_left_running_without_a_heartbeat_is_retried(tmp_path, data):

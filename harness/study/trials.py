@@ -174,6 +174,7 @@ def _but_lr(config: Config):
 
 def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
     """A new configuration from TPE with its other seeds enqueued; [] when the study has enough."""
+    import optuna
     from optuna.trial import TrialState
 
     spec = job.tpe
@@ -185,7 +186,12 @@ def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
         primaries = [t for t in trials if t.user_attrs.get("point") and t.state != TrialState.FAIL]
         if len(primaries) >= spec["trials"]:
             return []
-        trial = study.ask(space)
+        # a new trial, not study.ask(): ask pops any WAITING trial first, i.e. another point's enqueued
+        # seed copy, which was then taken for a new point (a repeat: failed, and that seed never ran)
+        study._thread_local.cached_all_trials = None  # as ask does: the sampler sees the latest trials
+        trial = optuna.Trial(study, storage.create_new_trial(study._study_id))
+        for name, dist in space.items():
+            trial._suggest(name, dist)
         storage.record_heartbeat(trial._trial_id)
         point = list(pick(trial.params))
         if any(t.user_attrs["point"] == point for t in primaries):  # a repeat: TPE converged here

@@ -148,6 +148,28 @@ def test_a_kill_9_of_one_jobs_worker_lets_the_others_finish_the_sweep(tmp_path):
     assert len(keys) == 6 and set(keys.values()) == {1}
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks; reads /proc")
+def test_a_kill_9_of_the_worker_pool_is_one_line_saying_how_to_resume(tmp_path):
+    """The pool process killed (its workers die with it and put their trials back): one line naming the pool
+    and the way on (it was "a worker process exited with status -9: forking 2 workers; ...")."""
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1,0.2,0.3",
+               "--epochs", "40", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures",
+               "--heartbeat", "1", "--threads", "1"]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    storage = f"sqlite:///{out.resolve() / 'study.db'}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and parent.poll() is None:
+        if any(t.state.name == "RUNNING" for t in trials_of(storage, "sweep-lr")):
+            break
+        time.sleep(0.05)
+    (pool,) = children(parent.pid)
+    os.kill(pool, signal.SIGKILL)
+    _, err = parent.communicate(timeout=120)
+    assert parent.returncode == 1 and len(err.strip().splitlines()) == 1, err[-3000:]
+    assert f"the worker pool (pid {pool}) was killed by SIGKILL" in err and "run the same command again" in err
+
+
 # --- workers die with their parent -------------------------------------------------------------------------
 
 def processes_mentioning(text: str) -> list:

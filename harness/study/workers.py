@@ -85,6 +85,10 @@ class Pool:
                 pass
             try:
                 self.proc.wait()  # Ctrl-C or SIGTERM of this process interrupts the wait (KeyboardInterrupt)
+                if self.proc.returncode < 0:  # the pool itself was killed (kill -9, the OOM killer)
+                    raise TrialError(f"the worker pool (pid {self.proc.pid}) was killed by "
+                                     f"{signal.Signals(-self.proc.returncode).name}; its workers put their trials "
+                                     "back and finished trials are saved: run the same command again to resume")
                 if self.proc.returncode:
                     logs_ = [Path(logs) / f"worker{i}.log" for i in range(jobs)]
                     _raise(_last_error([p for p in logs_ if p.exists()] + [self.log], self.proc.returncode),

@@ -399,6 +399,21 @@ def test_tpe_asking_for_a_new_point_leaves_the_enqueued_seed_copies_alone(tmp_pa
     assert claimed and claimed[0].number != number and claimed[0].user_attrs["point"]
 
 
+def test_a_run_without_a_finite_score_is_kept_as_pruned_not_failed(tmp_path):
+    """A run whose test metric is NaN without diverging (a model taking the log of its inputs, trained on
+    positive ones and tested on negative ones): Optuna fails a trial told NaN, so every re-run said "2 of 2
+    trials did not finish; run the same command again" for ever. It is kept, pruned with the reason."""
+    from harness.study.trials import _tell
+
+    s = optuna.create_study(direction="maximize")
+    trial = s.ask()
+    result = fake_result(0.1, 0, math.nan)
+    result["row"].update(Score=math.nan, Score_metric="Accuracy")
+    _tell(s, trial, {"row": result["row"], "history": {}, "worker": "here"})
+    (told,) = s.get_trials()
+    assert told.state.name == "PRUNED" and told.user_attrs["pruned_reason"] == "no score: the test Accuracy is nan"
+
+
 def _one_done_one_claimed(tmp_path, data):
     """A study with lr 0.01 finished and lr 0.1 claimed (RUNNING) by a "worker" that then dies:
     (configs, the study, its storage, the claimed trial)."""

@@ -349,15 +349,21 @@ def finished_results(study) -> list:
 
 
 def pruned_early(study) -> str:
-    """'' or the line saying how many trials a pruner stopped before their last epoch: they have no
-    table row (no test metrics), so a table of fewer runs than trials says why."""
-    reasons = [t.user_attrs.get("pruned_reason", "") for t in study.get_trials(deepcopy=False)
-               if t.state.name == "PRUNED" and "row" not in t.user_attrs]
-    if not reasons:
-        return ""
-    pruners = sorted({r.split(" at epoch")[0] for r in reasons})
-    return (f"{len(reasons)} trials stopped early by the {' and '.join(pruners)} are not in the table "
-            "(their partial histories are in the study)")
+    """'' or the line saying how many trials a pruner stopped before their last epoch (they have no
+    table row: no test metrics) and how many runs ended without a finite score (their row reads nan)."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "PRUNED"]
+    reasons = [t.user_attrs.get("pruned_reason", "") for t in trials if "row" not in t.user_attrs]
+    unscored = [t.user_attrs["pruned_reason"] for t in trials
+                if t.user_attrs.get("pruned_reason", "").startswith("no score")]
+    notes = []
+    if reasons:
+        pruners = sorted({r.split(" at epoch")[0] for r in reasons})
+        notes.append(f"{len(reasons)} trials stopped early by the {' and '.join(pruners)} are not in the table "
+                     "(their partial histories are in the study)")
+    if unscored:
+        notes.append(f"{len(unscored)} runs ended without a finite score ({unscored[0][len('no score: '):]}: NaN "
+                     "outputs on the test split?); their rows read nan")
+    return "; ".join(notes)
 
 
 def counts(study) -> dict:

@@ -15,6 +15,7 @@ configuration, refuses a repeat, and enqueues its other seeds for whoever is fre
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -324,11 +325,17 @@ def _tell(study, trial, attrs: dict, config: Optional[Config] = None, dists: Opt
         _suggest(trial, config, dists)
     for name, value in attrs.items():
         trial.set_user_attr(name, value)
+    score = score_of(attrs["row"])
     if attrs["row"]["diverged"]:
         trial.set_user_attr("pruned_reason", f"diverged: {attrs['history'].get('diverged_reason', '')}")
         study.tell(trial, state=TrialState.PRUNED)
+    elif not (isinstance(score, (int, float)) and math.isfinite(score)):
+        # Optuna fails a trial told NaN: it would be retried on every re-run, and never be in the table
+        metric = attrs["row"].get("Score_metric", "Accuracy")
+        trial.set_user_attr("pruned_reason", f"no score: the test {metric} is {score}")
+        study.tell(trial, state=TrialState.PRUNED)
     else:
-        study.tell(trial, score_of(attrs["row"]))
+        study.tell(trial, score)
     return 1
 
 

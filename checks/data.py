@@ -550,7 +550,7 @@ def _check_masks_aligned(data, recipe) -> CheckResult:
         worst, share = max(stats.wins.items(), key=lambda kv: kv[1])
         bar = max(0.1, stats.chance + 4 * math.sqrt(stats.chance * (1 - stats.chance) / stats.n))
         seen.append(f"{name}: the mask {_MOVED[worst]} fits its image better than the mask itself in "
-                    f"{share:.0%} of {stats.n} samples (chance up to {bar:.0%}; flipped or rotated 180° masks"
+                    f"{share:.0%} of {stats.n} samples (chance up to {bar:.0%}; flipped or rotated masks"
                     f"{', transposed ones' if 'transpose' in stats.wins else ''} tried); the mask fits better "
                     f"than {masks.OTHERS} other samples' masks in {stats.fits:.0%}")
         if share > bar:
@@ -567,12 +567,13 @@ def _check_masks_aligned(data, recipe) -> CheckResult:
 
 
 _MOVED = {"hflip": "flipped left-right", "vflip": "flipped upside down", "rot180": "rotated 180°",
-          "transpose": "transposed (H and W swapped)"}
-_FLIP_HINTS = ["an augmentation that flips the image but not its mask: apply the same random flip to both "
+          "transpose": "transposed (H and W swapped)", "rot90": "rotated 90° anticlockwise",
+          "rot270": "rotated 90° clockwise"}
+_FLIP_HINTS = ["an augmentation that flips or rotates the image but not its mask: apply the same random draw to both "
                "(torchvision.transforms.v2 with tv_tensors.Mask, or one random draw for image and mask)",
                "masks read with another orientation than the images (a different image library or loader)"]
 _MISALIGNED_HINTS = {
-    "hflip": _FLIP_HINTS, "vflip": _FLIP_HINTS, "rot180": _FLIP_HINTS,
+    "hflip": _FLIP_HINTS, "vflip": _FLIP_HINTS, "rot180": _FLIP_HINTS, "rot90": _FLIP_HINTS, "rot270": _FLIP_HINTS,
     "transpose": ["masks transposed relative to their images: (W, H) arrays from a library that stores x first, "
                   "or a .T / .transpose(1, 2) on one of the two; give both as (H, W)",
                   "an augmentation that transposes or rotates 90° the image but not its mask"]}

@@ -10,7 +10,7 @@ channels) that the mask's regions explain, R² = between-region / total sum of s
 lines up with its image explains it better than the same mask flipped or transposed, and better than
 other samples' masks. So, per sample:
 
-- a geometric alternative T (flipped left-right, upside down, rotated 180°, transposed) *wins* when
+- a geometric alternative T (flipped left-right, upside down, rotated 90°, 180° or 270°, transposed) *wins* when
   the transformed mask fits the image more than 1.2 x better than the mask itself and better than
   every one of OTHERS unrelated masks (other samples' masks: how well a mask fits by chance). Masks
   transposed relative to their images lose to `transpose` on almost every sample; an augmentation
@@ -87,6 +87,8 @@ def _alternatives(square: bool) -> dict:
     found = {"hflip": lambda m: m.flip(-1), "vflip": lambda m: m.flip(-2), "rot180": lambda m: m.flip(-1).flip(-2)}
     if square:
         found["transpose"] = lambda m: m.transpose(-1, -2)
+        found["rot90"] = lambda m: m.rot90(1, (-2, -1))
+        found["rot270"] = lambda m: m.rot90(-1, (-2, -1))
     return found
 
 

@@ -185,8 +185,8 @@ def _segmentation(images, masks, val=None):
 @pytest.mark.parametrize("seed", range(2))
 def test_masks_misaligned_catches_transposed_and_flipped_masks_not_faint_images(contrast, noise, seed):
     """Masks that line up with their images pass, however faint the images (down to a contrast no
-    alignment can be read from); transposed masks, and masks of images flipped alone, are named
-    wherever the images show their objects."""
+    alignment can be read from); transposed masks, and masks of images flipped or rotated alone, are
+    named wherever the images show their objects."""
     x, y = _shapes(contrast=contrast, noise=noise, seed=seed)
     d, r = _segmentation(x, y)
     assert D.check_labels_predictable(d, r).passed, D.check_labels_predictable(d, r)
@@ -195,7 +195,8 @@ def test_masks_misaligned_catches_transposed_and_flipped_masks_not_faint_images(
     flipped = torch.rand(len(y), generator=torch.Generator().manual_seed(seed)) < 0.5
     for images, masks, moved in ((x, y.transpose(1, 2), "transposed"),
                                  (torch.where(flipped[:, None, None, None], x.flip(-1), x), y, "flipped left-right"),
-                                 (torch.where(flipped[:, None, None, None], x.flip(-2), x), y, "flipped upside down")):
+                                 (torch.where(flipped[:, None, None, None], x.flip(-2), x), y, "flipped upside down"),
+                                 (torch.where(flipped[:, None, None, None], x.rot90(1, (-2, -1)), x), y, "rotated 90°")):
         found = D.check_labels_predictable(*_segmentation(images, masks))
         assert found.name == "masks_misaligned" and moved in found.observed, (moved, found)
 

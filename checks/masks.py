@@ -56,12 +56,15 @@ def image_for(inputs, masks):
     return None
 
 
-def _fractions(masks, ignore_index, classes):
-    """(N, K, h, w) share of each present class per pooled cell, and (N, h, w) share of valid pixels."""
-    valid = masks != ignore_index
-    index = torch.searchsorted(classes, masks.clamp(min=int(classes[0])).contiguous()).clamp(max=len(classes) - 1)
-    onehot = torch.zeros(len(masks), len(classes), *masks.shape[1:]).scatter_(1, index[:, None], valid[:, None].float())
-    return _pool(onehot), _pool(valid[:, None].float())[:, 0]
+def _fractions(masks, ignore_index, classes, rows: int = 32):
+    """(N, K, h, w) share of each present class per pooled cell, and (N, h, w) share of valid pixels;
+    built class by class on `rows` samples at a time, so large masks never exist as one-hot tensors."""
+    parts, weights = [], []
+    for chunk in masks.split(rows):
+        valid = chunk != ignore_index
+        parts.append(torch.cat([_pool(((chunk == c) & valid)[:, None].float()) for c in classes.tolist()], 1))
+        weights.append(_pool(valid[:, None].float())[:, 0])
+    return torch.cat(parts), torch.cat(weights)
 
 
 def _pool(t):

@@ -201,6 +201,17 @@ def test_masks_misaligned_catches_transposed_and_flipped_masks_not_faint_images(
         assert found.name == "masks_misaligned" and moved in found.observed, (moved, found)
 
 
+def test_masks_misaligned_leaves_out_ignored_pixels():
+    """VOC-style masks: object borders marked 255 (the task's ignore_index) count for neither fit."""
+    x, y = _shapes(n=256, seed=3)
+    border = (F.max_pool2d(y[:, None].float(), 3, 1, 1)[:, 0] != -F.max_pool2d(-y[:, None].float(), 3, 1, 1)[:, 0])
+    y = torch.where(border, 255, y)
+    r = recipe(task=tasks.Dense(5, ignore_index=255), num_classes=None)
+    assert D.check_labels_predictable(Data(train=(x, y), val=None), r).passed
+    found = D.check_labels_predictable(Data(train=(x, y.transpose(1, 2)), val=None), r)
+    assert found.name == "masks_misaligned" and "transposed" in found.observed, found
+
+
 def test_masks_misaligned_reads_val_and_skips_what_has_no_image():
     x, y = _shapes(n=300)
     d, r = _segmentation(x[:256], y[:256], val=(x[256:], y[256:].transpose(1, 2)))

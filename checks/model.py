@@ -355,17 +355,18 @@ def check_init_logit_scale(recipe, model, batch, max_spread: float = 1.0, max_ra
     if isinstance(measured, CheckResult):
         return measured
     spread, seen, reference = measured
-    large = spread > hard_spread or (spread > max_spread and reference is not None and spread > max_ratio * reference)
-    if (not math.isfinite(spread) or large) and ops.has_batchnorm(model):
+
+    def too_large(spread, reference):
+        return not math.isfinite(spread) or spread > hard_spread or (
+            spread > max_spread and reference is not None and spread > max_ratio * reference)
+
+    if too_large(spread, reference) and ops.has_batchnorm(model):
         with borrowed(model):
             again = _logit_spread(recipe, model.train(), x, mode="train")
-        if not isinstance(again, CheckResult):
-            spread2, seen2, reference2 = again
-            if math.isfinite(spread2) and not (spread2 > hard_spread or (spread2 > max_spread and reference2 is not None
-                                                                         and spread2 > max_ratio * reference2)):
-                return passed("init_logit_scale", f"in eval mode {seen}; in train mode {seen2} (BatchNorm's running "
-                                                  "statistics are not estimated before training)", spread=spread2)
-    if not math.isfinite(spread) or large:
+        if not isinstance(again, CheckResult) and not too_large(again[0], again[2]):
+            return passed("init_logit_scale", f"in eval mode {seen}; in train mode {again[1]} (BatchNorm's running "
+                                              "statistics are not estimated before training)", spread=again[0])
+    if too_large(spread, reference):
         return failed("init_logit_scale", "logits_overconfident_at_init", seen,
                       f"a spread below {max_spread:g}: near-uniform predictions before training",
                       "an over-confident head spends the first steps undoing its own init; the loss at init can "

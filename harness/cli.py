@@ -401,6 +401,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_search(args) -> int:
     from harness.study import Space, search_configs
+    from harness.study.configs import check_room
 
     recipe, data, device = _setup(args)
     epochs = args.epochs or recipe.epochs
@@ -409,6 +410,7 @@ def cmd_search(args) -> int:
     title = f"{recipe.name}: {args.sampler} search, {args.trials} configurations x {args.seeds} seeds, {epochs} epochs"
     vary = ("learning_rate", "batch_size")
     if args.sampler == "tpe":
+        check_room(args.trials, space)  # TPE would ask for new points in vain, and run fewer
         tpe = {"trials": args.trials, "seeds": _seeds(args), "epochs": epochs, "options": list(_options(args)),
                "seed": args.seed}
         return _study(args, recipe, data, device, [], vary, title, settings=settings, tpe=tpe, space=space)

@@ -175,6 +175,8 @@ def test_eda_and_lr_find(tmp_path, capsys):
     (["sweep", "lr", "--values", ""], "--values: '' is empty"),  # was a sweep of the default values
     (["search", "--lr", "1e-3:inf"], "--lr '1e-3:inf'"),  # was a traceback
     (["search", "--lr", "-1:1"], "--lr=VALUE"),  # argparse reads -1:1 as an option
+    (["search", "--sampler", "tpe", "--trials", "3", "--lr", "0.1,0.01", "--batch-size", "32"],
+     "--trials 3: the space (lr 0.1,0.01, batch size 32) holds only 2"),  # tpe ran 2 and asked 20 repeats
 ])
 def test_bad_arguments_are_one_line_naming_the_flag(args, flag, capsys):
     with pytest.raises(SystemExit) as e:

@@ -164,6 +164,14 @@ def pick(params: dict) -> tuple:
     return round_lr(params["lr"]), int(params["batch_size"])
 
 
+def check_room(trials: int, space: Space) -> None:
+    """Refuse (RecipeError) a space that holds fewer distinct configurations than `trials`."""
+    limit = space.lr.size(False) * space.batch_size.size(True)
+    if trials > limit:
+        raise RecipeError(f"--trials {trials}: the space ({space.describe()}) holds only {limit} distinct "
+                          "configurations; ask for fewer trials or widen --lr/--batch-size")
+
+
 def search_configs(trials: int, space: Space, *, epochs: int, seeds: Sequence[int] = (0,), options: tuple = (),
                    sampler: str = "qmc", rng_seed: int = 0) -> list:
     """`trials` distinct (lr, batch size) points drawn by Optuna's QMC (scrambled Sobol) or random
@@ -175,10 +183,7 @@ def search_configs(trials: int, space: Space, *, epochs: int, seeds: Sequence[in
 
     if sampler not in ("qmc", "random"):
         raise RecipeError(f"--sampler {sampler!r}: a plan is drawn by qmc or random (tpe adapts as trials finish)")
-    limit = space.lr.size(False) * space.batch_size.size(True)
-    if trials > limit:
-        raise RecipeError(f"--trials {trials}: the space ({space.describe()}) holds only {limit} distinct "
-                          "configurations; ask for fewer trials or widen --lr/--batch-size")
+    check_room(trials, space)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     draw = (optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=rng_seed, warn_independent_sampling=False)

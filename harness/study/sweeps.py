@@ -119,6 +119,10 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
                              f"{describe(missing[0])}); run the same command again to retry them")
         results = [by_key[c.key()] for c in configs if c.key() in by_key]
     check_swept_value_used(recipe, results, kind or "")
+    points = len({(r["config"]["lr"], r["config"]["batch_size"]) for r in results})
+    if tpe and points < tpe["trials"]:
+        print(f"tpe found {points} of {tpe['trials']} distinct configurations: it kept proposing ones already run "
+              "(it has converged, or the space is narrow)", file=sys.stderr)
     note = pruned_early(the_study)
     if note:
         print(note, file=sys.stderr)

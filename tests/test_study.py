@@ -159,6 +159,7 @@ def test_each_trial_holds_what_the_reports_need(tmp_path, data):
     assert trial.params == {"lr": 0.1, "batch_size": 128, "seed": 0} and trial.value == trial.user_attrs["row"]["Accuracy"]
     assert {"key", "config", "row", "history", "worker"} <= set(trial.user_attrs)
     assert len(trial.user_attrs["history"]["val_loss"]) == 2
+    assert load_existing(default_url(tmp_path), None).metric_names == ["Accuracy"]  # optuna-dashboard's label
 
 
 def test_another_recipe_in_the_same_folder_is_refused_naming_both(tmp_path, data):

@@ -26,7 +26,7 @@ from typing import Optional
 from harness.recipe import RecipeError
 from harness.recipes import load_recipe
 from harness.study.configs import Config, recipe_identity
-from harness.study.one_run import check_lr_is_used, check_swept_value_used
+from harness.study.one_run import check_lr_is_used, check_swept_value_used, metric_column
 from harness.study.progress import StudyProgress
 from harness.study.storage import (HEARTBEAT, default_url, distributions_for, finished_results, open_storage,
                                    open_study, pruned_early, redact, storage_errors)
@@ -81,6 +81,9 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
             for attr, value in (meta or {}).items():
                 if the_study.user_attrs.get(attr) != value:
                     the_study.set_user_attr(attr, value)
+            metric = metric_column(recipe.task.main_metric)  # what optuna-dashboard calls the objective
+            if the_study.metric_names != [metric]:
+                the_study.set_metric_names([metric])
             total = tpe["trials"] * len(tpe["seeds"]) if tpe else len(configs)
             left = total - len(finished_keys(the_study) & ({c.key() for c in configs} if configs else
                                                             finished_keys(the_study)))

@@ -624,9 +624,14 @@ def _judge_one_step(recipe, model, x, y, more=(), seed: int = 0) -> CheckResult:
     untrained = [n for n in unchanged if n not in trained]  # no gradient moved them: a branch not taken, or a bug
     conditional = set()
     if untrained:
-        cut, now = reach.cut_off(recipe, model, x, y, untrained)  # the steps may have moved the routing
-        conditional = now | reach.reached_elsewhere(recipe, model, [n for n in untrained if n not in cut | now],
-                                                    (x, y), more, seed=seed)
+        with torch.no_grad():  # judged from the initial weights, where the steps started (borrowed restores all)
+            for n, p in params.items():
+                p.copy_(before[n])
+        # the reference loss on this batch reaches them, yet the recipe's steps did not move them: its step's
+        # fault, not a branch; a module that ran without a gradient: a cut graph. Neither is looked for further.
+        cut, reached = reach.cut_off(recipe, model, x, y, untrained)
+        conditional = reach.reached_elsewhere(recipe, model, [n for n in untrained if n not in cut | reached],
+                                              (x, y), more, seed=seed)
         unchanged = [n for n in unchanged if n not in conditional]
     if unchanged:
         return failed("one_step", "params_not_updated", f"unchanged after {steps} steps: {_few(unchanged)}",

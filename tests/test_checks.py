@@ -429,6 +429,31 @@ def test_gradients_still_catch_what_no_row_or_initialisation_reaches(model, symp
     assert o.name == "params_not_updated" and names in o.observed, o
 
 
+def test_one_step_does_not_excuse_a_train_step_that_leaves_a_layer_out_of_its_loss(batch):
+    """The reference loss reaches the second head, the recipe's own step never moves it: not a branch
+    the batch did not take (that excuse is for what the reference loss does not reach either)."""
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk, self.a, self.b = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU()), nn.Linear(32, 4), nn.Linear(32, 4)
+
+        def forward(self, x):
+            h = self.trunk(x)
+            return self.a(h) + self.b(h)
+
+    def one_head_step(model, x, y, optimizer, loss_fn):
+        optimizer.zero_grad()
+        loss = loss_fn(model.a(model.trunk(x)), y)  # bug: head b is left out of the loss
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    r = recipe(model=TwoHeads, train_step=one_head_step)
+    torch.manual_seed(0)
+    o = M.check_one_step(r, r.build_model(), batch, more=[batch], seed=0)
+    assert o.name == "params_not_updated" and "b.weight" in o.observed, o
+
+
 def test_gradients_and_one_step_accept_zero_initialised_last_layers(batch):
     torch.manual_seed(0)
     zero_head = mlp(64, (32, 32), 4)

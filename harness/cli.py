@@ -228,6 +228,12 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "sweep":
+        if (args.lr if args.kind == "lr" else args.batch_size) is not None:  # it would be ignored without a word
+            parser.error({"lr": "--lr: an lr sweep takes its lrs from --values (e.g. --values 1e-3,1e-2,1e-1); "
+                                "--lr fixes the lr of a batch-size sweep",
+                          "batch-size": "--batch-size: a batch-size sweep takes its sizes from --values (e.g. "
+                                        "--values 32,64,128); --batch-size fixes the batch size of an lr sweep",
+                          }[args.kind])
         convert = positive_float if args.kind == "lr" else positive_int
         try:
             default = LR_VALUES if args.kind == "lr" else BATCH_VALUES

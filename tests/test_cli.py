@@ -175,6 +175,8 @@ def test_eda_and_lr_find(tmp_path, capsys):
     (["sweep", "lr", "--values", ""], "--values: '' is empty"),  # was a sweep of the default values
     (["search", "--lr", "1e-3:inf"], "--lr '1e-3:inf'"),  # was a traceback
     (["search", "--lr", "-1:1"], "--lr=VALUE"),  # argparse reads -1:1 as an option
+    (["sweep", "lr", "--lr", "0.5", "--values", "0.1,0.01"], "--lr: an lr sweep takes its lrs from --values"),
+    (["sweep", "batch-size", "--batch-size", "64"], "--batch-size: a batch-size sweep takes its sizes"),  # were ignored
     (["search", "--sampler", "tpe", "--trials", "3", "--lr", "0.1,0.01", "--batch-size", "32"],
      "--trials 3: the space (lr 0.1,0.01, batch size 32) holds only 2"),  # tpe ran 2 and asked 20 repeats
 ])

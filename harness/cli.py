@@ -376,7 +376,7 @@ def _report(args, results, vary, title) -> int:
 
     rows = study.summarize(results)
     paths = study.write_outputs(args._out, results, rows, vary, title=title, figures=not args.no_figures)
-    print(f"{title} ({len(results)} runs, sorted by {(rows[0].get('Score_metric') if rows else None) or 'Accuracy'})")
+    print(f"{title} ({len(results)} run{'s' if len(results) != 1 else ''}, sorted by {(rows[0].get('Score_metric') if rows else None) or 'Accuracy'})")
     print(study.format_table(rows))
     print(f"wrote {paths['table.csv']}, {paths['results.json']} and {len(paths) - 3} figures under {args._out}")
     return 0

@@ -167,7 +167,7 @@ def describe(config: Config) -> str:
 
 def _describe(left: int, jobs: int, stacked: bool, url: str, name: str) -> str:
     how = f"in {jobs} worker processes" if jobs > 1 else "in this process"
-    return (f"running {left} trials {how}{', lr-only groups stacked' if stacked else ''}; "
+    return (f"running {left} trial{'s' if left != 1 else ''} {how}{', lr-only groups stacked' if stacked else ''}; "
             f"study {name!r} at {redact(url)}")
 
 

@@ -65,7 +65,7 @@ def test_tensor_data_given_by_the_caller_is_shipped_to_workers(sequential, tmp_p
 
 def test_never_more_workers_than_trials_left(tmp_path, capfd):
     run_study(SPEC, configs()[:1], tmp_path, jobs=4)
-    assert "running 1 trials in this process" in capfd.readouterr().err
+    assert "running 1 trial in this process" in capfd.readouterr().err
 
 
 def test_without_a_spec_it_runs_sequentially_and_says_why(tmp_path, capfd):

@@ -256,7 +256,7 @@ def test_median_pruning_stops_a_slow_trial(tmp_path, data, capsys):
     configs = study.sweep_configs("lr", [0.1, 0.2, 0.15, 1e-5], lr=0.1, batch_size=128, epochs=4)
     results = study.run_study(None, configs, tmp_path, recipe=TINY, data=data, progress=False, prune="median")
     # the table has fewer runs than trials: it says why
-    assert len(results) == 3 and "1 trials stopped early by the median pruner are not in the table" in \
+    assert len(results) == 3 and "1 trial stopped early by the median pruner is not in the table" in \
         capsys.readouterr().err
     trials = load_existing(default_url(tmp_path), None).get_trials()
     slow = next(t for t in trials if t.params["lr"] == 1e-5)

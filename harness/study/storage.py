@@ -358,11 +358,12 @@ def pruned_early(study) -> str:
     notes = []
     if reasons:
         pruners = sorted({r.split(" at epoch")[0] for r in reasons})
-        notes.append(f"{len(reasons)} trials stopped early by the {' and '.join(pruners)} are not in the table "
-                     "(their partial histories are in the study)")
+        one = len(reasons) == 1
+        notes.append(f"{len(reasons)} trial{'' if one else 's'} stopped early by the {' and '.join(pruners)} "
+                     f"{'is' if one else 'are'} not in the table (partial histories are in the study)")
     if unscored:
-        notes.append(f"{len(unscored)} runs ended without a finite score ({unscored[0][len('no score: '):]}: NaN "
-                     "outputs on the test split?); their rows read nan")
+        notes.append(f"{len(unscored)} run{'' if len(unscored) == 1 else 's'} ended without a finite score "
+                     f"({unscored[0][len('no score: '):]}: NaN outputs on the test split?); rows read nan")
     return "; ".join(notes)
 
 

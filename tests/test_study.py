@@ -116,6 +116,14 @@ def test_seeds_with_a_metric_that_is_not_finite_pool_to_nan():
     assert "nan ± nan" in study.format_table(rows)
 
 
+def test_a_configuration_left_with_one_seed_says_so():
+    """--seeds 2 with a pruner that stopped one seed of a configuration: its row read like a pooled one (a
+    bare value, 'False'); it says 1 seed (diverged 0/1) next to the others' 0/2."""
+    rows = study.summarize([fake_result(0.1, 0, 0.9), fake_result(0.1, 1, 0.8), fake_result(0.5, 0, 0.7)])
+    assert [r["seeds"] for r in rows] == [2, 1] and "Accuracy_std" not in rows[1]
+    assert [line.split()[-1] for line in study.format_table(rows).splitlines()[1:]] == ["0/2", "0/1"]
+
+
 def test_csv_has_the_notebook_columns_and_one_row_per_config():
     rows = study.summarize([fake_result(0.01, 0, 0.6), fake_result(0.1, 0, 0.9)])
     table = list(csv.DictReader(io.StringIO(study.to_csv(rows))))

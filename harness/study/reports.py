@@ -47,17 +47,20 @@ def summarize(results: list) -> list:
     """One row per configuration (seeds pooled), sorted by the task's main metric, best first.
 
     With one seed the row is the run's row. With several, metrics are means, `<metric>_std`
-    their sample standard deviations, `seeds` the count and `diverged` the number that diverged.
+    their sample standard deviations, `seeds` the count and `diverged` the number that diverged
+    (a configuration left with one seed, the others pruned, has `seeds` 1 and no `_std`).
     """
     groups: dict = {}
     for r in results:
         c = r["config"]
         groups.setdefault((c["lr"], c["batch_size"], c["epochs"], repr(c["options"])), []).append(r["row"])
     rows = []
+    pooled = any(len(members) > 1 for members in groups.values())
     for members in groups.values():
-        if len(members) == 1:
+        if not pooled:
             rows.append(dict(members[0]))
             continue
+        # with seeds, a configuration a pruner cut down to one seed says so (diverged 0/1, no ± spread)
         row = {k: v for k, v in members[0].items() if k != "seed"}
         row["seeds"] = len(members)
         for m in metric_names(members) + ("Score", "steps", "epochs_run"):
@@ -65,7 +68,8 @@ def summarize(results: list) -> list:
                 continue
             values = [x[m] for x in members]
             row[m] = statistics.fmean(values)
-            row[f"{m}_std"] = _stdev(values)
+            if len(values) > 1:
+                row[f"{m}_std"] = _stdev(values)
         row["diverged"] = sum(bool(x["diverged"]) for x in members)
         rows.append(row)
     return sorted(rows, key=_score)

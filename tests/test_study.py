@@ -252,6 +252,19 @@ def test_a_factory_that_ignores_lr_fails_naming_it(tmp_path, data):
     assert "fixed_sgd ignores its lr argument" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_run_that_raises_names_its_configuration(tmp_path, data):
+    """A search over batch sizes on a BatchNorm model: batch 1 raises in forward. The line says which
+    configuration (it said only what fit said, and the search's other points ran fine)."""
+    from harness.study.trials import TrialError
+
+    bn = TINY.replace(model=lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 8),
+                                                        torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 10)))
+    configs = study.sweep_configs("batch-size", [1], lr=0.1, batch_size=128, epochs=1)
+    with pytest.raises(TrialError) as info:
+        study.run_study(None, configs, tmp_path, recipe=bn, data=data, progress=False)
+    assert str(info.value).startswith("lr=0.1 batch=1 seed=0: fit: the model's forward (Sequential)")
+
+
 def test_a_diverged_run_is_a_pruned_trial_with_its_reason(tmp_path, data):
     results = study.run_study(None, sweep([50.0]), tmp_path, recipe=TINY.replace(epochs=4), data=data,
                               progress=False)

@@ -298,7 +298,8 @@ def _run(study, storage, claimed: list, dists: dict, recipe, data, job: Job) -> 
             for trial in trials:
                 trial.set_user_attr("error", line)
                 study.tell(trial, state=TrialState.FAIL)
-            raise TrialError(line) from e
+            lrs = ",".join(f"{c.lr:g}" for c in configs)  # which run: in a search, the one setting that fails
+            raise TrialError(f"lr={lrs} batch={configs[0].batch_size} seed={configs[0].seed}: {line}") from e
         except BaseException:  # interrupted: run_trials puts the trials back in the queue
             torch.set_num_threads(threads)
             raise

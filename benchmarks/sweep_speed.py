@@ -50,16 +50,17 @@ WAYS = {"sequential": dict(jobs=1, vectorize="off"), "processes": dict(jobs=2, v
         "stacked": dict(jobs=1, vectorize="on"), "both": dict(jobs=2, vectorize="on")}
 
 
-def against(old: str, rounds: int, extra: list) -> int:
+def against(old: str, rounds: int, extra: list, figures: bool = False) -> int:
     """`harness sweep lr` (5 lrs, the default recipe) with this tree and with OLD on PYTHONPATH,
     interleaved round by round (the order alternates, so both see the same load); wall seconds of
-    the whole command, start-up included, the load average when each ended, and the paired ratios."""
+    the whole command, start-up included, the load average when each ended, and the paired ratios.
+    `figures`: draw them, as the command does by default (else --no-figures)."""
     import subprocess
     import tempfile
 
     here = str(Path(__file__).resolve().parents[1])
-    command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "1e-4,1e-3,1e-2,1e-1,1", "--no-figures",
-               "--quiet", *extra]
+    command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "1e-4,1e-3,1e-2,1e-1,1",
+               *([] if figures else ["--no-figures"]), "--quiet", *extra]
     times: dict = {"new": [], "old": []}
     for r in range(rounds):
         for name, tree in (("new", here), ("old", old)) if r % 2 == 0 else (("old", old), ("new", here)):
@@ -72,7 +73,7 @@ def against(old: str, rounds: int, extra: list) -> int:
                       file=sys.stderr, flush=True)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     ratios = sorted(n / o for n, o in zip(times["new"], times["old"]))
-    print(f"harness sweep lr ({' '.join(extra) or 'defaults'}): new {med['new']:.2f} s, old {med['old']:.2f} s "
+    print(f"harness sweep lr ({' '.join(extra + ([] if figures else ['--no-figures'])) or 'defaults'}): new {med['new']:.2f} s, old {med['old']:.2f} s "
           f"(medians of {rounds}); new/old = {med['new'] / med['old']:.3f}; paired new/old per round: "
           f"{', '.join(f'{x:.2f}' for x in ratios)} (median {ratios[len(ratios) // 2]:.2f})")
     return 0
@@ -177,6 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--against", default=None, help="an older checkout: time `harness sweep lr` in both")
     p.add_argument("--extra", default="", help="more `harness sweep lr` arguments for --against")
+    p.add_argument("--figures", action="store_true", help="--against: draw the figures (the command's default)")
     p.add_argument("--machinery", action="store_true", help="the study's own cost: loop + files vs run_study")
     p.add_argument("--scaling", default=None, help="trials/min with these worker counts, e.g. 1,2,4 (docs/scaling.md)")
     p.add_argument("--trials", type=int, default=24, help="trials per --scaling run")
@@ -186,7 +188,7 @@ def main(argv=None) -> int:
     if args.machinery:
         return machinery(args.rounds, args.epochs)
     if args.against:
-        return against(args.against, args.rounds, args.extra.split())
+        return against(args.against, args.rounds, args.extra.split(), args.figures)
     ways = args.ways.split(",")
     data = sweep_data()
     best = {}

@@ -27,8 +27,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from harness.recipe import RecipeError
-from harness.recipes import DEFAULT as DEFAULT_RECIPE
+from harness.errors import RecipeError  # nothing here imports torch at start-up: a sweep's workers start first
 
 LR_VALUES = "1e-4,1e-3,1e-2,1e-1,1"
 BATCH_VALUES = "8,32,128,512,2048"
@@ -245,8 +244,10 @@ def main(argv=None) -> int:
                                              f"e.g. --values {example}" if ranged else ""))
     if getattr(args, "lr_min", None) and args.lr_min >= args.lr_max:
         parser.error(f"--lr-min {args.lr_min:g}: must be below --lr-max {args.lr_max:g}")
+    pool = _early_pool(args)  # before this process imports torch
     from harness.study.trials import TrialError
 
+    args._pool = pool
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a kill stops workers and keeps finished trials
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
@@ -266,8 +267,24 @@ def main(argv=None) -> int:
               "Run the same command again to resume.", file=sys.stderr)
         return 130
     finally:
+        pool.close()
         signal.signal(signal.SIGTERM, previous)
         warnings.formatwarning = formatwarning
+
+
+def _early_pool(args):
+    """The worker processes' pool of a sweep or search with --jobs > 1, started now: it imports
+    torch, Optuna and the engine (2-3 s) while this process imports its own and loads the recipe.
+    Its command line names the study (a --storage URL without its password)."""
+    from harness.runtime import thread_cap
+    from harness.study.storage import default_url, redact
+    from harness.study.workers import Pool
+
+    jobs, storage, out = getattr(args, "jobs", None) or 1, getattr(args, "storage", None), getattr(args, "out", None)
+    where = redact(storage) if storage else default_url(out) if out else "sqlite in the default --out"
+    name = args.study if getattr(args, "study", None) else f"{args.command} {getattr(args, 'kind', '')}".strip()
+    return Pool(f"{where} study {name}", max(1, thread_cap() // jobs),
+                start=args.command in ("sweep", "search") and jobs > 1)
 
 
 def _interrupt(signum, frame):
@@ -356,8 +373,9 @@ def _options(args) -> tuple:
 
 def _study(args, recipe, data, device, configs, vary, title, kind=None, settings=None, tpe=None, space=None) -> int:
     from harness import study
+    from harness.recipes import DEFAULT
 
-    spec = args.recipe or DEFAULT_RECIPE
+    spec = args.recipe or DEFAULT
     name = args.study or args._name
     args._where = f"study {name!r} ({args.storage or args._out / 'study.db'})"
     settings = {"command": args.command + (f" {args.kind}" if args.command == "sweep" else ""), **(settings or {}),
@@ -367,7 +385,7 @@ def _study(args, recipe, data, device, configs, vary, title, kind=None, settings
     results = study.run_study(spec, configs, args._out, device=device, recipe=recipe, data=data, jobs=args.jobs,
                               vectorize=args.vectorize, progress=not args.quiet, storage=args.storage, study=name,
                               settings=settings, kind=kind, tpe=tpe, space=space, prune=args.prune,
-                              meta={"title": title, "vary": list(vary)}, **extra)
+                              meta={"title": title, "vary": list(vary)}, pool=args._pool, **extra)
     return _report(args, results, vary, title)
 
 

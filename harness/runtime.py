@@ -23,11 +23,12 @@ from __future__ import annotations
 import copy
 import os
 import time
-from typing import Optional
-
-import torch
+from typing import TYPE_CHECKING, Optional
 
 from harness import parse
+
+if TYPE_CHECKING:
+    import torch
 
 MEASURE_MIN_SAMPLES = 20_000  # samples per run below which measuring would cost more than it saves
 MEASURE_TTL = 60.0            # seconds a measurement is trusted: the load from other processes moves
@@ -84,6 +85,8 @@ def threads_for(model: torch.nn.Module, split, batch_size: int, loss_fn, device=
     `samples` is how many samples the run will process (epochs x split length); short runs
     keep the current setting rather than pay for a measurement.
     """
+    import torch
+
     pinned = override()
     if pinned is not None and pinned != "auto":
         return pinned
@@ -113,6 +116,8 @@ def _measure(model, split, batch_size, loss_fn, candidates, rounds: int = 3) -> 
     Candidates are alternated, so a burst of load elsewhere hits each of them; one that is
     over twice as slow as the best is dropped (on loaded cores extra threads can be 100x slower).
     """
+    import torch
+
     x, y = split[0][:batch_size], split[1][:batch_size]
     probe = copy.deepcopy(model).train()
     before = torch.get_num_threads()
@@ -150,6 +155,8 @@ def _time_steps(model, x, y, loss_fn, cutoff: float, budget: float = 0.03) -> fl
 
 def matmul_flops_per_s(threads: Optional[int] = None, n: int = 2048, repeats: int = 5) -> float:
     """float32 FLOP/s of a large square matmul on the CPU (the best of `repeats`), at `threads`."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(threads or before)
     try:
@@ -168,6 +175,8 @@ def matmul_flops_per_s(threads: Optional[int] = None, n: int = 2048, repeats: in
 def train_flops_per_sample(model: torch.nn.Module, sample: torch.Tensor) -> float:
     """Training FLOPs per sample: 3x the forward pass's (forward, and backward at twice that),
     counted by torch.utils.flop_counter on one sample (matmuls and convolutions)."""
+    import torch
+
     from torch.utils.flop_counter import FlopCounterMode
 
     probe = copy.deepcopy(model).cpu().eval()

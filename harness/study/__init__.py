@@ -13,10 +13,25 @@ Modules, each importing only those above it:
 - `sweeps`: `run_study`, which puts these together;
 - `reports`: the table, CSV, results.json and figures, from a study's results.
 """
-from harness.study.configs import Config, Space, search_configs, sweep_configs
-from harness.study.one_run import run_config
-from harness.study.reports import COLUMNS, METRICS, format_table, summarize, to_csv, write_outputs
-from harness.study.sweeps import load_study_results, run_study
+from __future__ import annotations
 
-__all__ = ["Config", "Space", "run_config", "COLUMNS", "METRICS", "format_table", "load_study_results", "run_study",
-           "search_configs", "summarize", "sweep_configs", "to_csv", "write_outputs"]
+import importlib
+
+_EXPORTS = {  # public name -> the module that defines it; loaded on first use (PEP 562), so the CLI can
+    # start its worker pool (harness.study.workers) before this process imports torch
+    "Config": "configs", "Space": "configs", "search_configs": "configs", "sweep_configs": "configs",
+    "run_config": "one_run",
+    "COLUMNS": "reports", "METRICS": "reports", "format_table": "reports", "summarize": "reports",
+    "to_csv": "reports", "write_outputs": "reports",
+    "load_study_results": "sweeps", "run_study": "sweeps",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'harness.study' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"harness.study.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -24,10 +24,12 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from harness.recipe import RecipeError
-from harness.study.configs import Config, describe_recipe, same_spec
+from harness.errors import RecipeError
+
+if TYPE_CHECKING:  # configs imports torch; the CLI names its worker pool (redact, default_url) before that
+    from harness.study.configs import Config
 
 HEARTBEAT = 10          # seconds between a running trial's heartbeats; stale after 3x
 PLAN_STALL = 5          # seconds a joining worker waits for the creator's next trial: silent this long, it was stopped
@@ -264,6 +266,8 @@ def open_study(storage, name: str, identity: dict, plan: list, distributions: di
 def _compared(identity: dict) -> dict:
     """The identity with its recipe spec as `same_spec` spells it: one recipe file given by another
     path (another machine's checkout, ./recipes.py) is the same recipe."""
+    from harness.study.configs import same_spec
+
     recipe = identity.get("recipe", {})
     return {**identity, "recipe": {**recipe, "spec": same_spec(recipe.get("spec", ""))}}
 
@@ -316,6 +320,8 @@ def _config_dict(config: Config) -> dict:
 
 def refusal(name: str, theirs: dict, ours: dict) -> str:
     """One line naming both recipes (and the settings that differ)."""
+    from harness.study.configs import describe_recipe
+
     def fmt(value):
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) \
             else (f"{value:g}" if isinstance(value, float) else str(value))

@@ -39,7 +39,7 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
               vectorize: Optional[str] = None, progress: bool = True, storage: Optional[str] = None,
               study: Optional[str] = None, settings: Optional[dict] = None, kind: Optional[str] = None,
               tpe: Optional[dict] = None, space=None, prune: str = "none", heartbeat: int = HEARTBEAT,
-              meta: Optional[dict] = None) -> list:
+              meta: Optional[dict] = None, pool=None) -> list:
     """Run every config of `configs` not yet finished in the study; return all their results, in
     config order (with `tpe`, the study's results in trial order).
 
@@ -48,6 +48,7 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
     as one stacked model (harness.study.stacked), 'auto' on CUDA only. settings: what, beside
     the recipe, makes this study what it is (the CLI passes its arguments); a study made with
     other settings is refused. kind 'lr'|'batch-size' checks that the swept value was used.
+    pool: the workers' Pool when the caller started it earlier (the CLI does, before importing torch).
     """
     from harness import runtime
     from harness.fit import resolve_device
@@ -57,8 +58,8 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
     name = study or "study"
     asked = runtime.cores() if jobs == 0 else (jobs or 1)
     # The workers' pool starts importing torch and Optuna now, while this process loads the recipe and the study.
-    with Pool(f"{redact(url)} study {name}", max(1, runtime.thread_cap() // asked),
-              start=asked > 1 and spec is not None) as pool:
+    with pool or Pool(f"{redact(url)} study {name}", max(1, runtime.thread_cap() // asked),
+                      start=asked > 1 and spec is not None) as pool:
         recipe = recipe or load_recipe(spec)
         given = data is not None
         data = data or recipe.load_data()

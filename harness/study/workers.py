@@ -37,10 +37,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 
-from harness.recipe import RecipeError
-from harness.study.trials import Job, TrialError, run_trials
+from harness.errors import RecipeError
+
+if TYPE_CHECKING:  # imported where used: a Pool starts before its caller imports torch (harness.cli)
+    from harness.study.trials import Job
 
 STOP_GRACE = 5.0  # seconds a worker gets to re-enqueue its trial after SIGTERM before SIGKILL
 RECIPE_ERROR = 2  # a worker's exit status when the recipe is at fault (the CLI's usage-error status)
@@ -74,6 +76,8 @@ class Pool:
     def run(self, job: Job, jobs: int, threads: int) -> None:
         """Run `jobs` workers until the study has nothing left; a worker's error stops the others
         and is raised (TrialError, its one line); an interrupt of this process stops them all."""
+        from harness.study.trials import TrialError
+
         if self.proc is None:
             return run_workers(job, jobs, threads)
         with tempfile.TemporaryDirectory(prefix="harness-workers-") as logs:
@@ -149,6 +153,8 @@ def stop(procs: list, grace: float = STOP_GRACE) -> None:
 def _raise(line: str, code: int):
     """A worker's error as TrialError, caused by a RecipeError when the recipe was at fault (the CLI
     then exits 2, as when the same error happens in its own process)."""
+    from harness.study.trials import TrialError
+
     if code == RECIPE_ERROR:
         raise TrialError(line) from RecipeError(line)
     raise TrialError(line)
@@ -187,6 +193,8 @@ def serve(parent: int, label: str) -> int:
     if not line:  # the caller needed no workers after all
         return 0
     message = json.loads(line)
+    from harness.study.trials import Job
+
     job, jobs, threads = Job.from_json(message["job"]), message["jobs"], message["threads"]
     # No torch.set_num_threads here: with more than one thread it starts OpenMP's threads at once, and a
     # child forked from a process with an OpenMP team can hang in its first parallel region. Each worker
@@ -301,6 +309,7 @@ def _work(job: Job, threads: int) -> int:
     import torch
 
     from harness import runtime
+    from harness.study.trials import run_trials
 
     torch.set_num_threads(threads)
     runtime.set_threads_override(threads)  # fit must not measure its way past the worker's share
@@ -325,6 +334,8 @@ def main(argv: list) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # no interpreter teardown: seconds for torch on a loaded machine
+    from harness.study.trials import Job
+
     job, threads, parent = Job.from_json(argv[1]), int(argv[2]), int(argv[3])
     die_with_parent(parent)
     import torch

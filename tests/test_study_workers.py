@@ -128,8 +128,9 @@ def test_a_kill_9_of_one_jobs_worker_lets_the_others_finish_the_sweep(tmp_path):
     pool's log line "a worker process exited with status 137: forking 2 workers; ...")."""
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1,0.2,0.3",
-               "--epochs", "40", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures",
-               "--heartbeat", "1", "--threads", "1"]  # 40 epochs: the sweep is still running at the kill
+               "--epochs", "200", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures",
+               "--heartbeat", "1", "--threads", "1"]  # 200 epochs (1-2 s a trial): still running at the kill
+    # (with 40, 0.3 s a trial, a sweep whose workers start fast ended before the test saw one trial finished)
     parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
     storage = f"sqlite:///{out.resolve() / 'study.db'}"
     deadline = time.monotonic() + 300

@@ -221,6 +221,34 @@ def test_a_storage_url_with_an_unknown_scheme_or_no_driver_names_the_fix():
         assert says in str(info.value) and "\n" not in str(info.value), str(info.value)
 
 
+def test_a_database_server_that_never_answers_is_one_line_not_a_hang(monkeypatch):
+    """A host that accepts the connection and then says nothing (or drops packets): a connect timeout
+    (storage.CONNECT_TIMEOUT, 10 s; here 1 s), then the one line; without it psycopg waits for ever."""
+    import socket
+    import threading
+
+    from harness.study import storage
+
+    monkeypatch.setattr(storage, "CONNECT_TIMEOUT", 1)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held = []
+    threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+    outcome = []
+
+    def connect():
+        try:
+            storage.open_storage(f"postgresql+psycopg://me@127.0.0.1:{server.getsockname()[1]}/studies")
+        except RecipeError as e:
+            outcome.append(str(e))
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(60)  # not a speed bound: without the timeout it never returns
+    server.close()
+    assert outcome and "cannot connect" in outcome[0] and "check that the server is running" in outcome[0], outcome
+
+
 def test_another_study_in_the_same_folder_is_refused(tmp_path, data):
     """A sweep in a search's --out would overwrite the search's table and figures: refused in one line."""
     study.run_study(None, sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False, study="search")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # configs imports torch; the CLI names its worker pool (redac
 
 HEARTBEAT = 10          # seconds between a running trial's heartbeats; stale after 3x
 PLAN_STALL = 5          # seconds a joining worker waits for the creator's next trial: silent this long, it was stopped
+CONNECT_TIMEOUT = 10    # seconds to reach a PostgreSQL server (a host that drops packets would hang for minutes)
 FINISHED = ("COMPLETE", "PRUNED")
 
 
@@ -50,6 +51,8 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT, named: Optional[str] = No
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine = _sqlite_engine(url) if url.startswith("sqlite:///") else {"pool_pre_ping": True}
+    if url.startswith("postgresql") and "connect_timeout" not in url:  # a timeout in the URL wins
+        engine["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     for attempt in range(6):
         try:
             return optuna.storages.RDBStorage(
@@ -90,7 +93,8 @@ def storage_problem(error: BaseException, url: str, named: Optional[str] = None)
     if "failed to import db access module" in low:
         return (f"{named}: the driver for {scheme} is not installed in this environment; for PostgreSQL pip install "
                 "'recipe-harness[postgres]' (postgresql+psycopg://), for MySQL pip install pymysql (mysql+pymysql://)")
-    if "connection failed" in low or "failed to resolve host" in low or "could not connect" in low:
+    if any(words in low for words in ("connection failed", "failed to resolve host", "could not connect",
+                                      "timeout expired")):
         return (f"{named}: cannot connect ({text}); check that the server is running and reachable from here, "
                 "and the host, port, user, password and database in the URL")
     if url.startswith("sqlite:///") and "unable to open database file" in low:

@@ -279,10 +279,10 @@ def macro_scores(true: torch.Tensor, pred: torch.Tensor) -> dict:
     if not len(true):
         return {"precision_macro": 0.0, "recall_macro": 0.0, "f1_macro": 0.0}
     size = int(torch.maximum(true.max(), pred.max())) + 1
-    present = (torch.bincount(true, minlength=size) + torch.bincount(pred, minlength=size)) > 0
+    predicted, actual = torch.bincount(pred, minlength=size).double(), torch.bincount(true, minlength=size).double()
+    present = actual + predicted > 0
     hits = torch.bincount(true[true == pred], minlength=size)[present].double()
-    predicted = torch.bincount(pred, minlength=size)[present].double()
-    actual = torch.bincount(true, minlength=size)[present].double()
+    predicted, actual = predicted[present], actual[present]
 
     def ratio(a, b):
         return float(torch.where(b > 0, a / b.clamp(min=1), torch.zeros_like(a)).mean())

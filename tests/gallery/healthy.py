@@ -149,14 +149,8 @@ HEALTHY = ["SHIFT_AUGMENTATION", "SMALL_CNN", "BN_DROPOUT_MLP_ADAM", "LSTM", "FR
 
 # twin of task_bugs.py's SEGMENTATION_FLIP_IMAGE_ONLY: the same random flips applied to image and mask
 def SEGMENTATION_FLIPS():
-    from tests.gallery.task_bugs import RandomFlips, example
-    ex = example("segmentation")
-
-    def load_data():
-        d = ex.load_data()
-        return Data(train=RandomFlips(d.train, flip_masks=True), val=d.val, test=d.test, class_names=d.class_names)
-
-    return ex.RECIPE.replace(data=load_data, name="segmentation_flips")
+    from tests.gallery.task_bugs import segmentation_flipped
+    return segmentation_flipped(flip_masks=True, name="segmentation_flips")
 
 
 HEALTHY_DENSE = ["SEGMENTATION_FLIPS"]

@@ -124,13 +124,19 @@ class RandomFlips(torch.utils.data.Dataset):
 
 # segmentation: a random flip applied to the image but not to its mask (R's SEG_FLIP_IMAGE_ONLY: 19 checks passed)
 def SEGMENTATION_FLIP_IMAGE_ONLY():
+    return segmentation_flipped(flip_masks=False, name="segmentation_flip_image_only")
+
+
+def segmentation_flipped(flip_masks: bool, name: str):
+    """The segmentation example with random horizontal flips of its train images (and of their masks)."""
     ex = example("segmentation")
 
     def load_data():
         d = ex.load_data()
-        return Data(train=RandomFlips(d.train, flip_masks=False), val=d.val, test=d.test, class_names=d.class_names)
+        return Data(train=RandomFlips(d.train, flip_masks=flip_masks), val=d.val, test=d.test,
+                    class_names=d.class_names)
 
-    return ex.RECIPE.replace(data=load_data, name="segmentation_flip_image_only")
+    return ex.RECIPE.replace(data=load_data, name=name)
 
 
 # segmentation: masks transposed relative to their images, H and W swapped (square images, so every

@@ -155,8 +155,9 @@ def test_a_kill_9_of_the_worker_pool_is_one_line_saying_how_to_resume(tmp_path):
     and the way on (it was "a worker process exited with status -9: forking 2 workers; ...")."""
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1,0.2,0.3",
-               "--epochs", "40", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures",
-               "--heartbeat", "1", "--threads", "1"]
+               "--epochs", "200", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures",
+               "--heartbeat", "1", "--threads", "1"]  # 200 epochs: with 40 the sweep ended before the test
+    # saw a trial running, and the parent was gone when the test read /proc (CI, once)
     parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
     storage = f"sqlite:///{out.resolve() / 'study.db'}"
     deadline = time.monotonic() + 300
@@ -164,6 +165,7 @@ def test_a_kill_9_of_the_worker_pool_is_one_line_saying_how_to_resume(tmp_path):
         if any(t.state.name == "RUNNING" for t in trials_of(storage, "sweep-lr")):
             break
         time.sleep(0.05)
+    assert parent.poll() is None, parent.stderr.read()[-3000:]
     (pool,) = children(parent.pid)
     os.kill(pool, signal.SIGKILL)
     _, err = parent.communicate(timeout=120)

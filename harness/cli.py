@@ -162,6 +162,8 @@ def build_parser() -> Parser:
     t.add_argument("--scheduler", default=None, help="step:STEP[:GAMMA], cosine[:MIN_LR] or warmup:EPOCHS")
     t.add_argument("--patience", type=positive_int, default=None, help="early stopping on val accuracy")
     t.add_argument("--subset", type=subset_size, default=None, help="train on N samples or a fraction")
+    t.add_argument("--drop-last", action="store_true", default=None,
+                   help="drop each epoch's last partial batch (BatchNorm cannot train on a batch of 1)")
     t.add_argument("--jobs", type=jobs_count, default=None,
                    help="runs at once in worker processes with capped threads (0: one per core)")
     t.add_argument("--vectorize", choices=("auto", "on", "off"), default=None,
@@ -176,6 +178,8 @@ def build_parser() -> Parser:
     o.add_argument("--study", default=None, action=Once, help="study name in the storage (default <recipe>-<command>)")
     o.add_argument("--prune", choices=("none", "median", "hyperband"), default="none",
                    help="also prune trials on the val loss per epoch (diverged runs are always pruned)")
+    o.add_argument("--fail-fast", action="store_true",
+                   help="stop at the first run that raises (default: record it, run the others, exit 1 at the end)")
     o.add_argument("--heartbeat", type=positive_int, default=None,
                    help="seconds between a running trial's heartbeats; a trial silent for 3x is retried (default 10)")
 
@@ -368,6 +372,8 @@ def _options(args) -> tuple:
         opts["patience"] = args.patience
     if args.subset is not None:
         opts["subset"] = args.subset
+    if args.drop_last:
+        opts["drop_last"] = True
     return tuple(sorted(opts.items()))
 
 
@@ -382,22 +388,36 @@ def _study(args, recipe, data, device, configs, vary, title, kind=None, settings
                 "epochs": configs[0].epochs if configs else tpe["epochs"],
                 "options": [list(o) for o in (configs[0].options if configs else tpe["options"])]}
     extra = {"heartbeat": args.heartbeat} if args.heartbeat else {}
-    results = study.run_study(spec, configs, args._out, device=device, recipe=recipe, data=data, jobs=args.jobs,
-                              vectorize=args.vectorize, progress=not args.quiet, storage=args.storage, study=name,
-                              settings=settings, kind=kind, tpe=tpe, space=space, prune=args.prune,
-                              meta={"title": title, "vary": list(vary)}, pool=args._pool, **extra)
+    try:
+        results = study.run_study(spec, configs, args._out, device=device, recipe=recipe, data=data,
+                                  jobs=args.jobs, vectorize=args.vectorize, progress=not args.quiet,
+                                  storage=args.storage, study=name, settings=settings, kind=kind, tpe=tpe,
+                                  space=space, prune=args.prune, meta={"title": title, "vary": list(vary)},
+                                  pool=args._pool, fail_fast=args.fail_fast, **extra)
+    except study.StudyFailures as e:  # the finished runs are reported all the same, then the failed ones
+        if e.results:
+            _report(args, e.results, vary, title, e.failures)
+        raise
     return _report(args, results, vary, title)
 
 
-def _report(args, results, vary, title) -> int:
+def _report(args, results, vary, title, failures=()) -> int:
     from harness import study
 
     rows = study.summarize(results)
-    paths = study.write_outputs(args._out, results, rows, vary, title=title, figures=not args.no_figures)
+    paths = study.write_outputs(args._out, results, rows, vary, title=title, figures=not args.no_figures,
+                                failed=list(failures))
     print(f"{title} ({len(results)} run{'s' if len(results) != 1 else ''}, sorted by {(rows[0].get('Score_metric') if rows else None) or 'Accuracy'})")
     print(study.format_table(rows))
+    for f in failures[:FAILURES_SHOWN]:
+        print(f"failed: {study.describe(study.Config.from_dict(f['config']))}: {f['error']}")
+    if len(failures) > FAILURES_SHOWN:
+        print(f"failed: {len(failures) - FAILURES_SHOWN} more (results.json lists every one)")
     print(f"wrote {paths['table.csv']}, {paths['results.json']} and {len(paths) - 3} figures under {args._out}")
     return 0
+
+
+FAILURES_SHOWN = 10
 
 
 def _seeds(args) -> list:
@@ -446,7 +466,7 @@ def cmd_search(args) -> int:
 def cmd_report(args) -> int:
     """The table, CSV, results.json and figures of an existing study, from any storage."""
     from harness.study import load_study_results
-    from harness.study.storage import default_url, pruned_early
+    from harness.study.storage import default_url, failed_runs, pruned_early
 
     args._out = Path(args.out or (f"results/report-{_slug(args.study)}" if args.study else "results/report"))
     if args.storage is None and args.out is None:
@@ -459,6 +479,7 @@ def cmd_report(args) -> int:
               "wrote, or --storage URL", file=sys.stderr)
         return 2
     the_study, results = load_study_results(url, args.study)
+    failures = failed_runs(the_study)
     if not results:
         print(f"harness: error: study {the_study.study_name!r} has no finished trials yet", file=sys.stderr)
         return 2
@@ -469,7 +490,7 @@ def cmd_report(args) -> int:
     title = the_study.user_attrs.get("title", the_study.study_name)
     vary = tuple(the_study.user_attrs.get("vary", ("learning_rate", "batch_size")))
     args.no_figures = getattr(args, "no_figures", False)
-    return _report(args, results, vary, title)
+    return _report(args, results, vary, title, failures)
 
 
 def cmd_train(args) -> int:

@@ -262,7 +262,8 @@ def _input_fixes(model, inputs, error, ctx: user_code) -> list:
     if x is not None and batching.batch_len(inputs) == 1 and (ctx.batch_size or 0) > 1 and ctx.split_name == "train":
         n = batching.split_len(ctx.split) if ctx.split is not None else None
         fixes.append(f"{n} training samples at batch_size {ctx.batch_size} leave a last batch of 1, which BatchNorm "
-                     "cannot train on: pass drop_last=True to train() or fit(), or choose another batch size")
+                     "cannot train on: pass drop_last=True to train() or fit() (harness commands: --drop-last), "
+                     "or choose another batch size")
     if isinstance(error, TypeError) and isinstance(inputs, (dict, tuple, list)):
         fixes.append("a dict of inputs is passed as model(**inputs), a tuple or list as model(*inputs); give the recipe "
                      "forward=lambda model, inputs: ... to call the model another way")

@@ -23,7 +23,8 @@ _EXPORTS = {  # public name -> the module that defines it; loaded on first use (
     "run_config": "one_run",
     "COLUMNS": "reports", "METRICS": "reports", "format_table": "reports", "summarize": "reports",
     "to_csv": "reports", "write_outputs": "reports",
-    "load_study_results": "sweeps", "run_study": "sweeps",
+    "describe": "sweeps", "load_study_results": "sweeps", "run_study": "sweeps",
+    "StudyFailures": "trials", "TrialError": "trials",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -28,7 +28,8 @@ SAMPLERS = ("qmc", "random", "tpe")
 @dataclass(frozen=True)
 class Config:
     """One training configuration. `options` holds extra fit settings as sorted (key, value) pairs:
-    optimizer ('sgd'|'adam'), momentum, weight_decay, scheduler ('step:20:0.1'...), patience, subset."""
+    optimizer ('sgd'|'adam'), momentum, weight_decay, scheduler ('step:20:0.1'...), patience, subset,
+    drop_last."""
     lr: float
     batch_size: int
     epochs: int
@@ -56,6 +57,8 @@ class Config:
             out["patience"] = int(opts["patience"])
         if opts.get("subset") is not None:
             out["subset"] = opts["subset"]
+        if opts.get("drop_last"):
+            out["drop_last"] = True
         return out
 
     @classmethod

@@ -134,8 +134,9 @@ def labels(configs: list, vary: Sequence[str]) -> list:
 
 
 def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: str = "",
-                  figures: bool = True) -> dict:
-    """Write table.txt, table.csv, results.json (rows and every run's history) and the figures.
+                  figures: bool = True, failed: Sequence[dict] = ()) -> dict:
+    """Write table.txt, table.csv, results.json (rows, every run's history, and the `failed` runs:
+    config and error line of each configuration that raised) and the figures.
 
     Returns the paths written, by name. Figure names never collide: two lrs that print alike
     are spelled in full, and two runs of one configuration differ by their seed.
@@ -144,7 +145,8 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     paths = {"table.txt": out / "table.txt", "table.csv": out / "table.csv", "results.json": out / "results.json"}
     atomic_write_text(paths["table.txt"], format_table(rows) + "\n")
     atomic_write_text(paths["table.csv"], to_csv(rows))
-    atomic_write_json(paths["results.json"], {"title": title, "vary": list(vary), "rows": rows, "runs": results})
+    atomic_write_json(paths["results.json"], {"title": title, "vary": list(vary), "rows": rows, "runs": results,
+                                              "failed": list(failed)})
     if not figures:
         return paths
     from harness import figures as fig  # matplotlib: a quarter of a second, only when drawing

@@ -327,6 +327,8 @@ def refusal(name: str, theirs: dict, ours: dict) -> str:
     from harness.study.configs import describe_recipe
 
     def fmt(value):
+        if isinstance(value, list) and all(isinstance(v, list) and len(v) == 2 for v in value):  # options
+            return ", ".join(f"{k}={fmt(v)}" for k, v in value) or "none"
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) \
             else (f"{value:g}" if isinstance(value, float) else str(value))
     keys = [k for k in dict.fromkeys([*theirs["settings"], *ours["settings"]])
@@ -356,6 +358,20 @@ def finished_results(study) -> list:
                             "history": attrs["history"], "trial": t.number, "state": t.state.name.lower(),
                             "pruned_reason": attrs.get("pruned_reason", "")})
     return results
+
+
+def failed_runs(study) -> list:
+    """The configurations whose run raised and that never finished since, one per key, in trial
+    order: dicts with the key, config and `error` (the run's one line, its latest)."""
+    trials = study.get_trials(deepcopy=False)
+    done = {t.user_attrs.get("key") for t in trials if t.state.name in FINISHED}
+    failed: dict = {}
+    for t in trials:
+        attrs = t.user_attrs
+        if t.state.name == "FAIL" and "error" in attrs and "config" in attrs and attrs.get("key") not in done:
+            failed[attrs["key"]] = {"key": attrs["key"], "config": attrs["config"], "error": attrs["error"],
+                                    "recipe_error": attrs.get("recipe_error", False), "trial": t.number}
+    return sorted(failed.values(), key=lambda f: f["trial"])
 
 
 def pruned_early(study) -> str:

@@ -28,9 +28,9 @@ from harness.recipes import load_recipe
 from harness.study.configs import Config, recipe_identity
 from harness.study.one_run import check_lr_is_used, check_swept_value_used, metric_column
 from harness.study.progress import StudyProgress
-from harness.study.storage import (HEARTBEAT, default_url, distributions_for, finished_results, open_storage,
-                                   open_study, pruned_early, redact, storage_errors)
-from harness.study.trials import Job, TrialError, finished_keys, run_trials
+from harness.study.storage import (HEARTBEAT, default_url, distributions_for, failed_runs, finished_results,
+                                   open_storage, open_study, pruned_early, redact, storage_errors)
+from harness.study.trials import Job, StudyFailures, TrialError, finished_keys, run_trials
 
 VECTORIZE_MODES = ("auto", "on", "off")
 
@@ -39,7 +39,7 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
               vectorize: Optional[str] = None, progress: bool = True, storage: Optional[str] = None,
               study: Optional[str] = None, settings: Optional[dict] = None, kind: Optional[str] = None,
               tpe: Optional[dict] = None, space=None, prune: str = "none", heartbeat: int = HEARTBEAT,
-              meta: Optional[dict] = None, pool=None) -> list:
+              meta: Optional[dict] = None, pool=None, fail_fast: bool = False) -> list:
     """Run every config of `configs` not yet finished in the study; return all their results, in
     config order (with `tpe`, the study's results in trial order).
 
@@ -49,6 +49,10 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
     the recipe, makes this study what it is (the CLI passes its arguments); a study made with
     other settings is refused. kind 'lr'|'batch-size' checks that the swept value was used.
     pool: the workers' Pool when the caller started it earlier (the CLI does, before importing torch).
+
+    A configuration whose run raises (an out-of-memory batch size) is recorded as failed with its
+    line and the others run; then StudyFailures is raised, holding the finished `results` and the
+    `failures`. fail_fast: raise TrialError at the first instead (the others stay queued).
     """
     from harness import runtime
     from harness.fit import resolve_device
@@ -96,7 +100,7 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
         stacked = _vectorize(vectorize, recipe, configs, device)
         job = Job(storage=url, study=name, spec=spec, device=str(device), heartbeat=heartbeat, prune=prune,
                   vectorize=stacked, group=max(1, math.ceil(_largest_lr_group(configs) / jobs)), tpe=tpe,
-                  data_settings=_data_settings(), named=named)
+                  data_settings=_data_settings(), named=named, fail_fast=fail_fast)
         if kind == "lr" and configs and in_workers:
             if jobs > 1:  # each worker checks before its first trial (the check imports torch._dynamo: 1-2 s)
                 job.lr_check = asdict(configs[0])
@@ -114,23 +118,38 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
             elif left:
                 pool.close()
                 run_trials(job, recipe=recipe, data=data, storage=optuna_storage)
-    results = finished_results(the_study)
+    results, failures = finished_results(the_study), failed_runs(the_study)
     if configs:
-        by_key = {r["key"]: r for r in results}
-        missing = [c for c in configs if c.key() not in by_key and c.key() not in finished_keys(the_study)]
+        by_key, done = {r["key"]: r for r in results}, finished_keys(the_study)
+        failures = [f for f in failures if f["key"] in {c.key() for c in configs}]
+        failed = {f["key"] for f in failures}
+        missing = [c for c in configs if c.key() not in by_key and c.key() not in done and c.key() not in failed]
         if missing:
             raise TrialError(f"{len(missing)} of {len(configs)} trials did not finish (first: "
                              f"{describe(missing[0])}); run the same command again to retry them")
         results = [by_key[c.key()] for c in configs if c.key() in by_key]
     check_swept_value_used(recipe, results, kind or "")
-    points = len({(r["config"]["lr"], r["config"]["batch_size"]) for r in results})
+    points = len({(r["config"]["lr"], r["config"]["batch_size"]) for r in results + failures})
     if tpe and points < tpe["trials"]:
         print(f"tpe found {points} of {tpe['trials']} distinct configurations: it kept proposing ones already run "
               "(it has converged, or the space is narrow)", file=sys.stderr)
     note = pruned_early(the_study)
     if note:
         print(note, file=sys.stderr)
+    if failures:
+        line = _failures_line(failures, results)
+        if not results and all(f["recipe_error"] for f in failures):  # the recipe is at fault: exit 2
+            raise StudyFailures(line, results, failures) from RecipeError(line)
+        raise StudyFailures(line, results, failures)
     return results
+
+
+def _failures_line(failures: list, results: list) -> str:
+    first = f"{describe(Config.from_dict(failures[0]['config']))}: {failures[0]['error']}"
+    if len(failures) == 1 and not results:
+        return first
+    return (f"{len(failures)} of {len(failures) + len(results)} runs raised (first: {first}); "
+            f"{'the others finished' if results else 'none finished'}; run the same command again to retry them")
 
 
 def _refuse_another_study(storage, name: str, out) -> None:

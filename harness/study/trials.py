@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from harness.errors import RecipeError
 from harness.study.configs import Config, Space, pick
 from harness.study.one_run import check_lr_is_used, run_config
 from harness.study.storage import (HEARTBEAT, FINISHED, claim_trial, fail_stale_trials, open_storage,
@@ -49,6 +50,7 @@ class Job:
     named: Optional[str] = None        # how the user named the storage, for messages ("--out DIR")
     data_settings: list = field(default_factory=lambda: [None, False])  # harness.data settings: root, download
     data_file: Optional[str] = None    # tensors saved by the parent when it was given data, not a spec
+    fail_fast: bool = False            # a trial that raises stops the worker (else: recorded FAIL, go on)
 
     def to_json(self) -> str:
         import json
@@ -62,6 +64,15 @@ class Job:
 
 class TrialError(RuntimeError):
     """A trial raised; the message is the one line to show (the trial is marked FAIL with it)."""
+
+
+class StudyFailures(TrialError):
+    """Some configurations raised; the others finished. `results` are the finished runs (what
+    run_study would have returned), `failures` (config, line) pairs of those that raised."""
+
+    def __init__(self, message: str, results: list, failures: list):
+        super().__init__(message)
+        self.results, self.failures = results, failures
 
 
 def score_of(row: dict) -> float:
@@ -184,7 +195,7 @@ def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
     space = {k: dists[k] for k in ("lr", "batch_size")}
     for _ in range(20):
         trials = study.get_trials(deepcopy=False)
-        primaries = [t for t in trials if t.user_attrs.get("point") and t.state != TrialState.FAIL]
+        primaries = [t for t in trials if t.user_attrs.get("point") and _tried(t)]
         if len(primaries) >= spec["trials"]:
             return []
         # a new trial, not study.ask(): ask pops any WAITING trial first, i.e. another point's enqueued
@@ -203,8 +214,7 @@ def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
                    for s in seeds]
         for name, value in (("point", point), ("key", configs[0].key()), ("config", asdict(configs[0]))):
             trial.set_user_attr(name, value)
-        ranked = sorted(t.number for t in study.get_trials(deepcopy=False)
-                        if t.user_attrs.get("point") and t.state != TrialState.FAIL)
+        ranked = sorted(t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("point") and _tried(t))
         if trial.number not in ranked[:spec["trials"]]:  # another worker took the last place first
             study.tell(trial, state=TrialState.FAIL)
             return []
@@ -212,6 +222,12 @@ def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
         enqueue(study, configs[1:], space)  # TPE's space: lr and batch size; the seed is in the config
         return [storage.get_trial(trial._trial_id)]
     return []
+
+
+def _tried(trial) -> bool:
+    """A TPE point that counts toward --trials: not a repeat or a lost race (FAIL without an error);
+    one whose run raised does count (its line is reported), so TPE cannot propose failures for ever."""
+    return trial.state.name != "FAIL" or "error" in trial.user_attrs
 
 
 # --- running -----------------------------------------------------------------------------------------
@@ -295,9 +311,14 @@ def _run(study, storage, claimed: list, dists: dict, recipe, data, job: Job) -> 
         except Exception as e:
             torch.set_num_threads(threads)
             line = str(e).splitlines()[0] if str(e) else type(e).__name__
+            at_fault = isinstance(e, RecipeError) or isinstance(e.__cause__, RecipeError)
             for trial in trials:
                 trial.set_user_attr("error", line)
+                if at_fault:  # the recipe, as fit's checks found it: a usage error when no run finished
+                    trial.set_user_attr("recipe_error", True)
                 study.tell(trial, state=TrialState.FAIL)
+            if not job.fail_fast:  # an out-of-memory batch size is a result of the search, not its end
+                return 0
             lrs = ",".join(f"{c.lr:g}" for c in configs)  # which run: in a search, the one setting that fails
             raise TrialError(f"lr={lrs} batch={configs[0].batch_size} seed={configs[0].seed}: {line}") from e
         except BaseException:  # interrupted: run_trials puts the trials back in the queue
@@ -374,4 +395,4 @@ def finished_keys(study) -> set:
     return {t.user_attrs.get("key") for t in study.get_trials(deepcopy=False) if t.state.name in FINISHED}
 
 
-__all__ = ["Job", "PRUNERS", "Space", "TrialError", "finished_keys", "run_trials"]
+__all__ = ["Job", "PRUNERS", "Space", "StudyFailures", "TrialError", "finished_keys", "run_trials"]

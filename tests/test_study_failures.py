@@ -1,0 +1,152 @@
+"""A configuration whose run raises (a batch size that leaves BatchNorm a batch of 1, an
+out-of-memory batch) is a result of a sweep or search, not its end: it is recorded as failed
+with its one line, the other configurations run, the table and results.json hold both, and the
+command exits 1 (2 when no run finished and the recipe is at fault). --fail-fast stops at the
+first, as before. A re-run retries the failed ones; --drop-last is the way past BatchNorm's batch of 1.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from harness import data as hdata, study
+from harness.recipe import Recipe
+from harness.study.storage import default_url, failed_runs, load_existing
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+N_TRAIN = 201  # batch 4 leaves a last batch of 1 (201 = 50 x 4 + 1); 16 and 32 leave 9
+
+
+def small_data():
+    return hdata.synthetic(n_train=N_TRAIN, n_val=64, n_test=64, shape=(1, 8, 8), seed=5)
+
+
+def batchnorm_mlp():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.BatchNorm1d(16),
+                               torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+
+class Broken(torch.nn.Module):
+    """Every run raises: a recipe bug, not a setting."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(x)  # (N, 1, 8, 8) into Linear(64): a shape error in every run
+
+
+BN = Recipe(model=batchnorm_mlp, data=small_data, num_classes=10, lr=0.1, batch_size=16, epochs=2, name="bn")
+BROKEN = Recipe(model=Broken, data=small_data, num_classes=10, lr=0.1, batch_size=16, epochs=2, name="broken")
+
+
+def harness(*args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args, "--quiet", "--no-figures", "--threads", "1"],
+                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=timeout)
+
+
+def spec(name: str) -> str:
+    return f"{Path(__file__).resolve()}:{name}"
+
+
+def states(out: Path) -> dict:
+    trials = load_existing(default_url(out), None).get_trials()
+    return {t.params["batch_size"]: t.state.name for t in trials}
+
+
+# --- the Python API ------------------------------------------------------------------------------------
+
+def test_a_run_that_raises_is_recorded_and_the_others_run(tmp_path):
+    configs = study.sweep_configs("batch-size", [4, 16, 32], lr=0.1, batch_size=16, epochs=2)
+    with pytest.raises(study.StudyFailures) as info:
+        study.run_study(None, configs, tmp_path, recipe=BN, progress=False)
+    e = info.value
+    assert [r["config"]["batch_size"] for r in e.results] == [16, 32]
+    assert [f["config"]["batch_size"] for f in e.failures] == [4]
+    assert "BatchNorm" in e.failures[0]["error"] and "--drop-last" in e.failures[0]["error"]
+    assert str(e).startswith("1 of 3 runs raised (first: lr=0.1 batch=4 seed=0: fit: ") and "\n" not in str(e)
+    assert states(tmp_path) == {4: "FAIL", 16: "COMPLETE", 32: "COMPLETE"}
+
+
+def test_fail_fast_stops_at_the_first_and_leaves_the_others_queued(tmp_path):
+    configs = study.sweep_configs("batch-size", [4, 16, 32], lr=0.1, batch_size=16, epochs=2)
+    with pytest.raises(study.TrialError) as info:
+        study.run_study(None, configs, tmp_path, recipe=BN, progress=False, fail_fast=True)
+    assert not isinstance(info.value, study.StudyFailures)
+    assert str(info.value).startswith("lr=0.1 batch=4 seed=0: fit: ")
+    assert states(tmp_path) == {4: "FAIL", 16: "WAITING", 32: "WAITING"}
+
+
+def test_a_rerun_retries_the_failed_configuration_only(tmp_path):
+    configs = study.sweep_configs("batch-size", [4, 16], lr=0.1, batch_size=16, epochs=2)
+    for _ in range(2):
+        with pytest.raises(study.StudyFailures):
+            study.run_study(None, configs, tmp_path, recipe=BN, progress=False)
+    trials = load_existing(default_url(tmp_path), None).get_trials()
+    assert sorted((t.params["batch_size"], t.state.name) for t in trials) == [(4, "FAIL"), (4, "FAIL"),
+                                                                             (16, "COMPLETE")]
+    assert len(failed_runs(load_existing(default_url(tmp_path), None))) == 1  # one per configuration
+
+
+def test_drop_last_trains_what_batchnorm_could_not(tmp_path):
+    configs = study.sweep_configs("batch-size", [4, 16], lr=0.1, batch_size=16, epochs=2,
+                                  options=(("drop_last", True),))
+    results = study.run_study(None, configs, tmp_path, recipe=BN, progress=False)
+    assert [r["row"]["steps_per_epoch"] for r in results] == [N_TRAIN // 4, N_TRAIN // 16]
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_the_sweep_reports_what_finished_and_what_failed_then_exits_1(tmp_path, jobs):
+    out = tmp_path / "sweep"
+    done = harness("sweep", "batch-size", "--recipe", spec("BN"), "--values", "4,16,32", "--epochs", "2",
+                   "--out", str(out), "--jobs", jobs)
+    assert done.returncode == 1, done.stderr[-2000:]
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("harness: error: 1 of 3 runs raised (first: lr=0.1 batch=4 seed=0: ")
+    assert "failed: lr=0.1 batch=4 seed=0: fit: " in done.stdout and "(2 runs, sorted by Accuracy)" in done.stdout
+    text = (out / "results.json").read_text()
+    report = json.loads(text, parse_constant=lambda c: pytest.fail(f"results.json holds {c}"))
+    assert [r["config"]["batch_size"] for r in report["runs"]] == [16, 32]
+    assert [(f["config"]["batch_size"], "BatchNorm" in f["error"]) for f in report["failed"]] == [(4, True)]
+    again = harness("report", "--out", str(out))  # the report of the study says the same
+    assert again.returncode == 0 and "failed: lr=0.1 batch=4 seed=0: fit: " in again.stdout
+
+
+def test_fail_fast_on_the_command_line(tmp_path):
+    out = tmp_path / "sweep"
+    done = harness("sweep", "batch-size", "--recipe", spec("BN"), "--values", "4,16", "--epochs", "2",
+                   "--out", str(out), "--fail-fast")
+    assert done.returncode == 2, done.stderr[-2000:]  # fit's own check: the recipe at this setting
+    assert done.stderr.startswith("harness: error: lr=0.1 batch=4 seed=0: fit: ") and "failed:" not in done.stdout
+    assert states(out) == {4: "FAIL", 16: "WAITING"}
+
+
+def test_a_recipe_that_always_raises_ends_a_tpe_search(tmp_path):
+    """TPE counts a point whose run raised as tried: it used to count only the points that ran, so a
+    recipe that always raises would have had TPE propose points for ever."""
+    out = tmp_path / "search"
+    done = harness("search", "--recipe", spec("BROKEN"), "--sampler", "tpe", "--trials", "3", "--epochs", "1",
+                   "--batch-size", "8:64", "--out", str(out), timeout=240)
+    assert done.returncode == 2, done.stderr[-2000:]  # nothing finished and the recipe is at fault
+    assert done.stderr.startswith("harness: error: 3 of 3 runs raised (first: lr=") and "none finished" in done.stderr
+    trials = optuna.load_study(study_name="search", storage=default_url(out)).get_trials()
+    assert sum(t.state.name == "FAIL" and "error" in t.user_attrs for t in trials) == 3
+
+
+def test_another_option_in_the_same_study_is_named_in_the_refusal(tmp_path):
+    out = tmp_path / "sweep"
+    first = harness("sweep", "batch-size", "--recipe", spec("BN"), "--values", "16", "--epochs", "1", "--out", str(out))
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = harness("sweep", "batch-size", "--recipe", spec("BN"), "--values", "16", "--epochs", "1",
+                     "--out", str(out), "--drop-last")
+    assert second.returncode == 2
+    assert "with options none, not " in second.stderr and "with options drop_last=True;" in second.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _codecs
 import json
+import math
 import os
 import pickle
 import re
@@ -87,7 +88,19 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+    """Strict JSON: a float that is not finite (a diverged run's loss, an R2 of nan) is written as null,
+    since NaN and Infinity are not JSON (jq, JavaScript's JSON.parse and many other readers refuse them)."""
+    atomic_write_text(path, json.dumps(_finite_or_null(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _finite_or_null(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 def save_weights(model: torch.nn.Module, path) -> None:

@@ -131,6 +131,25 @@ def test_csv_has_the_notebook_columns_and_one_row_per_config():
     assert [float(r["Accuracy"]) for r in table] == [0.9, 0.6]
 
 
+def strict_json(text: str):
+    """json.loads as jq, JavaScript's JSON.parse and most other readers parse: NaN and Infinity are not JSON."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_results_json_is_strict_json_with_null_for_a_metric_that_is_not_finite(tmp_path):
+    """A diverged regression over seeds (R2 nan ± nan) and a history with NaN losses: results.json said
+    NaN, which jq and JSON.parse refuse; a number that is not finite is written as null."""
+    results = [fake_result(1e8, s, math.nan, diverged=True) for s in (0, 1)] + [fake_result(0.1, 0, 0.9)]
+    results[0]["history"] = {"train_loss": [math.inf], "val_loss": [math.nan]}
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",), figures=False)
+    saved = strict_json((tmp_path / "results.json").read_text())
+    assert saved["rows"][1]["Accuracy"] is None and saved["rows"][1]["Accuracy_std"] is None
+    assert saved["runs"][0]["history"] == {"train_loss": [None], "val_loss": [None]}
+    assert saved["rows"][0]["Accuracy"] == 0.9
+
+
 def test_two_lrs_that_print_alike_get_different_figure_names():
     configs = [{"lr": 0.1, "batch_size": 32}, {"lr": 0.1000000001, "batch_size": 32}, {"lr": 0.5, "batch_size": 32}]
     names = labels(configs, ("learning_rate",))

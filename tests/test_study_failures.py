@@ -150,3 +150,12 @@ def test_another_option_in_the_same_study_is_named_in_the_refusal(tmp_path):
                      "--out", str(out), "--drop-last")
     assert second.returncode == 2
     assert "with options none, not " in second.stderr and "with options drop_last=True;" in second.stderr
+
+
+def test_the_progress_bar_shows_a_failure_when_it_happens_and_counts_it_done(tmp_path, capsys):
+    configs = study.sweep_configs("batch-size", [4, 16], lr=0.1, batch_size=16, epochs=2)
+    with pytest.raises(study.StudyFailures):
+        study.run_study(None, configs, tmp_path, recipe=BN, progress=True)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert "failed: lr=0.1 batch=4 seed=0: fit: " in err
+    assert "2/2" in err and "failed 1" in err  # the failed run counts toward the total: the bar ends full

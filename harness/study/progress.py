@@ -1,6 +1,6 @@
 """Progress of a study on stderr with tqdm: trials done of the total, running, pruned, failed,
 the best value so far of the task's main metric (accuracy, R2, ...), and tqdm's own rate
-and time left.
+and time left. A run that raises is written above the bar when it is seen, as one line.
 
     with StudyProgress(study, total=10):
         run_trials(job)           # the bar reads the study's storage every second, on a thread
@@ -27,6 +27,8 @@ class StudyProgress:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.bar = None
+        self.shown: set = set()  # trial numbers whose failure is on screen (or was before this command)
+        self.before = 0  # failures from before this command: their configurations run again
 
     def __enter__(self):
         if self.enabled:
@@ -42,7 +44,14 @@ class StudyProgress:
             c = counts(self.study)
         except Exception:  # a busy database: try again next second
             return
-        done = c["complete"] + c["pruned"]
+        for number, (config, error) in sorted(c["errors"].items()):
+            if number not in self.shown and not first:
+                self.bar.write(f"failed: lr={config['lr']:g} batch={config['batch_size']} seed={config['seed']}: "
+                               f"{error}", file=self.stream)
+            self.shown.add(number)
+        if first:
+            self.before = len(c["errors"])
+        done = c["complete"] + c["pruned"] + len(c["errors"]) - self.before  # a run that raised is done too
         if first:
             self.bar.reset(total=self.total)  # the clock and rate start now, not with the earlier runs
             self.bar.update(min(done, self.total))

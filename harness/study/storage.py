@@ -394,13 +394,17 @@ def pruned_early(study) -> str:
 
 
 def counts(study) -> dict:
-    """Trials by state (failed: those whose run raised), the best value so far (None before the first)
-    and the metric it is (the task's main metric as the table names it: Accuracy, R2, F1_micro, ...)."""
-    out = {"complete": 0, "pruned": 0, "running": 0, "waiting": 0, "fail": 0, "best": None, "metric": None}
+    """Trials by state (failed: those whose run raised), the best value so far (None before the first),
+    the metric it is (the task's main metric as the table names it: Accuracy, R2, F1_micro, ...) and
+    `errors`: {trial number: (config dict, error line)} of the runs that raised."""
+    out = {"complete": 0, "pruned": 0, "running": 0, "waiting": 0, "fail": 0, "best": None, "metric": None,
+           "errors": {}}
     for t in study.get_trials(deepcopy=False):
         if t.state.name == "FAIL" and "error" not in t.user_attrs:
             continue  # not a failure: a killed or interrupted worker's trial (retried), a TPE repeat
         out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+        if t.state.name == "FAIL" and "config" in t.user_attrs:  # by trial number: the run's config and line
+            out["errors"][t.number] = (t.user_attrs["config"], t.user_attrs["error"])
         if t.state.name == "COMPLETE" and t.value is not None and (out["best"] is None or t.value > out["best"]):
             out["best"] = t.value
             out["metric"] = t.user_attrs.get("row", {}).get("Score_metric") or "Accuracy"

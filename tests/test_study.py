@@ -131,6 +131,18 @@ def test_csv_has_the_notebook_columns_and_one_row_per_config():
     assert [float(r["Accuracy"]) for r in table] == [0.9, 0.6]
 
 
+def test_numbers_far_from_one_print_in_a_few_characters():
+    """A diverged language model's perplexity (1e304) printed as a 300-digit number and widened every row
+    of the table; a regression's R2 of -2.47e34 as 35 digits. Numbers of a million or more in size (or
+    tiny but not zero) print in 4 significant digits with an exponent; the others as before."""
+    results = [fake_result(lr, 0, acc) for lr, acc in ((1e-3, 0.5917), (10.0, -2.4706885e34))]
+    results[0]["row"]["Perplexity"], results[1]["row"]["Perplexity"] = 3.7877, 1.0142e304
+    results[1]["row"]["Train_time_s"] = 1.2e-7
+    text = study.format_table(study.summarize(results))
+    assert "1.014e+304" in text and "-2.471e+34" in text and "0.5917" in text and "3.7877" in text
+    assert "1.2e-07" in text and max(len(line) for line in text.splitlines()) < 160
+
+
 def strict_json(text: str):
     """json.loads as jq, JavaScript's JSON.parse and most other readers parse: NaN and Infinity are not JSON."""
     def refuse(constant):

@@ -92,8 +92,8 @@ def format_table(rows: list, columns: Sequence[str] = None) -> str:
         if isinstance(v, bool):
             return str(v)
         if isinstance(v, float) and col not in ("learning_rate",):
-            text, std = (f"{v:.4f}", ".4f") if col in metrics else (f"{v:.4g}", ".3g")
-            return text + (f" ± {row[col + '_std']:{std}}" if col + "_std" in row else "")
+            text, std = (_fixed(v), _fixed) if col in metrics else (f"{v:.4g}", lambda s: f"{s:.3g}")
+            return text + (f" ± {std(row[col + '_std'])}" if col + "_std" in row else "")
         if isinstance(v, float):
             return f"{v:g}"
         return str(v)
@@ -103,6 +103,12 @@ def format_table(rows: list, columns: Sequence[str] = None) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in cells]
     return "\n".join(lines)
+
+
+def _fixed(v: float) -> str:
+    """4 decimals; a number a million or more in size, or below 1e-4 but not zero, in 4 significant
+    digits with an exponent (a diverged LM's perplexity 1e304 printed as 305 digits)."""
+    return f"{v:.4g}" if math.isfinite(v) and v != 0 and not 1e-4 <= abs(v) < 1e6 else f"{v:.4f}"
 
 
 def to_csv(rows: list) -> str:

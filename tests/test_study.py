@@ -131,6 +131,19 @@ def test_csv_has_the_notebook_columns_and_one_row_per_config():
     assert [float(r["Accuracy"]) for r in table] == [0.9, 0.6]
 
 
+def test_a_run_that_diverged_ranks_below_every_run_that_did_not():
+    """A multi-label sweep whose lr 10 diverged in epoch 1 with F1 0.30 topped the table above a healthy
+    lr 1e-3 at 0.22 (the study's own best, which excludes diverged trials, said 0.22). Every seed
+    diverged: last, whatever its metric; some seeds diverged: ranked by its mean as before."""
+    rows = study.summarize([fake_result(10.0, 0, 0.30, diverged=True), fake_result(1e-3, 0, 0.22),
+                            fake_result(0.1, 0, 0.0, diverged=True)])
+    assert [r["learning_rate"] for r in rows] == [1e-3, 10.0, 0.1]
+    pooled = study.summarize([fake_result(10.0, s, 0.30, diverged=True) for s in (0, 1)] +
+                             [fake_result(1.0, 0, 0.9, diverged=True), fake_result(1.0, 1, 0.7)] +
+                             [fake_result(1e-3, s, 0.22) for s in (0, 1)])
+    assert [(r["learning_rate"], r["diverged"]) for r in pooled] == [(1.0, 1), (1e-3, 0), (10.0, 2)]
+
+
 def test_numbers_far_from_one_print_in_a_few_characters():
     """A diverged language model's perplexity (1e304) printed as a 300-digit number and widened every row
     of the table; a regression's R2 of -2.47e34 as 35 digits. Numbers of a million or more in size (or

@@ -43,8 +43,16 @@ def _score(row: dict) -> float:
     return -v if isinstance(v, (int, float)) and math.isfinite(v) else math.inf
 
 
+def _rank(row: dict) -> tuple:
+    """Best first: configurations that diverged in every seed last (the study does not count them for
+    its best: they are pruned trials), the others by the task's main metric."""
+    diverged = row.get("diverged")
+    return (bool(diverged) and int(diverged) >= row.get("seeds", 1), _score(row))
+
+
 def summarize(results: list) -> list:
-    """One row per configuration (seeds pooled), sorted by the task's main metric, best first.
+    """One row per configuration (seeds pooled), sorted by the task's main metric, best first, with the
+    configurations that diverged in every seed last.
 
     With one seed the row is the run's row. With several, metrics are means, `<metric>_std`
     their sample standard deviations, `seeds` the count and `diverged` the number that diverged
@@ -72,7 +80,7 @@ def summarize(results: list) -> list:
                 row[f"{m}_std"] = _stdev(values)
         row["diverged"] = sum(bool(x["diverged"]) for x in members)
         rows.append(row)
-    return sorted(rows, key=_score)
+    return sorted(rows, key=_rank)
 
 
 def _stdev(values: list) -> float:

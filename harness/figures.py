@@ -27,6 +27,25 @@ def _epochs(values: list) -> list:
     return list(range(1, len(values) + 1))
 
 
+def _per_epoch(ax) -> None:
+    """Whole epochs on the x axis (matplotlib's default ticks read 1.25, 1.5 on a short run)."""
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _fit_scale(ax, values) -> None:
+    """A log y axis when the values span many orders of magnitude (a diverged LM's perplexity 1e304 beside
+    4, a regression's MSE 1e33 beside 0.01), symlog when some are negative (an R2 of -1e34 beside 0.96);
+    on a linear axis the healthy runs were a flat line at zero. Otherwise linear, as before."""
+    sizes = sorted(abs(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v))
+    if len(sizes) < 2 or sizes[-1] <= 1e4 * max(sizes[len(sizes) // 2], 1e-12):
+        return
+    if all(v > 0 for v in values if isinstance(v, (int, float)) and math.isfinite(v)):
+        ax.set_yscale("log")
+    else:
+        ax.set_yscale("symlog", linthresh=1.0)
+
+
 def curves(history: dict, title: str, path, metric: str = "Accuracy") -> None:
     """Two panels: train/val loss and train/val accuracy (`metric`: the task's main metric) per epoch
     (the notebook's plot_train_val)."""
@@ -37,6 +56,8 @@ def curves(history: dict, title: str, path, metric: str = "Accuracy") -> None:
             if any(isinstance(v, float) and math.isfinite(v) for v in values):
                 ax.plot(_epochs(values), values, marker=".", label=split)
         ax.set(title=name, xlabel="epoch", ylabel=name.lower())
+        _fit_scale(ax, history[f"train_{key}"] + history[f"val_{key}"])
+        _per_epoch(ax)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # a run that diverged in its first epoch has no finite point
             ax.legend()
@@ -46,15 +67,24 @@ def curves(history: dict, title: str, path, metric: str = "Accuracy") -> None:
 
 
 def overlay(histories: dict, title: str, path, metric: str = "Accuracy") -> None:
-    """Val loss and val accuracy (`metric`) per epoch, one line per run, overlaid (log scale for the loss)."""
+    """Val loss and val accuracy (`metric`) per epoch, one line per run, overlaid (log scale for the loss;
+    for the metric too when it spans many orders of magnitude). A run that diverged is dashed, ends in
+    an x and says so in the legend."""
     fig = Figure(figsize=(11, 4))
     loss_ax, acc_ax = fig.add_subplot(121), fig.add_subplot(122)
     for name, h in histories.items():
-        loss_ax.plot(_epochs(h["val_loss"]), h["val_loss"], marker=".", label=name)
-        acc_ax.plot(_epochs(h["val_acc"]), h["val_acc"], marker=".", label=name)
+        diverged = bool(h.get("diverged"))
+        style = dict(marker=".", linestyle="--" if diverged else "-", markevery=[len(h["val_loss"]) - 1]
+                     if diverged and h["val_loss"] else None, label=f"{name} (diverged)" if diverged else name)
+        if diverged:
+            style["marker"] = "x"
+        loss_ax.plot(_epochs(h["val_loss"]), h["val_loss"], **style)
+        acc_ax.plot(_epochs(h["val_acc"]), h["val_acc"], **style)
     loss_ax.set(title="val loss per epoch", xlabel="epoch", ylabel="val loss", yscale="log")
     acc_ax.set(title=f"val {metric} per epoch", xlabel="epoch", ylabel=f"val {metric}")
+    _fit_scale(acc_ax, [v for h in histories.values() for v in h["val_acc"]])
     for ax in (loss_ax, acc_ax):
+        _per_epoch(ax)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     if title:
@@ -64,7 +94,9 @@ def overlay(histories: dict, title: str, path, metric: str = "Accuracy") -> None
 
 def bars(labels: list, rows: list, title: str, path) -> None:
     """Three panels of bars, one bar per configuration: Accuracy, F1 macro, train time (± std over
-    seeds); for another task its main metric (and its second metric) instead of the first two."""
+    seeds); for another task its main metric (and its second metric) instead of the first two. A
+    configuration that diverged (in every seed) is hatched and says so under its bar; a panel whose
+    values span many orders of magnitude is drawn on a log (or symlog) scale."""
     fig = Figure(figsize=(14, 4))
     first = rows[0] if rows else {}
     main = first.get("Score_metric", "Accuracy") if "Accuracy" not in first else "Accuracy"
@@ -76,8 +108,14 @@ def bars(labels: list, rows: list, title: str, path) -> None:
         ax = fig.add_subplot(1, 3, i)
         values = [r.get(metric, r.get("Score", math.nan)) if metric == main else r.get(metric, math.nan) for r in rows]
         errors = [r.get(f"{metric}_std", 0.0) for r in rows]
-        ax.bar(range(len(values)), values, yerr=errors if any(errors) else None, color=color, capsize=3)
-        ax.set_xticks(range(len(values)), labels, rotation=30 if len(labels) > 3 else 0, fontsize=8)
+        drawn = ax.bar(range(len(values)), values, yerr=errors if any(errors) else None, color=color, capsize=3)
+        for patch, row in zip(drawn, rows):
+            if _diverged(row):
+                patch.set(hatch="//", alpha=0.5, edgecolor="black")
+        ticks = [f"{name}\n(diverged{_of_seeds(row)})" if row.get("diverged") else name
+                 for name, row in zip(labels, rows)]
+        ax.set_xticks(range(len(values)), ticks, rotation=30 if len(labels) > 3 else 0, fontsize=8)
+        _fit_scale(ax, values)
         ax.set(title=f"{metric} per configuration", ylabel=metric)
         for x, v in enumerate(values):
             ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=8)
@@ -85,6 +123,15 @@ def bars(labels: list, rows: list, title: str, path) -> None:
     if title:
         fig.suptitle(title, y=1.03)
     _save(fig, path)
+
+
+def _diverged(row: dict) -> bool:
+    """Diverged in every seed (a pooled row's `diverged` counts its seeds that did)."""
+    return bool(row.get("diverged")) and int(row["diverged"]) >= row.get("seeds", 1)
+
+
+def _of_seeds(row: dict) -> str:
+    return f" {int(row['diverged'])}/{row['seeds']}" if "seeds" in row else ""
 
 
 def lr_find_curve(result: dict, path, recipe_lr=None) -> None:

@@ -582,6 +582,43 @@ def test_figures_name_the_tasks_metric_and_draw_a_run_that_diverged_at_once(tmp_
     assert drawn["overlay.png"].axes[1].get_title() == "val R2 per epoch"
 
 
+def test_figures_mark_diverged_runs_and_keep_healthy_ones_readable_beside_exploded_ones(tmp_path, monkeypatch):
+    """A regression lr sweep where lr 1000 exploded (R2 -2.47e34, MSE 7.8e33): on linear axes the healthy
+    runs' R2 0.96 and 0.30 were one flat line at 0 and their MSE bars invisible; a causal LM's perplexity
+    1e304 hid 3.8 and 22. The diverged run was a bar and a line like the others (the multi-label lr 10
+    bar, diverged, stood tallest). Now: symlog/log axes when the values span many orders of magnitude,
+    diverged runs dashed and named in the legend, their bars hatched and labelled; accuracy stays linear."""
+    from harness import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.__setitem__(path.name, fig))
+    results = [fake_result(lr, 0, r2) for lr, r2 in ((1e-3, 0.957), (0.1, 0.299), (1000.0, -2.47e34))]
+    for r, mse in zip(results, (0.0135, 0.221, 7.8e33)):
+        r2 = r["row"].pop("Accuracy")
+        for name in ("Precision_macro", "Recall_macro", "F1_macro"):
+            del r["row"][name]
+        r["row"].update(R2=r2, Mse=mse, Score=r2, Score_metric="R2")
+        h = [mse * 2, mse]
+        r["history"] = {"train_loss": h, "val_loss": h, "train_acc": [r2] * 2, "val_acc": [r2] * 2, "diverged": False}
+    results[2]["row"]["diverged"] = results[2]["history"]["diverged"] = True
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
+    overlay, bars = drawn["overlay.png"].axes, drawn["bars.png"].axes
+    assert overlay[1].get_yscale() == "symlog" and overlay[0].get_yscale() == "log"
+    assert [t.get_text() for t in overlay[1].get_legend().get_texts()] == ["lr=0.001", "lr=0.1", "lr=1000 (diverged)"]
+    assert overlay[1].get_lines()[2].get_linestyle() == "--"
+    assert bars[0].get_yscale() == "symlog" and bars[1].get_yscale() == "log" and bars[2].get_yscale() == "linear"
+    assert [t.get_text() for t in bars[0].get_xticklabels()] == ["lr=0.001", "lr=0.1", "lr=1000\n(diverged)"]
+    assert [p.get_hatch() for p in bars[0].patches] == [None, None, "//"]
+    assert drawn["curves_lr1000.png"].axes[0].get_yscale() == "linear"  # 2x in one run: no reason for log
+
+    drawn.clear()  # an accuracy sweep keeps its linear axes
+    results = [fake_result(lr, 0, acc) for lr, acc in ((0.01, 0.5), (0.1, 0.9), (1.0, 0.0))]
+    for r in results:
+        r["history"] = {k: [1.0, r["row"]["Accuracy"]] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
+    assert drawn["overlay.png"].axes[1].get_yscale() == "linear" and drawn["bars.png"].axes[0].get_yscale() == "linear"
+
+
 def test_output_files_get_the_users_mode(tmp_path, data):
     old = os.umask(0o022)
     try:

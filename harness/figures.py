@@ -69,26 +69,32 @@ def curves(history: dict, title: str, path, metric: str = "Accuracy") -> None:
 def overlay(histories: dict, title: str, path, metric: str = "Accuracy") -> None:
     """Val loss and val accuracy (`metric`) per epoch, one line per run, overlaid (log scale for the loss;
     for the metric too when it spans many orders of magnitude). A run that diverged is dashed, ends in
-    an x and says so in the legend."""
+    an x and says so in the legend. A history with `val_loss_band` / `val_acc_band` (lowest, highest:
+    reports.mean_history of a configuration's seeds) is drawn as its mean line in a shaded band."""
     fig = Figure(figsize=(11, 4))
     loss_ax, acc_ax = fig.add_subplot(121), fig.add_subplot(122)
     for name, h in histories.items():
         diverged = bool(h.get("diverged"))
+        some = f" (diverged {h['diverged_seeds']}/{h['seeds']})" if h.get("diverged_seeds") and not diverged else ""
         style = dict(marker=".", linestyle="--" if diverged else "-", markevery=[len(h["val_loss"]) - 1]
-                     if diverged and h["val_loss"] else None, label=f"{name} (diverged)" if diverged else name)
+                     if diverged and h["val_loss"] else None, label=f"{name} (diverged)" if diverged else name + some)
         if diverged:
             style["marker"] = "x"
-        loss_ax.plot(_epochs(h["val_loss"]), h["val_loss"], **style)
-        acc_ax.plot(_epochs(h["val_acc"]), h["val_acc"], **style)
-    loss_ax.set(title="val loss per epoch", xlabel="epoch", ylabel="val loss", yscale="log")
-    acc_ax.set(title=f"val {metric} per epoch", xlabel="epoch", ylabel=f"val {metric}")
+        for ax, key in ((loss_ax, "val_loss"), (acc_ax, "val_acc")):
+            line, = ax.plot(_epochs(h[key]), h[key], **style)
+            if f"{key}_band" in h:  # seeds: their mean, and the band from the lowest to the highest
+                ax.fill_between(_epochs(h[key]), *h[f"{key}_band"], color=line.get_color(), alpha=0.15, linewidth=0)
+    seeds = max((h.get("seeds", 1) for h in histories.values()), default=1)
+    over = f"\n(mean of {seeds} seeds, band: lowest to highest)" if seeds > 1 else ""
+    loss_ax.set(title=f"val loss per epoch{over}", xlabel="epoch", ylabel="val loss", yscale="log")
+    acc_ax.set(title=f"val {metric} per epoch{over}", xlabel="epoch", ylabel=f"val {metric}")
     _fit_scale(acc_ax, [v for h in histories.values() for v in h["val_acc"]])
     for ax in (loss_ax, acc_ax):
         _per_epoch(ax)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     if title:
-        fig.suptitle(title, y=1.02)
+        fig.suptitle(title, y=1.1 if over else 1.02)
     _save(fig, path)
 
 

@@ -619,6 +619,32 @@ def test_figures_mark_diverged_runs_and_keep_healthy_ones_readable_beside_explod
     assert drawn["overlay.png"].axes[1].get_yscale() == "linear" and drawn["bars.png"].axes[0].get_yscale() == "linear"
 
 
+def test_the_overlay_draws_each_configuration_as_the_mean_of_its_seeds(tmp_path, monkeypatch):
+    """With --seeds 3 the overlay drew each configuration's first seed alone, saying nothing (the table
+    and bars pool the seeds); its legend came in trial order, so `harness report` after a resume listed
+    the lrs in another order than the sweep did. Now: the mean over seeds in a band from the lowest to
+    the highest seed, a seed that diverged counted in the legend, configurations in the bars' order."""
+    from harness import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.__setitem__(path.name, fig))
+    curves = {(0.1, 0): [0.5, 0.7], (0.1, 1): [0.7, 0.9], (1.0, 0): [0.1], (1.0, 1): [0.2, 0.4], (0.01, 0): [0.3, 0.3],
+              (0.01, 1): [0.3, 0.5]}
+    results = [fake_result(lr, seed, acc[-1], diverged=len(acc) == 1) for (lr, seed), acc in curves.items()]
+    for r, acc in zip(results, curves.values()):
+        r["history"] = {"train_loss": [1.0] * len(acc), "val_loss": [1.0 - a for a in acc], "train_acc": acc,
+                        "val_acc": acc, "diverged": len(acc) == 1}
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
+    ax = drawn["overlay.png"].axes[1]
+    lines = {text.get_text(): line for text, line in zip(ax.get_legend().get_texts(), ax.get_lines())}
+    assert list(lines) == ["lr=0.01", "lr=0.1", "lr=1 (diverged 1/2)"]
+    assert list(lines["lr=0.1"].get_ydata()) == pytest.approx([0.6, 0.8])
+    assert list(lines["lr=1 (diverged 1/2)"].get_ydata()) == pytest.approx([0.15, 0.4])
+    assert len(ax.collections) == 3 and "mean of 2 seeds" in ax.get_title()
+    band = ax.collections[1].get_paths()[0].vertices[:, 1]
+    assert min(band) == pytest.approx(0.5) and max(band) == pytest.approx(0.9)
+
+
 def test_output_files_get_the_users_mode(tmp_path, data):
     old = os.umask(0o022)
     try:

@@ -168,20 +168,51 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     names = labels([r["config"] for r in results], vary)
     metric = next((r["row"].get("Score_metric") for r in results if r["row"].get("Score_metric")), "Accuracy")
     several_seeds = len({r["config"]["seed"] for r in results}) > 1
-    first = {}  # one run per configuration (its first seed) for the overlay
+    seeds: dict = {}  # the overlay: one line per configuration, the mean of its seeds
+    for r, name in sorted(zip(results, names), key=lambda pair: _order(pair[0]["config"], vary)):
+        seeds.setdefault(name, []).append(r["history"])
     for r, name in zip(results, names):
-        first.setdefault(name, r["history"])
         seed = f"_seed{r['config']['seed']}" if several_seeds else ""
         path = out / "figures" / f"curves_{slug(name)}{seed}.png"
         fig.curves(r["history"], f"{title} {name}{seed.replace('_', ' ')}".strip(), path, metric=metric)
         paths[path.name] = path
     paths["overlay.png"] = out / "figures" / "overlay.png"
-    fig.overlay(first, title, paths["overlay.png"], metric=metric)
+    fig.overlay({name: mean_history(hs) for name, hs in seeds.items()}, title, paths["overlay.png"], metric=metric)
     paths["bars.png"] = out / "figures" / "bars.png"
     ordered = sorted(rows, key=lambda r: tuple(r[v] for v in vary))
     configs = [{"lr": r["learning_rate"], "batch_size": r["batch_size"]} for r in ordered]
     fig.bars(labels(configs, vary), ordered, title, paths["bars.png"])
     return paths
+
+
+def _order(config: dict, vary: Sequence[str]) -> tuple:
+    """The varied settings first (the bars' order), then the other one, then the seed."""
+    keys = {"learning_rate": config["lr"], "batch_size": config["batch_size"]}
+    return tuple(keys[v] for v in vary) + (config["lr"], config["batch_size"], config["seed"])
+
+
+def mean_history(histories: list) -> dict:
+    """One configuration's seeds as one history for the overlay: per epoch, the mean of the val loss and
+    val metric over the seeds that reached it with a finite value, and `<key>_band` (lowest, highest);
+    `seeds` and `diverged_seeds` count them. One seed: its own history."""
+    if len(histories) == 1:
+        return histories[0]
+    out = {"seeds": len(histories), "diverged_seeds": sum(bool(h.get("diverged")) for h in histories)}
+    out["diverged"] = out["diverged_seeds"] == len(histories)
+    for key in ("val_loss", "val_acc"):
+        epochs = max(len(h.get(key, [])) for h in histories)
+        means, lows, highs = [], [], []
+        for i in range(epochs):
+            values = [h[key][i] for h in histories if i < len(h.get(key, [])) and _finite(h[key][i])]
+            means.append(statistics.fmean(values) if values else math.nan)
+            lows.append(min(values) if values else math.nan)
+            highs.append(max(values) if values else math.nan)
+        out[key], out[f"{key}_band"] = means, (lows, highs)
+    return out
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def slug(text: str) -> str:

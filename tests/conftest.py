@@ -6,6 +6,7 @@ both are imported up front, outside every run — unless the run selects only th
 (`pytest -m sanity`), which collects nothing from tests/ and need not pay for them.
 """
 import re
+import signal
 
 SUITE_TIERS = {"sanity", "recipe", "bench"}
 
@@ -17,9 +18,22 @@ def suite_tiers_only(config) -> bool:
 
 
 def pytest_configure(config):
+    restore_ctrl_c()
     if not suite_tiers_only(config):
         import torch._dynamo  # noqa: F401
         import torchvision  # noqa: F401
+
+
+def restore_ctrl_c() -> None:
+    """Give this process Python's own SIGINT handler if it started with SIGINT ignored.
+
+    A shell without job control starts a background command (`pytest ... &` in a script, a
+    loop run beside a CPU hog) with SIGINT ignored, and Python then leaves it ignored; every
+    `harness` a test starts inherited that, so the tests that press Ctrl-C on it (SIGINT) saw
+    the command shrug it off and finish (exit 0, not 130). With a handler here, a child gets
+    SIGINT's default action at exec, as from a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_ignore_collect(collection_path, config):

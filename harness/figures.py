@@ -4,6 +4,7 @@
     figures.curves(history_dict, "lr=0.1", "out/figures/curves_lr0.1.png")   # train/val loss and accuracy
     figures.overlay({"lr=0.1": h1, "lr=1": h2}, "lr sweep", "out/figures/overlay.png")
     figures.bars(labels, rows, "lr sweep", "out/figures/bars.png")          # accuracy, F1, train time
+    figures.against(rows, ["learning_rate"], "lr sweep", "out/figures/against.png")   # metric vs lr (log)
 
 Histories are `History.to_dict()` dicts. Every file is written atomically.
 """
@@ -40,10 +41,13 @@ def _fit_scale(ax, values) -> None:
     sizes = sorted(abs(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v))
     if len(sizes) < 2 or sizes[-1] <= 1e4 * max(sizes[len(sizes) // 2], 1e-12):
         return
-    if all(v > 0 for v in values if isinstance(v, (int, float)) and math.isfinite(v)):
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if all(v > 0 for v in finite):
         ax.set_yscale("log")
-    else:
-        ax.set_yscale("symlog", linthresh=1.0)
+        return
+    ax.set_yscale("symlog", linthresh=1.0)
+    low, high = min(finite), max(finite)  # symlog's own limits ran decades past the data (to 1e30 over R2 0.96)
+    ax.set_ylim(low * 10 if low < -1 else low - 0.5, high * 10 if high > 1 else high + 0.5)
 
 
 def curves(history: dict, title: str, path, metric: str = "Accuracy") -> None:
@@ -126,6 +130,42 @@ def bars(labels: list, rows: list, title: str, path) -> None:
         for x, v in enumerate(values):
             ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, y=1.03)
+    _save(fig, path)
+
+
+SETTING_NAMES = {"learning_rate": "learning rate", "batch_size": "batch size"}
+
+
+def against(rows: list, vary: list, title: str, path, metric: str = "Accuracy") -> None:
+    """The task's main metric against each varied setting on a log axis (Optuna's slice plot; the curve
+    an lr sweep is read for): one point per configuration, ± std over seeds, joined by a line in a
+    sweep (one setting varied); a configuration that diverged in every seed is a red x."""
+    fig = Figure(figsize=(5.5 * max(1, len(vary)), 4))
+    values = [r.get(metric, r.get("Score", math.nan)) for r in rows]
+    for i, key in enumerate(vary, start=1):
+        ax = fig.add_subplot(1, len(vary), i)
+        for diverged in (False, True):
+            points = sorted((r[key], v, r.get(f"{metric}_std", 0.0)) for r, v in zip(rows, values)
+                            if _diverged(r) == diverged and isinstance(v, (int, float)) and math.isfinite(v))
+            if not points:
+                continue
+            xs, ys, errors = zip(*points)
+            ax.errorbar(xs, ys, yerr=errors if any(errors) else None, capsize=3,
+                        fmt="x" if diverged else ("o-" if len(vary) == 1 else "o"),
+                        color="tab:red" if diverged else "tab:blue", label="diverged" if diverged else None)
+        name = SETTING_NAMES.get(key, key)
+        ax.set(xscale="log", xlabel=f"{name} (log scale)", ylabel=metric, title=f"{metric} against {name}")
+        if key == "batch_size":  # whole numbers, powers of 2 (matplotlib wrote 2x10^1 3x10^1 ... over each other)
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        _fit_scale(ax, values)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, y=1.03)
     _save(fig, path)

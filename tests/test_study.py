@@ -558,7 +558,8 @@ def test_report_and_outputs_come_from_the_study(tmp_path, data):
     assert len(saved["rows"]) == 2 and len(saved["runs"]) == 4
     assert all(len(r["history"]["val_acc"]) == 2 for r in saved["runs"])
     pngs = [p for name, p in paths.items() if name.endswith(".png")]
-    assert {"overlay.png", "bars.png"} <= set(paths) and len(pngs) == 2 + 4  # overlay, bars, a curve per run
+    assert {"overlay.png", "bars.png", "against.png"} <= set(paths)
+    assert len(pngs) == 3 + 4  # overlay, bars, metric against batch size, a curve per run
     assert all(is_png(p) for p in pngs)
     assert (tmp_path / "table.txt").read_text().count("±") >= 2
 
@@ -643,6 +644,43 @@ def test_the_overlay_draws_each_configuration_as_the_mean_of_its_seeds(tmp_path,
     assert len(ax.collections) == 3 and "mean of 2 seeds" in ax.get_title()
     band = ax.collections[1].get_paths()[0].vertices[:, 1]
     assert min(band) == pytest.approx(0.5) and max(band) == pytest.approx(0.9)
+
+
+def with_histories(results: list) -> list:
+    for r in results:
+        r["history"] = {k: [1.0, r["row"]["Accuracy"]] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
+    return results
+
+
+def test_a_figure_plots_the_metric_against_each_varied_setting_on_a_log_axis(tmp_path, monkeypatch):
+    """What an lr sweep is read for (fastai's and Lightning's lr finder plot, Optuna's slice plot): the metric
+    against the lr on a log axis. There were only bars in the order of their labels, evenly spaced
+    whatever the lrs. Seeds pooled with their std; a diverged configuration a red x, not on the line."""
+    from harness import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.__setitem__(path.name, fig))
+    results = [fake_result(lr, s, acc + 0.02 * s, diverged=lr == 1.0)
+               for lr, acc in ((0.1, 0.9), (1e-3, 0.2), (1.0, 0.1), (0.01, 0.6)) for s in (0, 1)]
+    with_histories(results)
+    paths = study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
+    assert paths["against.png"] == tmp_path / "figures" / "against.png"
+    ax, = drawn["against.png"].axes
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "learning rate (log scale)" and ax.get_ylabel() == "Accuracy"
+    line, = [line for line in ax.get_lines() if line.get_marker() == "o"]  # errorbar adds its caps as lines
+    cross, = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert list(line.get_xdata()) == [1e-3, 0.01, 0.1] and list(line.get_ydata()) == pytest.approx([0.21, 0.61, 0.91])
+    assert list(cross.get_xdata()) == [1.0] and cross.get_color() == "tab:red"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["diverged"]
+
+    drawn.clear()  # a search: one panel per setting, points not joined
+    results = [fake_result(lr, 0, acc) for lr, acc in ((0.1, 0.9), (0.003, 0.4))]
+    results[1]["row"]["batch_size"] = results[1]["config"]["batch_size"] = 256
+    with_histories(results)
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate", "batch_size"))
+    lr_ax, batch_ax = drawn["against.png"].axes
+    assert batch_ax.get_xlabel() == "batch size (log scale)" and list(batch_ax.get_lines()[0].get_xdata()) == [32, 256]
+    assert lr_ax.get_lines()[0].get_linestyle() == "None"
 
 
 def test_output_files_get_the_users_mode(tmp_path, data):

@@ -154,6 +154,10 @@ def test_numbers_far_from_one_print_in_a_few_characters():
     text = study.format_table(study.summarize(results))
     assert "1.014e+304" in text and "-2.471e+34" in text and "0.5917" in text and "3.7877" in text
     assert "1.2e-07" in text and max(len(line) for line in text.splitlines()) < 160
+    pooled = [fake_result(0.1, s, 0.5, seconds=1.0 + 7e-5 * s) for s in (0, 1)]
+    pooled[1]["row"]["Accuracy"] = 1.5e7
+    text = study.format_table(study.summarize(pooled))
+    assert "1.0000 ± 0.0000" in text and "7.5e+06 ± 1.061e+07" in text  # a spread in the mean's own form
 
 
 def strict_json(text: str):

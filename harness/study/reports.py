@@ -100,7 +100,8 @@ def format_table(rows: list, columns: Sequence[str] = None) -> str:
         if isinstance(v, bool):
             return str(v)
         if isinstance(v, float) and col not in ("learning_rate",):
-            text, std = (_fixed(v), _fixed) if col in metrics else (f"{v:.4g}", lambda s: f"{s:.3g}")
+            text = _fixed(v) if col in metrics else f"{v:.4g}"
+            std = (lambda s: f"{s:.4g}" if "e" in text else f"{s:.4f}") if col in metrics else (lambda s: f"{s:.3g}")
             return text + (f" ± {std(row[col + '_std'])}" if col + "_std" in row else "")
         if isinstance(v, float):
             return f"{v:g}"

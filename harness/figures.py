@@ -47,7 +47,8 @@ def _fit_scale(ax, values) -> None:
         return
     ax.set_yscale("symlog", linthresh=1.0)
     low, high = min(finite), max(finite)  # symlog's own limits ran decades past the data (to 1e30 over R2 0.96)
-    ax.set_ylim(low * 10 if low < -1 else low - 0.5, high * 10 if high > 1 else high + 0.5)
+    ax.set_ylim(low * 10 if low < -1 else low / 10 if low > 1 else low - 0.5,
+                high * 10 if high > 1 else high / 10 if high < -1 else high + 0.5)  # a decade beyond each end
 
 
 def curves(history: dict, title: str, path, metric: str = "Accuracy") -> None:
@@ -59,7 +60,7 @@ def curves(history: dict, title: str, path, metric: str = "Accuracy") -> None:
             values = history[f"{split}_{key}"]
             if any(isinstance(v, float) and math.isfinite(v) for v in values):
                 ax.plot(_epochs(values), values, marker=".", label=split)
-        ax.set(title=name, xlabel="epoch", ylabel=name.lower())
+        ax.set(title=name, xlabel="epoch", ylabel="loss" if key == "loss" else name)  # R2, not 'r2'
         _fit_scale(ax, history[f"train_{key}"] + history[f"val_{key}"])
         _per_epoch(ax)
         ax.grid(True, alpha=0.3)

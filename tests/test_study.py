@@ -615,6 +615,14 @@ def test_figures_mark_diverged_runs_and_keep_healthy_ones_readable_beside_explod
     assert [t.get_text() for t in bars[0].get_xticklabels()] == ["lr=0.001", "lr=0.1", "lr=1000\n(diverged)"]
     assert [p.get_hatch() for p in bars[0].patches] == [None, None, "//"]
     assert drawn["curves_lr1000.png"].axes[0].get_yscale() == "linear"  # 2x in one run: no reason for log
+    assert drawn["curves_lr1000.png"].axes[1].get_ylabel() == "R2"
+    low, high = overlay[1].get_ylim()  # symlog: a decade beyond the data, not 30 decades
+    assert low == pytest.approx(-2.47e35) and high == pytest.approx(1.457)
+    loss = [5.1e17, 5.5e11, 3.1e8]  # examples/regression.py at lr 10: every R2 far below zero
+    figures.curves({"train_loss": loss, "val_loss": loss, "train_acc": [-1.5e18, -1.6e12, -9.1e8],
+                    "val_acc": [-7.5e12, -8.2e8, -9.1e8]}, "lr=10", tmp_path / "lr10.png", metric="R2")
+    assert drawn["lr10.png"].axes[0].get_yscale() == "log"
+    assert drawn["lr10.png"].axes[1].get_ylim() == pytest.approx((-1.5e19, -8.2e7))  # the top a decade above
 
     drawn.clear()  # an accuracy sweep keeps its linear axes
     results = [fake_result(lr, 0, acc) for lr, acc in ((0.01, 0.5), (0.1, 0.9), (1.0, 0.0))]

@@ -227,7 +227,8 @@ def test_workers_die_with_their_parent(sig, tmp_path):
     assert processes_mentioning(str(out.resolve())) == []
     assert not [p for p in processes_mentioning("multiprocessing") if p in kids + workers]
     if sig != signal.SIGKILL:
-        assert parent.returncode == 130 and "Traceback" not in parent.stderr.read()
+        err = parent.stderr.read()
+        assert parent.returncode == 130 and "Traceback" not in err, (parent.returncode, err[-3000:])
     trials = trials_of(storage, "sweep-lr")
     if sig != signal.SIGKILL:
         # interrupted trials go back to the queue at once (the parent SIGTERMs its workers, which re-enqueue them);

@@ -87,7 +87,7 @@ def overlay(histories: dict, title: str, path, metric: str = "Accuracy") -> None
             style["marker"] = "x"
         for ax, key in ((loss_ax, "val_loss"), (acc_ax, "val_acc")):
             line, = ax.plot(_epochs(h[key]), h[key], **style)
-            if f"{key}_band" in h:  # seeds: their mean, and the band from the lowest to the highest
+            if any(_finite(v) for v in h.get(f"{key}_band", ((),))[0]):  # seeds: the band lowest to highest
                 ax.fill_between(_epochs(h[key]), *h[f"{key}_band"], color=line.get_color(), alpha=0.15, linewidth=0)
     seeds = max((h.get("seeds", 1) for h in histories.values()), default=1)
     over = f"\n(mean of {seeds} seeds, band: lowest to highest)" if seeds > 1 else ""
@@ -118,8 +118,9 @@ def bars(labels: list, rows: list, title: str, path) -> None:
                                          ("Train_time_s", "tab:red")), start=1):
         ax = fig.add_subplot(1, 3, i)
         values = [r.get(metric, r.get("Score", math.nan)) if metric == main else r.get(metric, math.nan) for r in rows]
-        errors = [r.get(f"{metric}_std", 0.0) for r in rows]
-        drawn = ax.bar(range(len(values)), values, yerr=errors if any(errors) else None, color=color, capsize=3)
+        errors = [e if _finite(e) else 0.0 for e in (r.get(f"{metric}_std", 0.0) for r in rows)]
+        heights = [v if _finite(v) else 0.0 for v in values]  # nan or inf: no bar, its value written at 0
+        drawn = ax.bar(range(len(values)), heights, yerr=errors if any(errors) else None, color=color, capsize=3)
         for patch, row in zip(drawn, rows):
             if _diverged(row):
                 patch.set(hatch="//", alpha=0.5, edgecolor="black")
@@ -128,8 +129,8 @@ def bars(labels: list, rows: list, title: str, path) -> None:
         ax.set_xticks(range(len(values)), ticks, rotation=30 if len(labels) > 3 else 0, fontsize=8)
         _fit_scale(ax, values)
         ax.set(title=f"{metric} per configuration", ylabel=metric)
-        for x, v in enumerate(values):
-            ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=8)
+        for x, (v, height) in enumerate(zip(values, heights)):
+            ax.annotate(f"{v:.3g}", (x, height), ha="center", va="bottom", fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
     if title:
         fig.suptitle(title, y=1.03)
@@ -170,6 +171,10 @@ def against(rows: list, vary: list, title: str, path, metric: str = "Accuracy") 
     if title:
         fig.suptitle(title, y=1.03)
     _save(fig, path)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def _diverged(row: dict) -> bool:

@@ -695,6 +695,24 @@ def test_a_figure_plots_the_metric_against_each_varied_setting_on_a_log_axis(tmp
     assert lr_ax.get_lines()[0].get_linestyle() == "None"
 
 
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_figures_of_a_sweep_where_every_run_diverged_to_nan(tmp_path, seeds):
+    """A regression whose every lr diverged (R2 nan, MSE inf, histories all nan): with seeds the overlay's
+    empty band raised ValueError ('Data cannot be log-scaled') after the whole sweep had run, and bars of
+    nan/inf heights put numpy's 'invalid value encountered in dot' on the user's terminal."""
+    results = [fake_result(lr, s, math.nan, diverged=True) for lr in (1.0, 10.0) for s in range(seeds)]
+    for r in results:
+        for name in ("Accuracy", "Precision_macro", "Recall_macro", "F1_macro"):
+            del r["row"][name]
+        r["row"].update(R2=math.nan, Mse=math.inf, Score=math.nan, Score_metric="R2")
+        r["history"] = {k: [math.nan] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
+        r["history"]["diverged"] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
+    assert all(is_png(p) for name, p in paths.items() if name.endswith(".png"))
+
+
 def test_output_files_get_the_users_mode(tmp_path, data):
     old = os.umask(0o022)
     try:

@@ -157,8 +157,9 @@ def build_parser() -> Parser:
     t.add_argument("--epochs", type=positive_int, default=None, help="epochs per run (default: the recipe's)")
     t.add_argument("--seeds", type=positive_int, default=1, help="repeat each configuration with K seeds (mean ± std)")
     t.add_argument("--optimizer", choices=("sgd", "adam"), default=None, help="default: the recipe's")
-    t.add_argument("--momentum", type=momentum_value, default=None, help="SGD momentum in [0, 1) (e.g. 0.9)")
-    t.add_argument("--weight-decay", type=non_negative_float, default=None)
+    t.add_argument("--momentum", type=momentum_value, default=None, help="momentum in [0, 1) (e.g. 0.9) of the recipe's optimizer, or of --optimizer sgd's")
+    t.add_argument("--weight-decay", type=non_negative_float, default=None,
+                   help="weight decay of the recipe's optimizer, or of --optimizer's")
     t.add_argument("--scheduler", default=None, help="step:STEP[:GAMMA], cosine[:MIN_LR] or warmup:EPOCHS")
     t.add_argument("--patience", type=positive_int, default=None, help="early stopping on val accuracy")
     t.add_argument("--subset", type=subset_size, default=None, help="train on N samples or a fraction")
@@ -359,12 +360,15 @@ def _options(args) -> tuple:
     from harness.schedules import parse_scheduler
 
     opts = {}
-    if args.optimizer or args.momentum is not None or args.weight_decay is not None:
-        opts["optimizer"] = args.optimizer or "sgd"
-        if args.momentum is not None:
-            opts["momentum"] = args.momentum
-        if args.weight_decay is not None:
-            opts["weight_decay"] = args.weight_decay
+    if args.optimizer == "adam" and args.momentum is not None:
+        raise RecipeError(f"--momentum {args.momentum:g}: Adam has no momentum (its betas play that part); "
+                          "drop --momentum, or give --optimizer sgd")
+    if args.optimizer:  # without it, momentum and weight decay modify the recipe's own optimizer
+        opts["optimizer"] = args.optimizer
+    if args.momentum is not None:
+        opts["momentum"] = args.momentum
+    if args.weight_decay is not None:
+        opts["weight_decay"] = args.weight_decay
     if args.scheduler:
         parse_scheduler(args.scheduler)  # validate now, with the flag's one-line message
         opts["scheduler"] = args.scheduler

@@ -41,8 +41,9 @@ def assert_same(stacked: list, separate: list, tol=1e-5):
             assert a["history"][field] == b["history"][field], field
 
 
-@pytest.mark.parametrize("options", [{}, {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4}],
-                         ids=["plain-sgd", "momentum-wd"])
+@pytest.mark.parametrize("options", [{}, {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4},
+                                     {"momentum": 0.9, "weight_decay": 5e-4}],
+                         ids=["plain-sgd", "momentum-wd", "momentum-wd-on-the-recipes-sgd"])
 def test_stacked_copies_equal_separate_runs(options):
     configs = sweep((1e-3, 3e-3, 1e-2, 3e-2), **options)
     assert why_not(RECIPE, configs) == ""

@@ -45,12 +45,18 @@ class Config:
         """The Optuna trial parameters of this config (the rest is the study's identity)."""
         return {"lr": self.lr, "batch_size": self.batch_size, "seed": self.seed}
 
-    def fit_overrides(self) -> dict:
+    def fit_overrides(self, base_optimizer=None) -> dict:
+        """fit's settings for this config; `base_optimizer`: the recipe's factory, which momentum and
+        weight_decay modify when no optimizer is named (default: plain SGD, the recipes' default)."""
         opts = dict(self.options)
         out = {"lr": self.lr, "batch_size": self.batch_size, "epochs": self.epochs}
         if "optimizer" in opts:
             out["optimizer"] = parse_optimizer(opts["optimizer"], opts.get("momentum", 0.0),
                                                opts.get("weight_decay", 0.0))
+        elif "momentum" in opts or "weight_decay" in opts:
+            from harness.schedules import plain_sgd, with_settings
+            out["optimizer"] = with_settings(base_optimizer or plain_sgd,
+                                             **{k: opts[k] for k in ("momentum", "weight_decay") if k in opts})
         if opts.get("scheduler"):
             out["scheduler"] = parse_scheduler(opts["scheduler"])
         if opts.get("patience") is not None:

@@ -24,7 +24,7 @@ def run_config(recipe: Recipe, data: Data, config: Config, device="cpu",
                on_epoch: Optional[Callable] = None) -> dict:
     """Train one configuration; return the table row (notebook column names) and its history."""
     extra = {"on_epoch": on_epoch} if on_epoch is not None else {}
-    run = train(recipe, data=data, seed=config.seed, device=device, **config.fit_overrides(), **extra)
+    run = train(recipe, data=data, seed=config.seed, device=device, **config.fit_overrides(recipe.optimizer), **extra)
     split = data.test if data.test is not None else data.val
     if split is None:  # val=None is allowed: report on the training split, and say so in the row
         split = data.train
@@ -56,7 +56,7 @@ def make_result(config: Config, h, metrics: dict, data: Data, main: str = "accur
 
 
 def optimizer_factory(recipe: Recipe, config: Config):
-    return config.fit_overrides().get("optimizer", recipe.optimizer)
+    return config.fit_overrides(recipe.optimizer).get("optimizer", recipe.optimizer)
 
 
 def factory_name(factory) -> str:

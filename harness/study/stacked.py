@@ -77,7 +77,7 @@ def why_not(recipe: Recipe, configs: list) -> str:
 
 def _sgd_settings(recipe: Recipe, config):
     """torch.optim.SGD's settings for this config's optimizer, or the reason it is not plain SGD."""
-    factory = config.fit_overrides().get("optimizer", recipe.optimizer)
+    factory = config.fit_overrides(recipe.optimizer).get("optimizer", recipe.optimizer)
     probe = make_optimizer(factory, nn.Linear(1, 1), 0.1, where="stacked")
     if type(probe) is not torch.optim.SGD:
         return f"the optimizer is {type(probe).__name__}, not SGD"
@@ -95,7 +95,7 @@ def run_configs(recipe: Recipe, data: Data, configs: list, device="cpu") -> list
     if reason:
         raise ValueError(f"cannot vectorize these configs: {reason}")
     cfg = configs[0]
-    settings = cfg.fit_overrides()
+    settings = cfg.fit_overrides(recipe.optimizer)
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     model = recipe.build_model().to(device)

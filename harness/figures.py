@@ -28,10 +28,14 @@ def _epochs(values: list) -> list:
     return list(range(1, len(values) + 1))
 
 
-def _per_epoch(ax) -> None:
-    """Whole epochs on the x axis (matplotlib's default ticks read 1.25, 1.5 on a short run)."""
+def _per_epoch(ax, longest: int = 2) -> None:
+    """Whole epochs on the x axis (matplotlib's default ticks read 1.25, 1.5 on a short run, and
+    0.945 ... 1.05 on a run of one epoch)."""
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if longest <= 1:
+        ax.set_xticks([1])
+        ax.set_xlim(0.5, 1.5)
 
 
 def _fit_scale(ax, values) -> None:
@@ -62,7 +66,7 @@ def curves(history: dict, title: str, path, metric: str = "Accuracy") -> None:
                 ax.plot(_epochs(values), values, marker=".", label=split)
         ax.set(title=name, xlabel="epoch", ylabel="loss" if key == "loss" else name)  # R2, not 'r2'
         _fit_scale(ax, history[f"train_{key}"] + history[f"val_{key}"])
-        _per_epoch(ax)
+        _per_epoch(ax, len(history[f"train_{key}"]))
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # a run that diverged in its first epoch has no finite point
             ax.legend()
@@ -75,16 +79,24 @@ def overlay(histories: dict, title: str, path, metric: str = "Accuracy") -> None
     """Val loss and val accuracy (`metric`) per epoch, one line per run, overlaid (log scale for the loss;
     for the metric too when it spans many orders of magnitude). A run that diverged is dashed, ends in
     an x and says so in the legend. A history with `val_loss_band` / `val_acc_band` (lowest, highest:
-    reports.mean_history of a configuration's seeds) is drawn as its mean line in a shaded band."""
-    fig = Figure(figsize=(11, 4))
+    reports.mean_history of a configuration's seeds) is drawn as its mean line in a shaded band.
+    Past 10 runs (a search) the colours follow the runs' order along viridis, and one legend stands
+    outside the panels (tab10's colours repeated and two 20-line legends covered the curves)."""
+    many = len(histories) > 10
+    fig = Figure(figsize=(11 + 2.5 * many * (1 + len(histories) // 25), 4))
     loss_ax, acc_ax = fig.add_subplot(121), fig.add_subplot(122)
-    for name, h in histories.items():
+    if many:
+        from matplotlib import colormaps
+        colors = [colormaps["viridis"](i / (len(histories) - 1)) for i in range(len(histories))]
+    for i, (name, h) in enumerate(histories.items()):
         diverged = bool(h.get("diverged"))
         some = f" (diverged {h['diverged_seeds']}/{h['seeds']})" if h.get("diverged_seeds") and not diverged else ""
         style = dict(marker=".", linestyle="--" if diverged else "-", markevery=[len(h["val_loss"]) - 1]
                      if diverged and h["val_loss"] else None, label=f"{name} (diverged)" if diverged else name + some)
         if diverged:
             style["marker"] = "x"
+        if many:
+            style["color"] = colors[i]
         for ax, key in ((loss_ax, "val_loss"), (acc_ax, "val_acc")):
             line, = ax.plot(_epochs(h[key]), h[key], **style)
             if any(_finite(v) for v in h.get(f"{key}_band", ((),))[0]):  # seeds: the band lowest to highest
@@ -94,10 +106,15 @@ def overlay(histories: dict, title: str, path, metric: str = "Accuracy") -> None
     loss_ax.set(title=f"val loss per epoch{over}", xlabel="epoch", ylabel="val loss", yscale="log")
     acc_ax.set(title=f"val {metric} per epoch{over}", xlabel="epoch", ylabel=f"val {metric}")
     _fit_scale(acc_ax, [v for h in histories.values() for v in h["val_acc"]])
+    longest = max((len(h["val_loss"]) for h in histories.values()), default=1)
     for ax in (loss_ax, acc_ax):
-        _per_epoch(ax)
+        _per_epoch(ax, longest)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+    if many:
+        acc_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 + len(histories) // 25)
+    else:
+        for ax in (loss_ax, acc_ax):
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, y=1.1 if over else 1.02)
     _save(fig, path)
@@ -108,7 +125,8 @@ def bars(labels: list, rows: list, title: str, path) -> None:
     seeds); for another task its main metric (and its second metric) instead of the first two. A
     configuration that diverged (in every seed) is hatched and says so under its bar; a panel whose
     values span many orders of magnitude is drawn on a log (or symlog) scale."""
-    fig = Figure(figsize=(14, 4))
+    many = len(rows) > 8  # a search: wider, labels and values upright (20 slanted labels ran into each other)
+    fig = Figure(figsize=(max(14.0, 3 * (1 + 0.3 * len(rows))), 4.5 if many else 4))
     first = rows[0] if rows else {}
     main = first.get("Score_metric", "Accuracy") if "Accuracy" not in first else "Accuracy"
     second = "F1_macro" if "F1_macro" in first else next(
@@ -126,12 +144,16 @@ def bars(labels: list, rows: list, title: str, path) -> None:
                 patch.set(hatch="//", alpha=0.5, edgecolor="black")
         ticks = [f"{name}\n(diverged{_of_seeds(row)})" if row.get("diverged") else name
                  for name, row in zip(labels, rows)]
-        ax.set_xticks(range(len(values)), ticks, rotation=30 if len(labels) > 3 else 0, fontsize=8)
+        ax.set_xticks(range(len(values)), ticks, rotation=90 if many else 30 if len(labels) > 3 else 0,
+                      fontsize=7 if many else 8)
         _fit_scale(ax, values)
         ax.set(title=f"{metric} per configuration", ylabel=metric)
         for x, (v, height) in enumerate(zip(values, heights)):
-            ax.annotate(f"{v:.3g}", (x, height), ha="center", va="bottom", fontsize=8)
+            ax.annotate(f"{v:.3g}", (x, height), ha="center", va="bottom", fontsize=7 if many else 8,
+                        rotation=90 if many else 0)
         ax.grid(True, axis="y", alpha=0.3)
+        if many and ax.get_yscale() == "linear":
+            ax.set_ylim(top=ax.get_ylim()[1] * 1.12)  # room for the upright values above the tallest bar
     if title:
         fig.suptitle(title, y=1.03)
     _save(fig, path)

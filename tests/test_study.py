@@ -695,6 +695,34 @@ def test_a_figure_plots_the_metric_against_each_varied_setting_on_a_log_axis(tmp
     assert lr_ax.get_lines()[0].get_linestyle() == "None"
 
 
+def test_figures_of_a_search_of_20_configurations_stay_readable(tmp_path, monkeypatch):
+    """harness search --trials 20 --epochs 1: the bars' 20 slanted labels and values ran into each other,
+    the overlay repeated tab10's colours (two lrs per colour) under two 20-line legends covering the
+    curves, and one epoch's x axis read 0.945 ... 1.05. Now: a wider figure with upright labels and
+    values, 20 distinct colours, one legend outside the panels, a single tick at epoch 1."""
+    from harness import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.__setitem__(path.name, fig))
+    results = [fake_result(round(1e-4 * 1.5 ** i, 7), 0, 0.1 + 0.03 * i) for i in range(20)]
+    for r in results:
+        r["history"] = {k: [r["row"]["Accuracy"]] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
+    bars, overlay = drawn["bars.png"], drawn["overlay.png"]
+    assert bars.get_figwidth() >= 20
+    assert all(t.get_rotation() == 90 for ax in bars.axes for t in ax.get_xticklabels())
+    assert all(t.get_rotation() == 90 for ax in bars.axes for t in ax.texts)
+    loss_ax, acc_ax = overlay.axes
+    assert loss_ax.get_legend() is None and len(acc_ax.get_legend().get_texts()) == 20
+    assert len({line.get_color() for line in acc_ax.get_lines()}) == 20
+    assert list(acc_ax.get_xticks()) == [1] and list(drawn["curves_lr0.0001.png"].axes[0].get_xticks()) == [1]
+
+    drawn.clear()  # a sweep of five keeps its look: slanted labels, a legend in each panel
+    study.write_outputs(tmp_path, results[:5], study.summarize(results[:5]), ("learning_rate",))
+    assert drawn["bars.png"].get_figwidth() == 14 and drawn["overlay.png"].axes[0].get_legend() is not None
+    assert drawn["bars.png"].axes[0].get_xticklabels()[0].get_rotation() == 30
+
+
 @pytest.mark.parametrize("seeds", [1, 2])
 def test_figures_of_a_sweep_where_every_run_diverged_to_nan(tmp_path, seeds):
     """A regression whose every lr diverged (R2 nan, MSE inf, histories all nan): with seeds the overlay's

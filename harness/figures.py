@@ -165,11 +165,16 @@ SETTING_NAMES = {"learning_rate": "learning rate", "batch_size": "batch size"}
 def against(rows: list, vary: list, title: str, path, metric: str = "Accuracy") -> None:
     """The task's main metric against each varied setting on a log axis (Optuna's slice plot; the curve
     an lr sweep is read for): one point per configuration, ± std over seeds, joined by a line in a
-    sweep (one setting varied); a configuration that diverged in every seed is a red x."""
-    fig = Figure(figsize=(5.5 * max(1, len(vary)), 4))
+    sweep (one setting varied); a configuration that diverged in every seed is a red x. In a search
+    (both varied) each panel's points are coloured by the other setting (log scale, with its colour
+    bar), so the best lr's dependence on the batch size shows."""
+    fig = Figure(figsize=(6.5 * len(vary) if len(vary) > 1 else 5.5, 4))
     values = [r.get(metric, r.get("Score", math.nan)) for r in rows]
     for i, key in enumerate(vary, start=1):
         ax = fig.add_subplot(1, len(vary), i)
+        other = next((k for k in vary if k != key), None)
+        if other is not None:
+            _coloured_by(fig, ax, rows, values, key, other)
         for diverged in (False, True):
             points = sorted((r[key], v, r.get(f"{metric}_std", 0.0)) for r, v in zip(rows, values)
                             if _diverged(r) == diverged and isinstance(v, (int, float)) and math.isfinite(v))
@@ -177,8 +182,9 @@ def against(rows: list, vary: list, title: str, path, metric: str = "Accuracy") 
                 continue
             xs, ys, errors = zip(*points)
             ax.errorbar(xs, ys, yerr=errors if any(errors) else None, capsize=3,
-                        fmt="x" if diverged else ("o-" if len(vary) == 1 else "o"),
-                        color="tab:red" if diverged else "tab:blue", label="diverged" if diverged else None)
+                        fmt="x" if diverged else ("o-" if len(vary) == 1 else "none"),
+                        color="tab:red" if diverged else "tab:blue" if len(vary) == 1 else "0.6",
+                        label="diverged" if diverged else None)
         name = SETTING_NAMES.get(key, key)
         ax.set(xscale="log", xlabel=f"{name} (log scale)", ylabel=metric, title=f"{metric} against {name}")
         if key == "batch_size":  # whole numbers, powers of 2 (matplotlib wrote 2x10^1 3x10^1 ... over each other)
@@ -193,6 +199,18 @@ def against(rows: list, vary: list, title: str, path, metric: str = "Accuracy") 
     if title:
         fig.suptitle(title, y=1.03)
     _save(fig, path)
+
+
+def _coloured_by(fig, ax, rows: list, values: list, key: str, other: str) -> None:
+    """The configurations that did not diverge as points coloured by `other` (log colour scale)."""
+    from matplotlib.colors import LogNorm
+
+    points = [(r[key], v, r[other]) for r, v in zip(rows, values) if not _diverged(r) and _finite(v)]
+    if not points:
+        return
+    xs, ys, cs = zip(*points)
+    dots = ax.scatter(xs, ys, c=cs, cmap="viridis", norm=LogNorm(min(cs), max(cs) * (1 + 1e-9)), zorder=3)
+    fig.colorbar(dots, ax=ax, label=SETTING_NAMES.get(other, other))
 
 
 def _finite(v) -> bool:

@@ -667,7 +667,8 @@ def with_histories(results: list) -> list:
 def test_a_figure_plots_the_metric_against_each_varied_setting_on_a_log_axis(tmp_path, monkeypatch):
     """What an lr sweep is read for (fastai's and Lightning's lr finder plot, Optuna's slice plot): the metric
     against the lr on a log axis. There were only bars in the order of their labels, evenly spaced
-    whatever the lrs. Seeds pooled with their std; a diverged configuration a red x, not on the line."""
+    whatever the lrs. Seeds pooled with their std; a diverged configuration a red x, not on the line;
+    in a search each setting's points coloured by the other one."""
     from harness import figures
 
     drawn = {}
@@ -690,9 +691,12 @@ def test_a_figure_plots_the_metric_against_each_varied_setting_on_a_log_axis(tmp
     results[1]["row"]["batch_size"] = results[1]["config"]["batch_size"] = 256
     with_histories(results)
     study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate", "batch_size"))
-    lr_ax, batch_ax = drawn["against.png"].axes
-    assert batch_ax.get_xlabel() == "batch size (log scale)" and list(batch_ax.get_lines()[0].get_xdata()) == [32, 256]
-    assert lr_ax.get_lines()[0].get_linestyle() == "None"
+    panels = {ax.get_xlabel(): ax for ax in drawn["against.png"].axes}
+    lr_ax, batch_ax = panels["learning rate (log scale)"], panels["batch size (log scale)"]
+    dots = batch_ax.collections[0]  # coloured by the lr, and the lr panel by the batch size, with colour bars
+    assert [list(xy) for xy in dots.get_offsets()] == [[32, 0.9], [256, 0.4]] and list(dots.get_array()) == [0.1, 0.003]
+    assert list(lr_ax.collections[0].get_array()) == [32, 256] and not lr_ax.get_lines()  # points, no line
+    assert {ax.get_ylabel() for ax in drawn["against.png"].axes} >= {"learning rate", "batch size"}
 
 
 def test_figures_of_a_search_of_20_configurations_stay_readable(tmp_path, monkeypatch):

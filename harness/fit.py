@@ -167,6 +167,7 @@ def fit(model: torch.nn.Module, data: Data, config: Optional[FitConfig] = None, 
     watch = _StepWatch(opt)
     threads_before, was_training = torch.get_num_threads(), model.training
     hist, best, best_state, bad_epochs = History(), None, None, 0
+    first_step = None  # the first step's loss: the model at init on one batch (a reference without chance)
     try:
         _use_threads(model, train_split, cfg, step.loss, device)
         for epoch in range(1, cfg.epochs + 1):
@@ -176,8 +177,9 @@ def fit(model: torch.nn.Module, data: Data, config: Optional[FitConfig] = None, 
             watch.new_epoch()
             t0 = time.perf_counter()
             with user_code("fit", "train", train_split, batch_size=cfg.batch_size):  # a raw error: one line
-                train_loss, train_score, peak = _train_epoch(step, model, train_split, opt, step_sched, cfg,
-                                                             generator, device)
+                train_loss, train_score, peak, first = _train_epoch(step, model, train_split, opt, step_sched,
+                                                                    cfg, generator, device)
+            first_step = first if first_step is None else first_step
             hist.seconds.append(time.perf_counter() - t0)
             _check_lr(opt, f"in epoch {epoch}")
             # --- record: the lr the optimizer actually used, the steps it took, loss and main metric
@@ -198,7 +200,8 @@ def fit(model: torch.nn.Module, data: Data, config: Optional[FitConfig] = None, 
             if epoch_sched is not None:
                 epoch_sched.step()
             # --- divergence: a non-finite loss, or a loss far above where training started
-            reason = _divergence(hist.train_loss, cfg.diverge_factor, cfg.num_classes, hist.peak_loss, chance=chance)
+            reason = _divergence(hist.train_loss, cfg.diverge_factor, cfg.num_classes, hist.peak_loss, chance=chance,
+                                 first_step=first_step)
             if reason:
                 hist.diverged, hist.diverged_reason = True, reason
                 if cfg.on_epoch:
@@ -346,7 +349,8 @@ def _check_lr(opt, when: str) -> None:
 
 
 def _train_epoch(step: Recipe, model, split, opt, sched, cfg: FitConfig, generator, device):
-    """One pass over the training split. Returns (mean loss, main metric, peak step loss).
+    """One pass over the training split. Returns (mean loss, main metric, peak step loss, the first
+    step's loss).
 
     Per step the loop only records the detached loss and the task's small tally of the main
     metric; they are summed every DIVERGE_CHECK_EVERY steps, when the running loss is also
@@ -373,11 +377,15 @@ def _train_epoch(step: Recipe, model, split, opt, sched, cfg: FitConfig, generat
             losses, sizes = [], []
             if not torch.isfinite(loss_sum):
                 break  # stop at once; the caller sees the non-finite loss
+        if i == 1:
+            first = losses[-1]  # on the device, with the others
     if losses:
         loss_sum, peak = _accumulate(losses, sizes, loss_sum, peak)
-    loss_sum, peak = torch.stack([loss_sum, peak]).tolist()
+    if seen == 0:  # no batch (an empty split is refused earlier; kept total for safety)
+        first = torch.full((), math.nan, device=device)
+    loss_sum, peak, first = torch.stack([loss_sum, peak, first.to(loss_sum.dtype)]).tolist()  # one read
     score = meter.compute()[step.task.main_metric] if has_outputs else math.nan
-    return loss_sum / max(seen, 1), score, peak
+    return loss_sum / max(seen, 1), score, peak, first
 
 
 def _accumulate(losses: list, sizes: list, loss_sum: torch.Tensor, peak: torch.Tensor):
@@ -394,9 +402,13 @@ def _use_threads(model, split, cfg: FitConfig, loss, device) -> None:
         torch.set_num_threads(n)
 
 
+EXPLODED = 1e6  # an epoch's loss this many times the first step's has exploded (tasks with no loss at init)
+
+
 def _divergence(train_loss: list, factor: float, num_classes: Optional[int] = None, peak_loss=(),
-                chance: Optional[float] = None) -> str:
-    """Why training diverged ("" if it did not); `chance` is the loss at init (default ln num_classes)."""
+                chance: Optional[float] = None, first_step: Optional[float] = None) -> str:
+    """Why training diverged ("" if it did not); `chance` is the loss at init (default ln num_classes);
+    `first_step` the first step's loss, the reference of a task with no known loss at init."""
     last, epoch = train_loss[-1], len(train_loss)
     if not math.isfinite(last):
         return f"train loss became {last} in epoch {epoch}"
@@ -407,6 +419,11 @@ def _divergence(train_loss: list, factor: float, num_classes: Optional[int] = No
     ref, what = (chance, at_init) if chance else (train_loss[0], "the first epoch")
     if last > factor * ref and (chance or epoch >= 2):
         return f"train loss reached {last:.4g} in epoch {epoch}, over {factor:g}x {what} ({ref:.4g})"
+    # without a loss at init (a regression) an explosion in the first epoch has no reference above:
+    # the first step's loss (the model at init, one batch) is one, far enough that one batch's luck is not
+    if not chance and first_step and math.isfinite(first_step) and last > EXPLODED * first_step:
+        return (f"train loss reached {last:.4g} in epoch {epoch}, over {EXPLODED:.0e}x the first step's loss "
+                f"(the model at init: {first_step:.4g})")
     # a step exploded past the threshold and the network sits at chance since: two epochs
     # ending at or above chance (dead units; a slow lr never spikes, so it is never caught here)
     spikes = [p for p in peak_loss if math.isfinite(p)]

@@ -125,3 +125,34 @@ def test_an_explosion_that_kills_the_network_stops_it_as_diverged():
     assert _divergence([2.305, 2.305, 2.304], 4.0, 10, peak_loss=[2.31, 2.31, 2.31]) == ""
     h = fit(small_model(), small_data(), lr=1e-4, batch_size=16, epochs=4, num_classes=4)
     assert not h.diverged and len(h.peak_loss) == 4 and max(h.peak_loss) >= max(h.train_loss)
+
+
+def _regression_data(n=512, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    y = x @ torch.randn(8, 1, generator=g) / 3 + 0.1 * torch.randn(n, 1, generator=g)
+    return Data(train=(x[:384], y[:384]), val=(x[384:448], y[384:448]), test=(x[448:], y[448:]))
+
+
+def test_a_regression_that_explodes_in_its_first_epoch_is_diverged():
+    """A regression has no loss at init to compare with, and the only other reference was the first
+    epoch: an lr of 1000 that exploded in epoch 1 (loss 7.5e33, then lower) was 'diverged False'
+    and a complete trial (found by R on examples/regression.py). The first step's loss is the reference."""
+    from harness import tasks
+    torch.manual_seed(0)
+    h = fit(mlp(8, (32,), 1), _regression_data(), task=tasks.Regression(), optimizer=adam(), lr=1000.0,
+            batch_size=32, epochs=3)  # Adam's bounded steps: huge and finite, no NaN to catch
+    assert h.diverged and h.epochs_run == 1 and math.isfinite(h.train_loss[0]), h.train_loss
+    assert "over 1e+06x the first step's loss (the model at init: " in h.diverged_reason
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("batch_size", [1, 32])
+def test_a_healthy_regression_is_not_diverged_even_at_batch_1(seed, batch_size):
+    """One batch's loss is the reference: a lucky first sample (batch 1) must not make learning look
+    like an explosion (an epoch would have to be 1e6 times its loss)."""
+    from harness import tasks
+    torch.manual_seed(seed)
+    h = fit(mlp(8, (32,), 1), _regression_data(seed=seed), task=tasks.Regression(), lr=0.01, batch_size=batch_size,
+            epochs=2, seed=seed)
+    assert not h.diverged, h.diverged_reason

@@ -470,7 +470,7 @@ def cmd_search(args) -> int:
 def cmd_report(args) -> int:
     """The table, CSV, results.json and figures of an existing study, from any storage."""
     from harness.study import load_study_results
-    from harness.study.storage import default_url, failed_runs, pruned_early
+    from harness.study.storage import counts, default_url, failed_runs, pruned_early
 
     args._out = Path(args.out or (f"results/report-{_slug(args.study)}" if args.study else "results/report"))
     if args.storage is None and args.out is None:
@@ -491,6 +491,11 @@ def cmd_report(args) -> int:
     note = pruned_early(the_study)
     if note:
         print(note, file=sys.stderr)
+    c = counts(the_study)
+    if c["running"] or c["waiting"]:  # a study still running (or stopped): the table is not all of it
+        left = ", ".join(f"{c[s]} {s}" for s in ("running", "waiting") if c[s])
+        print(f"the study is not finished ({left}): the table holds the {len(results)} run"
+              f"{'s' if len(results) != 1 else ''} finished so far", file=sys.stderr)
     title = the_study.user_attrs.get("title", the_study.study_name)
     vary = tuple(the_study.user_attrs.get("vary", ("learning_rate", "batch_size")))
     args.no_figures = getattr(args, "no_figures", False)

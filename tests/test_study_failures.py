@@ -159,3 +159,29 @@ def test_the_progress_bar_shows_a_failure_when_it_happens_and_counts_it_done(tmp
     err = capsys.readouterr().err.replace("\r", "\n")
     assert "failed: lr=0.1 batch=4 seed=0: fit: " in err
     assert "2/2" in err and "failed 1" in err  # the failed run counts toward the total: the bar ends full
+
+
+def test_report_on_a_study_not_finished_says_so(tmp_path):
+    """harness report mid-study printed a one-row table as if it were the whole study (found by R)."""
+    configs = study.sweep_configs("batch-size", [16, 4, 32], lr=0.1, batch_size=16, epochs=2)
+    with pytest.raises(study.TrialError):
+        study.run_study(None, configs, tmp_path, recipe=BN, progress=False, fail_fast=True)  # 32 left waiting
+    done = harness("report", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "the study is not finished (1 waiting): the table holds the 1 run finished so far" in done.stderr
+    assert "failed: lr=0.1 batch=4 seed=0: fit: " in done.stdout
+
+
+def test_tpe_counts_the_points_it_proposed_not_the_rows():
+    """A point pruned in every seed has no table row: TPE had found 6 of 6 configurations, and the search
+    said 'tpe found 4 of 6 ...: it kept proposing ones already run' (found by R)."""
+    from harness.study.trials import proposed_points
+
+    s = optuna.create_study(direction="maximize")
+    made = [("COMPLETE", {"point": [0.1, 8], "row": {}}), ("PRUNED", {"point": [0.2, 8]}),  # cut by a pruner
+            ("FAIL", {"point": [0.3, 8], "error": "raised"}), ("FAIL", {"point": [0.1, 8], "repeat": True}),
+            ("COMPLETE", {"row": {}})]  # a seed copy: no point of its own
+    for state, attrs in made:
+        s.add_trial(optuna.trial.create_trial(state=getattr(optuna.trial.TrialState, state), user_attrs=attrs,
+                                              value=0.5 if state == "COMPLETE" else None))
+    assert proposed_points(s) == 3

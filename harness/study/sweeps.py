@@ -30,7 +30,8 @@ from harness.study.one_run import check_lr_is_used, check_swept_value_used, metr
 from harness.study.progress import StudyProgress
 from harness.study.storage import (HEARTBEAT, default_url, distributions_for, failed_runs, finished_results,
                                    open_storage, open_study, pruned_early, redact, storage_errors)
-from harness.study.trials import Job, StudyFailures, TrialError, finished_keys, run_trials
+from harness.study.trials import (Job, StudyFailures, TrialError, finished_keys, proposed_points,
+                                  run_trials)
 
 VECTORIZE_MODES = ("auto", "on", "off")
 
@@ -129,7 +130,8 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
                              f"{describe(missing[0])}); run the same command again to retry them")
         results = [by_key[c.key()] for c in configs if c.key() in by_key]
     check_swept_value_used(recipe, results, kind or "")
-    points = len({(r["config"]["lr"], r["config"]["batch_size"]) for r in results + failures})
+    # the points TPE proposed (a point pruned in every seed has no result, and was not a repeat)
+    points = proposed_points(the_study) if tpe else 0
     if tpe and points < tpe["trials"]:
         print(f"tpe found {points} of {tpe['trials']} distinct configurations: it kept proposing ones already run "
               "(it has converged, or the space is narrow)", file=sys.stderr)

@@ -195,7 +195,7 @@ def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
     space = {k: dists[k] for k in ("lr", "batch_size")}
     for _ in range(20):
         trials = study.get_trials(deepcopy=False)
-        primaries = [t for t in trials if t.user_attrs.get("point") and _tried(t)]
+        primaries = [t for t in trials if t.user_attrs.get("point") and tried_point(t)]
         if len(primaries) >= spec["trials"]:
             return []
         # a new trial, not study.ask(): ask pops any WAITING trial first, i.e. another point's enqueued
@@ -214,7 +214,7 @@ def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
                    for s in seeds]
         for name, value in (("point", point), ("key", configs[0].key()), ("config", asdict(configs[0]))):
             trial.set_user_attr(name, value)
-        ranked = sorted(t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("point") and _tried(t))
+        ranked = sorted(t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("point") and tried_point(t))
         if trial.number not in ranked[:spec["trials"]]:  # another worker took the last place first
             study.tell(trial, state=TrialState.FAIL)
             return []
@@ -224,7 +224,14 @@ def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
     return []
 
 
-def _tried(trial) -> bool:
+def proposed_points(study) -> int:
+    """How many distinct configurations TPE proposed that count toward --trials (whatever became of
+    them: finished, pruned in every seed, or raised)."""
+    return len({tuple(t.user_attrs["point"]) for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get("point") and tried_point(t)})
+
+
+def tried_point(trial) -> bool:
     """A TPE point that counts toward --trials: not a repeat or a lost race (FAIL without an error);
     one whose run raised does count (its line is reported), so TPE cannot propose failures for ever."""
     return trial.state.name != "FAIL" or "error" in trial.user_attrs

@@ -42,13 +42,15 @@ def _fit_scale(ax, values) -> None:
     """A log y axis when the values span many orders of magnitude (a diverged LM's perplexity 1e304 beside
     4, a regression's MSE 1e33 beside 0.01), symlog when some are negative (an R2 of -1e34 beside 0.96);
     on a linear axis the healthy runs were a flat line at zero. Otherwise linear, as before."""
-    sizes = sorted(abs(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v))
-    if len(sizes) < 2 or sizes[-1] <= 1e4 * max(sizes[len(sizes) // 2], 1e-12):
-        return
     finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    sizes = sorted(abs(v) for v in finite if v != 0)  # zeros (an F1 of 0 before it learns) span nothing
+    if len(sizes) < 2 or sizes[-1] <= 1e4 * sizes[len(sizes) // 2]:
+        return
     if all(v > 0 for v in finite):
         ax.set_yscale("log")
         return
+    if sizes[-1] <= 1:
+        return  # within symlog's linear part anyway
     ax.set_yscale("symlog", linthresh=1.0)
     low, high = min(finite), max(finite)  # symlog's own limits ran decades past the data (to 1e30 over R2 0.96)
     ax.set_ylim(low * 10 if low < -1 else low / 10 if low > 1 else low - 0.5,

@@ -624,12 +624,14 @@ def test_figures_mark_diverged_runs_and_keep_healthy_ones_readable_beside_explod
     assert drawn["lr10.png"].axes[0].get_yscale() == "log"
     assert drawn["lr10.png"].axes[1].get_ylim() == pytest.approx((-1.5e19, -8.2e7))  # the top a decade above
 
-    drawn.clear()  # an accuracy sweep keeps its linear axes
+    drawn.clear()  # an accuracy sweep keeps its linear axes, an F1 at 0 for epochs and a tiny loss too
     results = [fake_result(lr, 0, acc) for lr, acc in ((0.01, 0.5), (0.1, 0.9), (1.0, 0.0))]
     for r in results:
         r["history"] = {k: [1.0, r["row"]["Accuracy"]] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
+        r["history"]["val_acc"] = [0.0, 0.0, 0.0, 1e-6, r["row"]["Accuracy"]]
     study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
     assert drawn["overlay.png"].axes[1].get_yscale() == "linear" and drawn["bars.png"].axes[0].get_yscale() == "linear"
+    assert drawn["overlay.png"].axes[1].get_ylim()[0] > -0.1  # no symlog margin below an F1 of 0
 
 
 def test_the_overlay_draws_each_configuration_as_the_mean_of_its_seeds(tmp_path, monkeypatch):

@@ -28,6 +28,9 @@ def _epochs(values: list) -> list:
     return list(range(1, len(values) + 1))
 
 
+CEILING = 1e100  # bars stop here; a value beyond it is written on the bar
+
+
 def _per_epoch(ax, longest: int = 2) -> None:
     """Whole epochs on the x axis (matplotlib's default ticks read 1.25, 1.5 on a short run, and
     0.945 ... 1.05 on a run of one epoch)."""
@@ -47,6 +50,8 @@ def _fit_scale(ax, values) -> None:
     if len(sizes) < 2 or sizes[-1] <= 1e4 * sizes[len(sizes) // 2]:
         return
     if all(v > 0 for v in finite):
+        low, high = min(finite), max(finite)  # set before the scale: autoscaling 1e304 overflowed
+        ax.set_ylim(low / 2, high * 10 ** max(0.7, 0.1 * math.log10(high / low)))  # room for the value on top
         ax.set_yscale("log")
         return
     if sizes[-1] <= 1:
@@ -139,7 +144,9 @@ def bars(labels: list, rows: list, title: str, path) -> None:
         ax = fig.add_subplot(1, 3, i)
         values = [r.get(metric, r.get("Score", math.nan)) if metric == main else r.get(metric, math.nan) for r in rows]
         errors = [e if _finite(e) else 0.0 for e in (r.get(f"{metric}_std", 0.0) for r in rows)]
-        heights = [v if _finite(v) else 0.0 for v in values]  # nan or inf: no bar, its value written at 0
+        # nan or inf: no bar, its value written at 0; past 1e100 (a diverged LM's perplexity, 1e304) the bar stops
+        # there, its value written in full (matplotlib's log ticks overflow near 1e308)
+        heights = [max(-CEILING, min(CEILING, v)) if _finite(v) else 0.0 for v in values]
         drawn = ax.bar(range(len(values)), heights, yerr=errors if any(errors) else None, color=color, capsize=3)
         for patch, row in zip(drawn, rows):
             if _diverged(row):
@@ -148,7 +155,7 @@ def bars(labels: list, rows: list, title: str, path) -> None:
                  for name, row in zip(labels, rows)]
         ax.set_xticks(range(len(values)), ticks, rotation=90 if many else 30 if len(labels) > 3 else 0,
                       fontsize=7 if many else 8)
-        _fit_scale(ax, values)
+        _fit_scale(ax, heights)
         ax.set(title=f"{metric} per configuration", ylabel=metric)
         for x, (v, height) in enumerate(zip(values, heights)):
             ax.annotate(f"{v:.3g}", (x, height), ha="center", va="bottom", fontsize=7 if many else 8,

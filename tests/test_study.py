@@ -616,6 +616,23 @@ def test_figures_mark_diverged_runs_and_keep_healthy_ones_readable_beside_explod
     assert [p.get_hatch() for p in bars[0].patches] == [None, None, "//"]
     assert drawn["curves_lr1000.png"].axes[0].get_yscale() == "linear"  # 2x in one run: no reason for log
     assert drawn["curves_lr1000.png"].axes[1].get_ylabel() == "R2"
+    low, high = bars[1].get_ylim()  # every bar within the log axis, room above the tallest for its value
+    assert low == pytest.approx(0.0135 / 2) and 7.8e33 * 1e3 < high < 7.8e33 * 1e4
+    drawn.clear()  # a causal LM's perplexity of 1e304 (the bar axis autoscaled to 1..10, every bar cut off)
+    lm = [fake_result(lr, 0, acc) for lr, acc in ((1e-3, 0.59), (0.1, 0.11), (10.0, 0.005))]
+    for r, perplexity in zip(lm, (3.79, 22.3, 1.01e304)):
+        r["row"].update(Perplexity=perplexity)
+        for name in ("Precision_macro", "Recall_macro", "F1_macro"):  # a causal LM: token accuracy, perplexity
+            del r["row"][name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's overflow in matplotlib's log ticks near 1e308
+        study.write_outputs(tmp_path, with_histories(lm), study.summarize(lm), ("learning_rate",))
+        drawn["bars.png"].savefig(io.BytesIO(), format="png")
+    perplexity = drawn["bars.png"].axes[1]
+    assert perplexity.get_title() == "Perplexity per configuration" and perplexity.get_yscale() == "log"
+    low, high = perplexity.get_ylim()  # the bar stops at 1e100, its value written above it
+    assert low == pytest.approx(3.79 / 2) and 1e109 < high < 1e111
+    assert [t.get_text() for t in perplexity.texts] == ["3.79", "22.3", "1.01e+304"]
     low, high = overlay[1].get_ylim()  # symlog: a decade beyond the data, not 30 decades
     assert low == pytest.approx(-2.47e35) and high == pytest.approx(1.457)
     loss = [5.1e17, 5.5e11, 3.1e8]  # examples/regression.py at lr 10: every R2 far below zero

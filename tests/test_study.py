@@ -179,6 +179,19 @@ def test_results_json_is_strict_json_with_null_for_a_metric_that_is_not_finite(t
     assert saved["rows"][0]["Accuracy"] == 0.9
 
 
+def test_table_txt_says_what_study_it_is_and_which_runs_failed(tmp_path):
+    """table.txt held the bare columns: opened later, it did not say which recipe, sweep or metric, nor that a
+    configuration had failed (the terminal said both). Now its first line is the command's title line."""
+    results = [fake_result(0.1, 0, 0.9), fake_result(0.01, 0, 0.5)]
+    failed = [{"key": "k", "config": {"lr": 1.0, "batch_size": 1, "seed": 0}, "error": "BatchNorm: batch of 1"}]
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",),
+                        title="digits28: lr sweep, batch 32, 2 epochs", figures=False, failed=failed)
+    lines = (tmp_path / "table.txt").read_text().splitlines()
+    assert lines[0] == "digits28: lr sweep, batch 32, 2 epochs (2 runs, sorted by Accuracy)"
+    assert lines[1].split()[:3] == ["learning_rate", "batch_size", "Accuracy"] and len(lines) == 5
+    assert lines[-1] == "failed: lr=1 batch=1 seed=0: BatchNorm: batch of 1"
+
+
 def test_two_lrs_that_print_alike_get_different_figure_names():
     configs = [{"lr": 0.1, "batch_size": 32}, {"lr": 0.1000000001, "batch_size": 32}, {"lr": 0.5, "batch_size": 32}]
     names = labels(configs, ("learning_rate",))

@@ -158,7 +158,7 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     """
     out = Path(out)
     paths = {"table.txt": out / "table.txt", "table.csv": out / "table.csv", "results.json": out / "results.json"}
-    atomic_write_text(paths["table.txt"], format_table(rows) + "\n")
+    atomic_write_text(paths["table.txt"], _table_text(results, rows, title, failed))
     atomic_write_text(paths["table.csv"], to_csv(rows))
     atomic_write_json(paths["results.json"], {"title": title, "vary": list(vary), "rows": rows, "runs": results,
                                               "failed": list(failed)})
@@ -186,6 +186,18 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     paths["against.png"] = out / "figures" / "against.png"
     fig.against(rows, list(vary), title, paths["against.png"], metric=metric)
     return paths
+
+
+def _table_text(results: list, rows: list, title: str, failed: Sequence[dict]) -> str:
+    """table.txt as the command printed it: what the study is (the title, runs, the metric it is sorted
+    by), the table, and the configurations that failed, so the file says what it is when read alone."""
+    metric = next((r.get("Score_metric") for r in rows if r.get("Score_metric")), "Accuracy")
+    head = f"{title} ({len(results)} run{'s' if len(results) != 1 else ''}, sorted by {metric})".lstrip()
+    lines = [head, format_table(rows)]
+    for f in failed:
+        c = f["config"]
+        lines.append(f"failed: lr={c['lr']:g} batch={c['batch_size']} seed={c['seed']}: {f['error']}")
+    return "\n".join(lines) + "\n"
 
 
 def _order(config: dict, vary: Sequence[str]) -> tuple:

@@ -198,6 +198,12 @@ def test_two_lrs_that_print_alike_get_different_figure_names():
     assert len(set(names)) == 3 and names[2] == "lr=0.5"
 
 
+def test_two_lrs_that_print_alike_get_different_table_cells():
+    """--values 0.1,0.1000001 ran two configurations that the table printed as two rows of lr 0.1."""
+    rows = study.summarize([fake_result(lr, 0, acc) for lr, acc in ((0.1, 0.9), (0.1000001, 0.8), (0.5, 0.7))])
+    assert [line.split()[0] for line in study.format_table(rows).splitlines()[1:]] == ["0.1", "0.1000001", "0.5"]
+
+
 # --- running studies in this process --------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -93,6 +93,8 @@ def format_table(rows: list, columns: Sequence[str] = None) -> str:
     """An aligned text table; a metric with a `_std` column prints as 'mean ± std'."""
     columns = columns or columns_for(rows)
     metrics = set(metric_names(rows))
+    lrs = [r["learning_rate"] for r in rows if isinstance(r.get("learning_rate"), float)]
+    alike = {f"{lr:g}" for lr in lrs if sum(f"{x:g}" == f"{lr:g}" for x in set(lrs)) > 1}  # as labels() does
     def cell(row, col):
         v = row.get(col, "")
         if col == "diverged" and "seeds" in row:
@@ -104,7 +106,7 @@ def format_table(rows: list, columns: Sequence[str] = None) -> str:
             std = (lambda s: f"{s:.4g}" if "e" in text else f"{s:.4f}") if col in metrics else (lambda s: f"{s:.3g}")
             return text + (f" ± {std(row[col + '_std'])}" if col + "_std" in row else "")
         if isinstance(v, float):
-            return f"{v:g}"
+            return repr(v) if f"{v:g}" in alike else f"{v:g}"  # two lrs that print alike: in full
         return str(v)
     cols = [c for c in columns if any(c in r for r in rows)] or list(columns)
     cells = [[cell(r, c) for c in cols] for r in rows]

@@ -734,6 +734,8 @@ def test_a_figure_plots_the_metric_against_each_varied_setting_on_a_log_axis(tmp
     dots = batch_ax.collections[0]  # coloured by the lr, and the lr panel by the batch size, with colour bars
     assert [list(xy) for xy in dots.get_offsets()] == [[32, 0.9], [256, 0.4]] and list(dots.get_array()) == [0.1, 0.003]
     assert list(lr_ax.collections[0].get_array()) == [32, 256] and not lr_ax.get_lines()  # points, no line
+    paths = study.write_outputs(tmp_path / "one", results[:1], study.summarize(results[:1]), ("learning_rate",))
+    assert "against.png" not in paths  # harness train: one configuration, nothing to plot it against
     assert {ax.get_ylabel() for ax in drawn["against.png"].axes} >= {"learning rate", "batch size"}
 
 

@@ -185,8 +185,9 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     ordered = sorted(rows, key=lambda r: tuple(r[v] for v in vary))
     configs = [{"lr": r["learning_rate"], "batch_size": r["batch_size"]} for r in ordered]
     fig.bars(labels(configs, vary), ordered, title, paths["bars.png"])
-    paths["against.png"] = out / "figures" / "against.png"
-    fig.against(rows, list(vary), title, paths["against.png"], metric=metric)
+    if len(rows) > 1:  # one configuration (harness train) has no curve against its settings
+        paths["against.png"] = out / "figures" / "against.png"
+        fig.against(rows, list(vary), title, paths["against.png"], metric=metric)
     return paths
 
 

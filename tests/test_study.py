@@ -739,6 +739,17 @@ def test_a_figure_plots_the_metric_against_each_varied_setting_on_a_log_axis(tmp
     assert {ax.get_ylabel() for ax in drawn["against.png"].axes} >= {"learning rate", "batch size"}
 
 
+def test_a_report_after_more_seeds_finished_leaves_no_figure_of_the_earlier_names(tmp_path):
+    """--seeds 2 reported after the first seeds only drew curves_lr0.1.png; reported again once every seed had
+    run, it drew curves_lr0.1_seed0.png and _seed1.png and left the old file: the same run twice in figures/."""
+    results = with_histories([fake_result(lr, s, 0.5) for lr in (0.1, 0.01) for s in (0, 1)])
+    study.write_outputs(tmp_path, results[::2], study.summarize(results[::2]), ("learning_rate",))
+    assert sorted(p.name for p in (tmp_path / "figures").glob("curves_*")) == ["curves_lr0.01.png", "curves_lr0.1.png"]
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
+    assert sorted(p.name for p in (tmp_path / "figures").glob("curves_*")) == [
+        "curves_lr0.01_seed0.png", "curves_lr0.01_seed1.png", "curves_lr0.1_seed0.png", "curves_lr0.1_seed1.png"]
+
+
 def test_figures_of_a_search_of_20_configurations_stay_readable(tmp_path, monkeypatch):
     """harness search --trials 20 --epochs 1: the bars' 20 slanted labels and values ran into each other,
     the overlay repeated tab10's colours (two lrs per colour) under two 20-line legends covering the

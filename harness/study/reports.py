@@ -156,7 +156,9 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     config and error line of each configuration that raised) and the figures.
 
     Returns the paths written, by name. Figure names never collide: two lrs that print alike
-    are spelled in full, and two runs of one configuration differ by their seed.
+    are spelled in full, and two runs of one configuration differ by their seed. A run's curves
+    drawn by an earlier report under another name (`curves_lr0.1.png` before its second seed
+    finished, `curves_lr0.1_seed0.png` after) are removed, so figures/ holds each run once.
     """
     out = Path(out)
     paths = {"table.txt": out / "table.txt", "table.csv": out / "table.csv", "results.json": out / "results.json"}
@@ -179,6 +181,9 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
         path = out / "figures" / f"curves_{slug(name)}{seed}.png"
         fig.curves(r["history"], f"{title} {name}{seed.replace('_', ' ')}".strip(), path, metric=metric)
         paths[path.name] = path
+    for old in (out / "figures").glob("curves_*.png"):  # an earlier report's name for a run drawn again now
+        if old.name not in paths:
+            old.unlink(missing_ok=True)
     paths["overlay.png"] = out / "figures" / "overlay.png"
     fig.overlay({name: mean_history(hs) for name, hs in seeds.items()}, title, paths["overlay.png"], metric=metric)
     paths["bars.png"] = out / "figures" / "bars.png"

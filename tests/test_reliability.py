@@ -581,7 +581,13 @@ def test_the_cifar_archive_not_yet_extracted_loads(tmp_path, monkeypatch):
     assert outcome.value.train[0].shape == (400, 3, 32, 32)
 
 
-def test_the_cli_with_a_data_root_that_is_a_file_is_one_line(tmp_path):
+def test_the_cli_with_a_data_root_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    from harness import data as harness_data
+
+    # the CLI sets --data-root process-wide: put it back, or every later test in this process (whichever
+    # pytest-xdist sends here) would look for datasets under this file
+    monkeypatch.setattr(harness_data.settings, "root", harness_data.settings.root)
+    monkeypatch.setattr(harness_data.settings, "download", harness_data.settings.download)
     (tmp_path / "data").write_text("not a folder")
     outcome = via_cli(["eda", "--recipe", "fashion_mlp", "--data-root", tmp_path / "data", "--out", tmp_path / "out"])
     judge(outcome, line("--data-root", "not a folder"), "harness eda")

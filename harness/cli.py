@@ -413,6 +413,9 @@ def _report(args, results, vary, title, failures=()) -> int:
                                 failed=list(failures))
     print(f"{title} ({len(results)} run{'s' if len(results) != 1 else ''}, sorted by {(rows[0].get('Score_metric') if rows else None) or 'Accuracy'})")
     print(study.format_table(rows))
+    scored = {r["row"].get("Scored_on", "test") for r in results}
+    if scored - {"test"}:
+        print(SCORED_NOTES["train" if "train" in scored else "val"])
     for f in failures[:FAILURES_SHOWN]:
         print(f"failed: {study.describe(study.Config.from_dict(f['config']))}: {f['error']}")
     if len(failures) > FAILURES_SHOWN:
@@ -422,6 +425,12 @@ def _report(args, results, vary, title, failures=()) -> int:
 
 
 FAILURES_SHOWN = 10
+SCORED_NOTES = {  # a table not scored on a test split says so under it
+    "val": "scored on the val split (the recipe has no test split): the best row's score is optimistic, as the same "
+           "split picks it",
+    "train": "scored on the training split (the recipe has no val or test split): this ranks how well each "
+             "setting fits the training data, not how well it generalises",
+}
 
 
 def _seeds(args) -> list:

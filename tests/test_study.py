@@ -231,10 +231,11 @@ def test_a_study_resumes_and_runs_only_the_rest(tmp_path, data, capsys):
 def test_each_trial_holds_what_the_reports_need(tmp_path, data):
     study.run_study(None, sweep([0.1]), tmp_path, recipe=TINY, data=data, progress=False)
     trial = load_existing(default_url(tmp_path), None).get_trials()[0]
-    assert trial.params == {"lr": 0.1, "batch_size": 128, "seed": 0} and trial.value == trial.user_attrs["row"]["Accuracy"]
+    assert trial.params == {"lr": 0.1, "batch_size": 128, "seed": 0} and trial.value == trial.user_attrs["row"]["Val_score"]
     assert {"key", "config", "row", "history", "worker"} <= set(trial.user_attrs)
     assert len(trial.user_attrs["history"]["val_loss"]) == 2
-    assert load_existing(default_url(tmp_path), None).metric_names == ["Accuracy"]  # optuna-dashboard's label
+    # optuna-dashboard's label: what Optuna maximises is the val split's (tests/test_study_scoring.py)
+    assert load_existing(default_url(tmp_path), None).metric_names == ["val Accuracy"]
 
 
 def test_another_recipe_in_the_same_folder_is_refused_naming_both(tmp_path, data):

@@ -41,12 +41,21 @@ def metric_column(key: str) -> str:
 def make_result(config: Config, h, metrics: dict, data: Data, main: str = "accuracy") -> dict:
     """The study's record of one run: its key, config, table row and per-epoch history.
 
-    The row holds the task's metrics (`metric_column` names) and `Score`, the task's main metric
-    (higher is better: accuracy, micro F1, R², ...), which tables sort by and Optuna maximises."""
+    The row holds the task's metrics (`metric_column` names) on the split named by `Scored_on`
+    (test; val or train when the recipe has no test split) and `Score`, the task's main metric
+    there (higher is better: accuracy, micro F1, R², ...), which tables sort by. `Val_score` is the
+    main metric on the val split at the epoch the run kept: what Optuna maximises when there is
+    a val split, so that a sampler that adapts (TPE) never selects on the test split."""
     task_metrics = {metric_column(k): v for k, v in metrics.items() if k != "infer_seconds"}
+    scored_on = "test" if data.test is not None else "val" if data.val is not None else "train"
+    val = {}
+    if data.val is not None and h.val_acc:
+        kept = h.best_epoch if dict(config.options).get("patience") is not None and h.best_epoch else len(h.val_acc)
+        val = {"Val_score": h.val_acc[kept - 1]}  # with --patience fit restores the best epoch's weights
     row = {
         "learning_rate": config.lr, "batch_size": config.batch_size, "seed": config.seed,
         **task_metrics, "Score": metrics.get(main, math.nan), "Score_metric": metric_column(main),
+        "Scored_on": scored_on, **val,
         "Train_time_s": h.train_seconds, "Infer_time_s": metrics["infer_seconds"],
         "steps": h.total_steps, "steps_per_epoch": h.steps[0] if h.steps else 0,
         "epochs_run": h.epochs_run, "diverged": h.diverged,

@@ -23,7 +23,7 @@ from harness.io import atomic_write_json, atomic_write_text
 METRICS = ("Accuracy", "Precision_macro", "Recall_macro", "F1_macro", "Train_time_s", "Infer_time_s")
 COLUMNS = ("learning_rate", "batch_size") + METRICS + ("steps", "epochs_run", "diverged")
 _NOT_METRICS = {"learning_rate", "batch_size", "seed", "seeds", "steps", "steps_per_epoch", "epochs_run",
-                "diverged", "train_samples", "Score", "Score_metric"}
+                "diverged", "train_samples", "Score", "Score_metric", "Scored_on", "Val_score"}
 
 
 def metric_names(rows: list) -> tuple:

@@ -389,8 +389,15 @@ def pruned_early(study) -> str:
                      f"{'is' if one else 'are'} not in the table (partial histories are in the study)")
     if unscored:
         notes.append(f"{len(unscored)} run{'' if len(unscored) == 1 else 's'} ended without a finite score "
-                     f"({unscored[0][len('no score: '):]}: NaN outputs on the test split?); rows read nan")
+                     f"({unscored[0][len('no score: '):]}: NaN outputs?); rows read nan")
     return "; ".join(notes)
+
+
+def objective_name(row: dict) -> str:
+    """What score_of is, in words: 'val Accuracy', 'R2' (test), 'train Accuracy'."""
+    metric = row.get("Score_metric") or "Accuracy"
+    split = "val" if "Val_score" in row else row.get("Scored_on", "test")
+    return metric if split == "test" else f"{split} {metric}"
 
 
 def counts(study) -> dict:
@@ -407,7 +414,7 @@ def counts(study) -> dict:
             out["errors"][t.number] = (t.user_attrs["config"], t.user_attrs["error"])
         if t.state.name == "COMPLETE" and t.value is not None and (out["best"] is None or t.value > out["best"]):
             out["best"] = t.value
-            out["metric"] = t.user_attrs.get("row", {}).get("Score_metric") or "Accuracy"
+            out["metric"] = objective_name(t.user_attrs.get("row", {}))
     return out
 
 

@@ -29,7 +29,7 @@ from harness.study.configs import Config, recipe_identity
 from harness.study.one_run import check_lr_is_used, check_swept_value_used, metric_column
 from harness.study.progress import StudyProgress
 from harness.study.storage import (HEARTBEAT, default_url, distributions_for, failed_runs, finished_results,
-                                   open_storage, open_study, pruned_early, redact, storage_errors)
+                                   objective_name, open_storage, open_study, pruned_early, redact, storage_errors)
 from harness.study.trials import (Job, StudyFailures, TrialError, finished_keys, proposed_points,
                                   run_trials)
 
@@ -68,6 +68,9 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
         recipe = recipe or load_recipe(spec)
         given = data is not None
         data = data or recipe.load_data()
+        if prune != "none" and data.val is None:
+            raise RecipeError(f"--prune {prune}: the recipe has no val split, and the pruner reads the val loss of "
+                              "each epoch; give the recipe a val split, or drop --prune")
         configs = list(configs)
         device = resolve_device(device)
         settings = settings if settings is not None else _settings_of(configs)
@@ -87,7 +90,10 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
             for attr, value in (meta or {}).items():
                 if the_study.user_attrs.get(attr) != value:
                     the_study.set_user_attr(attr, value)
-            metric = metric_column(recipe.task.main_metric)  # what optuna-dashboard calls the objective
+            # what optuna-dashboard calls the objective: the main metric on val (else where runs are scored)
+            metric = objective_name({"Score_metric": metric_column(recipe.task.main_metric),
+                                     "Scored_on": "test" if data.test is not None else "train",
+                                     **({"Val_score": 0} if data.val is not None else {})})
             if the_study.metric_names != [metric]:
                 the_study.set_metric_names([metric])
             total = tpe["trials"] * len(tpe["seeds"]) if tpe else len(configs)

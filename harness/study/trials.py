@@ -28,8 +28,8 @@ from typing import Optional
 from harness.errors import RecipeError
 from harness.study.configs import Config, Space, pick
 from harness.study.one_run import check_lr_is_used, run_config
-from harness.study.storage import (HEARTBEAT, FINISHED, claim_trial, fail_stale_trials, open_storage,
-                                   storage_errors, study_distributions)
+from harness.study.storage import (HEARTBEAT, FINISHED, claim_trial, fail_stale_trials, objective_name,
+                                   open_storage, storage_errors, study_distributions)
 
 PRUNERS = ("none", "median", "hyperband")
 
@@ -76,8 +76,12 @@ class StudyFailures(TrialError):
 
 
 def score_of(row: dict) -> float:
-    """What Optuna maximises: the task's main metric (rows from before it existed: Accuracy)."""
+    """What Optuna maximises: the task's main metric on the val split when the recipe has one, else
+    where the row was scored (rows from before these existed: Accuracy)."""
+    if "Val_score" in row:
+        return row["Val_score"]
     return row.get("Score", row.get("Accuracy"))
+
 
 
 def _sampler(job: Job):
@@ -360,8 +364,8 @@ def _tell(study, trial, attrs: dict, config: Optional[Config] = None, dists: Opt
         study.tell(trial, state=TrialState.PRUNED)
     elif not (isinstance(score, (int, float)) and math.isfinite(score)):
         # Optuna fails a trial told NaN: it would be retried on every re-run, and never be in the table
-        metric = attrs["row"].get("Score_metric", "Accuracy")
-        trial.set_user_attr("pruned_reason", f"no score: the test {metric} is {score}")
+        name = objective_name(attrs["row"])
+        trial.set_user_attr("pruned_reason", f"no score: the {name if ' ' in name else 'test ' + name} is {score}")
         study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, score)

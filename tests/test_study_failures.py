@@ -185,3 +185,16 @@ def test_tpe_counts_the_points_it_proposed_not_the_rows():
         s.add_trial(optuna.trial.create_trial(state=getattr(optuna.trial.TrialState, state), user_attrs=attrs,
                                               value=0.5 if state == "COMPLETE" else None))
     assert proposed_points(s) == 3
+
+
+def test_tpe_trains_with_the_lr_its_trial_records(tmp_path):
+    """TPE's trial recorded the lr it suggested (0.018381071086664275) and trained the rounded 0.0184:
+    study.best_params named an lr that never ran, and a point's seeds sat at two lrs (found by R)."""
+    out = tmp_path / "search"
+    done = harness("search", "--recipe", spec("BN"), "--sampler", "tpe", "--trials", "3", "--seeds", "2",
+                   "--epochs", "1", "--batch-size", "16:32", "--out", str(out), "--drop-last")
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = [t for t in optuna.load_study(study_name="search", storage=default_url(out)).trials if "config" in t.user_attrs]
+    assert len(trials) == 6
+    assert all(t.params["lr"] == t.user_attrs["config"]["lr"] for t in trials)
+    assert all(t.params["lr"] == t.user_attrs["history"]["lr"][0] for t in trials)  # what the optimizer used

@@ -214,7 +214,9 @@ def _ask_tpe(study, storage, job: Job, dists: dict) -> list:
             trial.set_user_attr("repeat", True)
             study.tell(trial, state=TrialState.FAIL)
             continue
-        configs = [Config(lr=point[0], batch_size=point[1], epochs=spec["epochs"], seed=s, options=options)
+        # trained with the lr TPE suggested (the trial's params, what best_params and optuna-dashboard show);
+        # `point`, rounded, only tells repeats apart
+        configs = [Config(lr=trial.params["lr"], batch_size=point[1], epochs=spec["epochs"], seed=s, options=options)
                    for s in seeds]
         for name, value in (("point", point), ("key", configs[0].key()), ("config", asdict(configs[0]))):
             trial.set_user_attr(name, value)

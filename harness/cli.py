@@ -160,7 +160,7 @@ def build_parser() -> Parser:
     t.add_argument("--momentum", type=momentum_value, default=None, help="momentum in [0, 1) (e.g. 0.9) of the recipe's optimizer, or of --optimizer sgd's")
     t.add_argument("--weight-decay", type=non_negative_float, default=None,
                    help="weight decay of the recipe's optimizer, or of --optimizer's")
-    t.add_argument("--scheduler", default=None, help="step:STEP[:GAMMA], cosine[:MIN_LR] or warmup:EPOCHS")
+    t.add_argument("--scheduler", default=None, help="step:STEP[:GAMMA], cosine[:MIN_LR] or warmup:EPOCHS; replaces the recipe's own schedule")
     t.add_argument("--patience", type=positive_int, default=None, help="early stopping on val accuracy")
     t.add_argument("--subset", type=subset_size, default=None, help="train on N samples or a fraction")
     t.add_argument("--drop-last", action="store_true", default=None,

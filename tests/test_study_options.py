@@ -63,3 +63,23 @@ def test_adam_with_momentum_on_the_command_line_is_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "harness: error: --momentum 0.9: Adam has no momentum (its betas play that part); drop --momentum, "
         "or give --optimizer sgd"]
+
+
+def test_scheduler_replaces_the_recipes_own_schedule():
+    """A recipe (or Lightning module) with its own per-step schedule and --scheduler step:1:0.1: the lrs
+    were both multiplied (0.1, 0.00962, 0.000854 with a module's cosine; found by R)."""
+    from harness.data import synthetic
+    from harness.recipe import Recipe
+    from harness.study.one_run import run_config
+
+    def halve_every_step(opt, total_steps):
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+
+    recipe = Recipe(model=lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10)),
+                    data=lambda: synthetic(n_train=64, n_val=32, n_test=32, shape=(1, 4, 4), seed=0),
+                    num_classes=10, lr=0.1, batch_size=32, epochs=3, scheduler=halve_every_step)
+    own = run_config(recipe, recipe.load_data(), Config(lr=0.1, batch_size=32, epochs=3))
+    assert own["history"]["lr"][1] < 0.1 * 0.5  # the recipe's schedule runs without --scheduler
+    ours = run_config(recipe, recipe.load_data(), Config(lr=0.1, batch_size=32, epochs=3,
+                                                         options=(("scheduler", "step:1:0.1"),)))
+    assert ours["history"]["lr"] == pytest.approx([0.1, 0.01, 0.001])

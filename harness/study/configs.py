@@ -57,8 +57,9 @@ class Config:
             from harness.schedules import plain_sgd, with_settings
             out["optimizer"] = with_settings(base_optimizer or plain_sgd,
                                              **{k: opts[k] for k in ("momentum", "weight_decay") if k in opts})
-        if opts.get("scheduler"):
+        if opts.get("scheduler"):  # it replaces the recipe's own schedule (the two multiplied, unsaid)
             out["scheduler"] = parse_scheduler(opts["scheduler"])
+            out["step_scheduler"] = None
         if opts.get("patience") is not None:
             out["patience"] = int(opts["patience"])
         if opts.get("subset") is not None:

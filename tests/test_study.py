@@ -190,6 +190,11 @@ def test_table_txt_says_what_study_it_is_and_which_runs_failed(tmp_path):
     assert lines[0] == "digits28: lr sweep, batch 32, 2 epochs (2 runs, sorted by Accuracy)"
     assert lines[1].split()[:3] == ["learning_rate", "batch_size", "Accuracy"] and len(lines) == 5
     assert lines[-1] == "failed: lr=1 batch=1 seed=0: BatchNorm: batch of 1"
+    for r in results:  # a recipe without val or test split: table.txt says so under the table, as the CLI does
+        r["row"]["Scored_on"] = "train"
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",), figures=False)
+    lines = (tmp_path / "table.txt").read_text().splitlines()
+    assert lines[-1].startswith("scored on the training split (the recipe has no val or test split)")
 
 
 def test_two_lrs_that_print_alike_get_different_figure_names():

@@ -196,12 +196,26 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     return paths
 
 
+SCORED_NOTES = {  # a table not scored on a test split says so under it
+    "val": "scored on the val split (the recipe has no test split): the best row's score is optimistic, as the same "
+           "split picks it",
+    "train": "scored on the training split (the recipe has no val or test split): this ranks how well each "
+             "setting fits the training data, not how well it generalises",
+}
+
+
+def scored_note(results: list) -> str:
+    """'' when every run was scored on a test split, else the line saying where they were (SCORED_NOTES)."""
+    scored = {r["row"].get("Scored_on", "test") for r in results}
+    return SCORED_NOTES["train" if "train" in scored else "val"] if scored - {"test"} else ""
+
+
 def _table_text(results: list, rows: list, title: str, failed: Sequence[dict]) -> str:
     """table.txt as the command printed it: what the study is (the title, runs, the metric it is sorted
     by), the table, and the configurations that failed, so the file says what it is when read alone."""
     metric = next((r.get("Score_metric") for r in rows if r.get("Score_metric")), "Accuracy")
     head = f"{title} ({len(results)} run{'s' if len(results) != 1 else ''}, sorted by {metric})".lstrip()
-    lines = [head, format_table(rows)]
+    lines = [head, format_table(rows)] + ([scored_note(results)] if scored_note(results) else [])
     for f in failed:
         c = f["config"]
         lines.append(f"failed: lr={c['lr']:g} batch={c['batch_size']} seed={c['seed']}: {f['error']}")

@@ -161,7 +161,7 @@ def build_parser() -> Parser:
     t.add_argument("--weight-decay", type=non_negative_float, default=None,
                    help="weight decay of the recipe's optimizer, or of --optimizer's")
     t.add_argument("--scheduler", default=None, help="step:STEP[:GAMMA], cosine[:MIN_LR] or warmup:EPOCHS; replaces the recipe's own schedule")
-    t.add_argument("--patience", type=positive_int, default=None, help="early stopping on val accuracy")
+    t.add_argument("--patience", type=positive_int, default=None, help="early stopping on the task's main metric on val (accuracy, R2, ...)")
     t.add_argument("--subset", type=subset_size, default=None, help="train on N samples or a fraction")
     t.add_argument("--drop-last", action="store_true", default=None,
                    help="drop each epoch's last partial batch (BatchNorm cannot train on a batch of 1)")
@@ -176,7 +176,9 @@ def build_parser() -> Parser:
     o.add_argument("--storage", default=None, action=Once,
                    help="Optuna storage URL shared by workers on any machine, e.g. postgresql+psycopg://user@host/db "
                         "(default: sqlite in --out)")
-    o.add_argument("--study", default=None, action=Once, help="study name in the storage (default <recipe>-<command>)")
+    o.add_argument("--study", default=None, action=Once,
+                   help="study name in the storage (default: the command, e.g. sweep-lr, in --out's study.db; "
+                        "<recipe>-<command> in a --storage)")
     o.add_argument("--prune", choices=("none", "median", "hyperband"), default="none",
                    help="also prune trials on the val loss per epoch (diverged runs are always pruned)")
     o.add_argument("--fail-fast", action="store_true",
@@ -203,7 +205,10 @@ def build_parser() -> Parser:
     p.add_argument("--batch-size", default="8:512",
                    help="LOW:HIGH (log scale, whole numbers) or comma-separated values (default 8:512)")
 
-    p = sub.add_parser("report", parents=[common], help="the table, CSV and figures of a study (any storage)")
+    p = sub.add_parser("report", help="the table, CSV and figures of a study (any storage)")
+    p.add_argument("--out", default=None, action=Once,
+                   help="the folder a sweep or search wrote (its study.db is read), and where the report goes")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--storage", default=None, action=Once, help="Optuna storage URL (default: OUT/study.db)")
     p.add_argument("--study", default=None, action=Once, help="study name (default: the only one in the storage)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")

@@ -90,6 +90,10 @@ def overlay(histories: dict, title: str, path, metric: str = "Accuracy") -> None
     Past 10 runs (a search) the colours follow the runs' order along viridis, and one legend stands
     outside the panels (tab10's colours repeated and two 20-line legends covered the curves)."""
     many = len(histories) > 10
+    # no val split (or no finite val point in any run): the train loss and metric, said in the titles
+    # (a run that diverged in its first epoch has no finite val point either: every run diverged stays val)
+    no_val = not any(_finite(v) for h in histories.values() for v in h["val_loss"] + h["val_acc"])
+    split = "train" if no_val and not all(h.get("diverged") for h in histories.values()) else "val"
     fig = Figure(figsize=(11 + 2.5 * many * (1 + len(histories) // 25), 4))
     loss_ax, acc_ax = fig.add_subplot(121), fig.add_subplot(122)
     if many:
@@ -104,16 +108,17 @@ def overlay(histories: dict, title: str, path, metric: str = "Accuracy") -> None
             style["marker"] = "x"
         if many:
             style["color"] = colors[i]
-        for ax, key in ((loss_ax, "val_loss"), (acc_ax, "val_acc")):
+        for ax, key in ((loss_ax, f"{split}_loss"), (acc_ax, f"{split}_acc")):
             line, = ax.plot(_epochs(h[key]), h[key], **style)
             if any(_finite(v) for v in h.get(f"{key}_band", ((),))[0]):  # seeds: the band lowest to highest
                 ax.fill_between(_epochs(h[key]), *h[f"{key}_band"], color=line.get_color(), alpha=0.15, linewidth=0)
     seeds = max((h.get("seeds", 1) for h in histories.values()), default=1)
     over = f"\n(mean of {seeds} seeds, band: lowest to highest)" if seeds > 1 else ""
-    loss_ax.set(title=f"val loss per epoch{over}", xlabel="epoch", ylabel="val loss", yscale="log")
-    acc_ax.set(title=f"val {metric} per epoch{over}", xlabel="epoch", ylabel=f"val {metric}")
-    _fit_scale(acc_ax, [v for h in histories.values() for v in h["val_acc"]])
-    longest = max((len(h["val_loss"]) for h in histories.values()), default=1)
+    over = (" (no val split)" if split == "train" else "") + over
+    loss_ax.set(title=f"{split} loss per epoch{over}", xlabel="epoch", ylabel=f"{split} loss", yscale="log")
+    acc_ax.set(title=f"{split} {metric} per epoch{over}", xlabel="epoch", ylabel=f"{split} {metric}")
+    _fit_scale(acc_ax, [v for h in histories.values() for v in h[f"{split}_acc"]])
+    longest = max((len(h[f"{split}_loss"]) for h in histories.values()), default=1)
     for ax in (loss_ax, acc_ax):
         _per_epoch(ax, longest)
         ax.grid(True, alpha=0.3)
@@ -123,7 +128,7 @@ def overlay(histories: dict, title: str, path, metric: str = "Accuracy") -> None
         for ax in (loss_ax, acc_ax):
             ax.legend(fontsize=8)
     if title:
-        fig.suptitle(title, y=1.1 if over else 1.02)
+        fig.suptitle(title, y=1.1 if "\n" in over else 1.02)
     _save(fig, path)
 
 

@@ -756,6 +756,25 @@ def test_a_report_after_more_seeds_finished_leaves_no_figure_of_the_earlier_name
         "curves_lr0.01_seed0.png", "curves_lr0.01_seed1.png", "curves_lr0.1_seed0.png", "curves_lr0.1_seed1.png"]
 
 
+def test_the_overlay_of_a_recipe_without_a_val_split_draws_the_training_curves(tmp_path, monkeypatch):
+    """A recipe with val=None: the overlay drew nothing but empty axes from epoch -0.045 to 0.045 (every val
+    point nan). It draws the train loss and metric, and its titles say there is no val split."""
+    from harness import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.__setitem__(path.name, fig))
+    nan = math.nan
+    results = [fake_result(lr, s, 0.8) for lr in (0.01, 0.1) for s in (0, 1)]
+    for r, acc in zip(results, ([0.3, 0.7], [0.35, 0.72], [0.6, 0.9], [0.6, 0.86])):
+        r["history"] = {"train_loss": [2.0, 1.0], "train_acc": acc, "val_loss": [nan, nan], "val_acc": [nan, nan],
+                        "diverged": False}
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate",))
+    loss_ax, acc_ax = drawn["overlay.png"].axes
+    assert loss_ax.get_title().startswith("train loss per epoch (no val split)")
+    assert acc_ax.get_ylabel() == "train Accuracy" and list(acc_ax.get_lines()[1].get_ydata()) == pytest.approx([0.6, 0.88])
+    assert list(acc_ax.get_xlim()) == pytest.approx([0.95, 2.05])
+
+
 def test_figures_of_a_search_of_20_configurations_stay_readable(tmp_path, monkeypatch):
     """harness search --trials 20 --epochs 1: the bars' 20 slanted labels and values ran into each other,
     the overlay repeated tab10's colours (two lrs per colour) under two 20-line legends covering the

@@ -236,7 +236,7 @@ def mean_history(histories: list) -> dict:
         return histories[0]
     out = {"seeds": len(histories), "diverged_seeds": sum(bool(h.get("diverged")) for h in histories)}
     out["diverged"] = out["diverged_seeds"] == len(histories)
-    for key in ("val_loss", "val_acc"):
+    for key in ("val_loss", "val_acc", "train_loss", "train_acc"):  # train: the overlay of a recipe without val
         epochs = max(len(h.get(key, [])) for h in histories)
         means, lows, highs = [], [], []
         for i in range(epochs):

@@ -199,3 +199,17 @@ def test_tpe_trains_with_the_lr_its_trial_records(tmp_path):
     assert len(trials) == 6
     assert all(t.params["lr"] == t.user_attrs["config"]["lr"] for t in trials)
     assert all(t.params["lr"] == t.user_attrs["history"]["lr"][0] for t in trials)  # what the optimizer used
+
+
+def test_a_process_joining_a_shared_study_says_it_joins(tmp_path, capsys):
+    """A second `harness search --storage URL --study NAME` said 'running 6 trials in this process' as
+    its creator did (found by R)."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    configs = study.sweep_configs("batch-size", [16, 4, 32], lr=0.1, batch_size=16, epochs=1)
+    with pytest.raises(study.TrialError):
+        study.run_study(None, configs, tmp_path / "a", recipe=BN, storage=url, study="s", fail_fast=True)
+    assert "running 3 trials in this process; study 's'" in capsys.readouterr().err
+    with pytest.raises(study.StudyFailures):
+        study.run_study(None, configs, tmp_path / "b", recipe=BN, storage=url, study="s")
+    err = capsys.readouterr().err
+    assert f"joining study 's' at {url}: 2 trials not finished, run here in this process and by its other workers" in err

@@ -244,6 +244,7 @@ def open_study(storage, name: str, identity: dict, plan: list, distributions: di
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        study.joined = True  # for messages: this process did not create it
         theirs = _wait_for(study, "identity", storage)
         if theirs is not None and _compared(theirs) != _compared(identity):
             raise RecipeError(refusal(name, theirs, identity))

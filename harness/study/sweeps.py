@@ -117,7 +117,8 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
             print(f"resuming: {total - left} of {total} trials already finished in study {name!r} at {redact(url)}",
                   file=sys.stderr, flush=True)
         if progress:
-            print(_describe(left, jobs, stacked, url, name), file=sys.stderr, flush=True)
+            joined = storage is not None and getattr(the_study, "joined", False)
+            print(_describe(left, jobs, stacked, url, name, joined), file=sys.stderr, flush=True)
         with StudyProgress(the_study, total, enabled=progress):
             if left and jobs > 1:
                 with _shipped(job, given, data, out):
@@ -193,10 +194,13 @@ def describe(config: Config) -> str:
     return f"lr={config.lr:g} batch={config.batch_size} seed={config.seed}"
 
 
-def _describe(left: int, jobs: int, stacked: bool, url: str, name: str) -> str:
+def _describe(left: int, jobs: int, stacked: bool, url: str, name: str, joined: bool = False) -> str:
     how = f"in {jobs} worker processes" if jobs > 1 else "in this process"
-    return (f"running {left} trial{'s' if left != 1 else ''} {how}{', lr-only groups stacked' if stacked else ''}; "
-            f"study {name!r} at {redact(url)}")
+    how += ", lr-only groups stacked" if stacked else ""
+    trials = f"{left} trial{'s' if left != 1 else ''}"
+    if joined:  # a shared study another process made: the trials left are shared with its other workers
+        return f"joining study {name!r} at {redact(url)}: {trials} not finished, run here {how} and by its other workers"
+    return f"running {trials} {how}; study {name!r} at {redact(url)}"
 
 
 def _settings_of(configs: list) -> dict:

@@ -404,9 +404,12 @@ def _study(args, recipe, data, device, configs, vary, title, kind=None, settings
                                   space=space, prune=args.prune, meta={"title": title, "vary": list(vary)},
                                   pool=args._pool, fail_fast=args.fail_fast, **extra)
     except study.StudyFailures as e:  # the finished runs are reported all the same, then the failed ones
-        if e.results:
-            _report(args, e.results, vary, title, e.failures)
-        raise
+        if not e.results:
+            raise
+        _report(args, e.results, vary, title, e.failures)  # it lists each failure with its line
+        n = len(e.failures)
+        raise study.TrialError(f"{n} of {n + len(e.results)} runs raised (listed above and in results.json "
+                               "'failed'); the others finished; run the same command again to retry them") from None
     return _report(args, results, vary, title)
 
 
@@ -418,9 +421,8 @@ def _report(args, results, vary, title, failures=()) -> int:
                                 failed=list(failures))
     print(f"{title} ({len(results)} run{'s' if len(results) != 1 else ''}, sorted by {(rows[0].get('Score_metric') if rows else None) or 'Accuracy'})")
     print(study.format_table(rows))
-    scored = {r["row"].get("Scored_on", "test") for r in results}
-    if scored - {"test"}:
-        print(SCORED_NOTES["train" if "train" in scored else "val"])
+    if study.scored_note(results):
+        print(study.scored_note(results))
     for f in failures[:FAILURES_SHOWN]:
         print(f"failed: {study.describe(study.Config.from_dict(f['config']))}: {f['error']}")
     if len(failures) > FAILURES_SHOWN:
@@ -430,12 +432,6 @@ def _report(args, results, vary, title, failures=()) -> int:
 
 
 FAILURES_SHOWN = 10
-SCORED_NOTES = {  # a table not scored on a test split says so under it
-    "val": "scored on the val split (the recipe has no test split): the best row's score is optimistic, as the same "
-           "split picks it",
-    "train": "scored on the training split (the recipe has no val or test split): this ranks how well each "
-             "setting fits the training data, not how well it generalises",
-}
 
 
 def _seeds(args) -> list:

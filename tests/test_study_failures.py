@@ -112,7 +112,8 @@ def test_the_sweep_reports_what_finished_and_what_failed_then_exits_1(tmp_path, 
                    "--out", str(out), "--jobs", jobs)
     assert done.returncode == 1, done.stderr[-2000:]
     err = done.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("harness: error: 1 of 3 runs raised (first: lr=0.1 batch=4 seed=0: ")
+    assert err == ["harness: error: 1 of 3 runs raised (listed above and in results.json 'failed'); the others "
+                   "finished; run the same command again to retry them"]
     assert "failed: lr=0.1 batch=4 seed=0: fit: " in done.stdout and "(2 runs, sorted by Accuracy)" in done.stdout
     text = (out / "results.json").read_text()
     report = json.loads(text, parse_constant=lambda c: pytest.fail(f"results.json holds {c}"))
@@ -213,3 +214,18 @@ def test_a_process_joining_a_shared_study_says_it_joins(tmp_path, capsys):
         study.run_study(None, configs, tmp_path / "b", recipe=BN, storage=url, study="s")
     err = capsys.readouterr().err
     assert f"joining study 's' at {url}: 2 trials not finished, run here in this process and by its other workers" in err
+
+
+def test_a_progress_bar_in_a_log_is_not_redrawn_every_second():
+    """stderr to a file (CI, nohup): the bar was redrawn about 1.5 times a second (found by R)."""
+    import io
+
+    from harness.study.progress import StudyProgress
+
+    s = optuna.create_study(direction="maximize")
+    s.add_trial(optuna.trial.create_trial(value=0.25, user_attrs={"row": {"Score_metric": "R2"}}))
+    log = io.StringIO()  # not a terminal
+    with StudyProgress(s, total=2, stream=log) as bar:
+        for _ in range(20):  # twenty seconds of a study where nothing changes
+            bar.refresh()
+    assert log.getvalue().count("best R2 0.2500") <= 2, log.getvalue()  # the first draw and the last

@@ -22,7 +22,7 @@ _EXPORTS = {  # public name -> the module that defines it; loaded on first use (
     "Config": "configs", "Space": "configs", "search_configs": "configs", "sweep_configs": "configs",
     "run_config": "one_run",
     "COLUMNS": "reports", "METRICS": "reports", "format_table": "reports", "summarize": "reports",
-    "to_csv": "reports", "write_outputs": "reports",
+    "scored_note": "reports", "to_csv": "reports", "write_outputs": "reports",
     "describe": "sweeps", "load_study_results": "sweeps", "run_study": "sweeps",
     "StudyFailures": "trials", "TrialError": "trials",
 }

@@ -1,6 +1,8 @@
 """Progress of a study on stderr with tqdm: trials done of the total, running, pruned, failed,
 the best value so far of the task's main metric (accuracy, R2, ...), and tqdm's own rate
-and time left. A run that raises is written above the bar when it is seen, as one line.
+and time left. A run that raises is written above the bar when it is seen, as one line. On a
+stream that is not a terminal (a log file, CI) the bar is drawn when its numbers change, at most
+once every LOG_EVERY seconds, not every second: an hour's search wrote half a megabyte of redraws.
 
     with StudyProgress(study, total=10):
         run_trials(job)           # the bar reads the study's storage every second, on a thread
@@ -16,6 +18,8 @@ import threading
 
 from harness.study.storage import counts
 
+LOG_EVERY = 30.0  # seconds between a non-terminal bar's redraws (tqdm's mininterval); the last state is always drawn
+
 
 class StudyProgress:
     def __init__(self, study, total: int, enabled: bool = True, every: float = 1.0, stream=None):
@@ -27,6 +31,8 @@ class StudyProgress:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.bar = None
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.postfix = None  # the last one drawn
         self.shown: set = set()  # trial numbers whose failure is on screen (or was before this command)
         self.before = 0  # failures from before this command: their configurations run again
 
@@ -34,7 +40,7 @@ class StudyProgress:
         if self.enabled:
             from tqdm import tqdm
             self.bar = tqdm(total=self.total, unit="trial", file=self.stream, dynamic_ncols=True,
-                            mininterval=0.5, smoothing=0.1)
+                            mininterval=0.5 if self.tty else LOG_EVERY, smoothing=0.1)
             self.refresh(first=True)
             self.thread.start()
         return self
@@ -59,8 +65,10 @@ class StudyProgress:
         elif done > self.bar.n:
             self.bar.update(min(done, self.total) - self.bar.n)
         best = f"{c['metric']} {c['best']:.4f}" if c["best"] is not None else "-"  # the metric once one is known
-        self.bar.set_postfix_str(f"running {c['running']}, pruned {c['pruned']}, failed {c['fail']}, "
-                                 f"best {best}", refresh=True)
+        postfix = f"running {c['running']}, pruned {c['pruned']}, failed {c['fail']}, best {best}"
+        # a terminal's bar ticks every second (elapsed, time left); a log gets tqdm's throttled redraws
+        self.bar.set_postfix_str(postfix, refresh=self.tty or (first and postfix != self.postfix))
+        self.postfix = postfix
 
     def _loop(self):
         while not self.stop.wait(self.every):

@@ -229,3 +229,22 @@ def test_a_progress_bar_in_a_log_is_not_redrawn_every_second():
         for _ in range(20):  # twenty seconds of a study where nothing changes
             bar.refresh()
     assert log.getvalue().count("best R2 0.2500") <= 2, log.getvalue()  # the first draw and the last
+
+
+def test_runs_a_pruner_stopped_are_in_results_json_and_table_txt(tmp_path):
+    """They were only a count on the terminal: the folder read later could not tell which points were
+    pruned, at which epoch, or why (found by R)."""
+    from harness.study.storage import Results, pruned_runs
+    from harness.study.reports import write_outputs
+
+    s = optuna.create_study(direction="maximize")
+    config = {"lr": 0.3, "batch_size": 8, "epochs": 3, "seed": 0, "options": []}
+    s.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={
+        "key": "k1", "config": config, "pruned_reason": "median pruner at epoch 2: val loss 2.1",
+        "history": {"val_loss": [2.3, 2.1]}}))
+    pruned = pruned_runs(s)
+    assert [(p["config"]["lr"], p["reason"]) for p in pruned] == [(0.3, "median pruner at epoch 2: val loss 2.1")]
+    write_outputs(tmp_path, Results([], pruned), [], ("learning_rate",), title="t", figures=False)
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["pruned"][0]["history"] == {"val_loss": [2.3, 2.1]}
+    assert "pruned: lr=0.3 batch=8 seed=0: median pruner at epoch 2: val loss 2.1" in (tmp_path / "table.txt").read_text()

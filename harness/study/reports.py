@@ -152,8 +152,9 @@ def labels(configs: list, vary: Sequence[str]) -> list:
 
 def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: str = "",
                   figures: bool = True, failed: Sequence[dict] = ()) -> dict:
-    """Write table.txt, table.csv, results.json (rows, every run's history, and the `failed` runs:
-    config and error line of each configuration that raised) and the figures.
+    """Write table.txt, table.csv, results.json (rows, every run's history, the `failed` runs: config
+    and error line of each configuration that raised, and the `pruned` ones: config, reason and partial
+    history of each run a pruner stopped, from `results.pruned`) and the figures.
 
     Returns the paths written, by name. Figure names never collide: two lrs that print alike
     are spelled in full, and two runs of one configuration differ by their seed. A run's curves
@@ -165,7 +166,8 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     atomic_write_text(paths["table.txt"], _table_text(results, rows, title, failed))
     atomic_write_text(paths["table.csv"], to_csv(rows))
     atomic_write_json(paths["results.json"], {"title": title, "vary": list(vary), "rows": rows, "runs": results,
-                                              "failed": list(failed)})
+                                              "failed": list(failed),
+                                              "pruned": list(getattr(results, "pruned", []))})
     if not figures:
         return paths
     from harness import figures as fig  # matplotlib: a quarter of a second, only when drawing
@@ -212,13 +214,16 @@ def scored_note(results: list) -> str:
 
 def _table_text(results: list, rows: list, title: str, failed: Sequence[dict]) -> str:
     """table.txt as the command printed it: what the study is (the title, runs, the metric it is sorted
-    by), the table, and the configurations that failed, so the file says what it is when read alone."""
+    by), the table, and the runs that failed or a pruner stopped, so the file says what it is when read alone."""
     metric = next((r.get("Score_metric") for r in rows if r.get("Score_metric")), "Accuracy")
     head = f"{title} ({len(results)} run{'s' if len(results) != 1 else ''}, sorted by {metric})".lstrip()
     lines = [head, format_table(rows)] + ([scored_note(results)] if scored_note(results) else [])
     for f in failed:
         c = f["config"]
         lines.append(f"failed: lr={c['lr']:g} batch={c['batch_size']} seed={c['seed']}: {f['error']}")
+    for p in getattr(results, "pruned", []):
+        c = p["config"]
+        lines.append(f"pruned: lr={c['lr']:g} batch={c['batch_size']} seed={c['seed']}: {p['reason']}")
     return "\n".join(lines) + "\n"
 
 

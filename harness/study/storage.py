@@ -361,6 +361,27 @@ def finished_results(study) -> list:
     return results
 
 
+class Results(list):
+    """A study's finished runs (finished_results), and `pruned`: the runs a pruner stopped before their
+    last epoch, which have no table row (config, reason and partial history of each)."""
+
+    def __init__(self, runs=(), pruned=()):
+        super().__init__(runs)
+        self.pruned = list(pruned)
+
+
+def pruned_runs(study) -> list:
+    """The runs a pruner stopped (PRUNED without a row) that never finished since, one per key, in
+    trial order: dicts with the key, config, `reason` and the partial `history`."""
+    trials = study.get_trials(deepcopy=False)
+    done = {t.user_attrs.get("key") for t in trials if t.state.name in FINISHED and "row" in t.user_attrs}
+    return list({t.user_attrs["key"]: {"key": t.user_attrs["key"], "config": t.user_attrs["config"],
+                                       "reason": t.user_attrs.get("pruned_reason", ""),
+                                       "history": t.user_attrs.get("history", {}), "trial": t.number}
+                 for t in trials if t.state.name == "PRUNED" and "row" not in t.user_attrs
+                 and "config" in t.user_attrs and t.user_attrs.get("key") not in done}.values())
+
+
 def failed_runs(study) -> list:
     """The configurations whose run raised and that never finished since, one per key, in trial
     order: dicts with the key, config and `error` (the run's one line, its latest)."""

@@ -28,8 +28,9 @@ from harness.recipes import load_recipe
 from harness.study.configs import Config, recipe_identity
 from harness.study.one_run import check_lr_is_used, check_swept_value_used, metric_column
 from harness.study.progress import StudyProgress
-from harness.study.storage import (HEARTBEAT, default_url, distributions_for, failed_runs, finished_results,
-                                   objective_name, open_storage, open_study, pruned_early, redact, storage_errors)
+from harness.study.storage import (HEARTBEAT, Results, default_url, distributions_for, failed_runs,
+                                   finished_results, objective_name, open_storage, open_study, pruned_early,
+                                   pruned_runs, redact, storage_errors)
 from harness.study.trials import (Job, StudyFailures, TrialError, finished_keys, proposed_points,
                                   run_trials)
 
@@ -136,6 +137,8 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
             raise TrialError(f"{len(missing)} of {len(configs)} trials did not finish (first: "
                              f"{describe(missing[0])}); run the same command again to retry them")
         results = [by_key[c.key()] for c in configs if c.key() in by_key]
+    keys = {c.key() for c in configs} if configs else None
+    results = Results(results, [p for p in pruned_runs(the_study) if keys is None or p["key"] in keys])
     check_swept_value_used(recipe, results, kind or "")
     # the points TPE proposed (a point pruned in every seed has no result, and was not a repeat)
     points = proposed_points(the_study) if tpe else 0
@@ -240,7 +243,7 @@ def load_study_results(storage: str, name: Optional[str]):
     """(study, results) of an existing study, for `harness report`."""
     from harness.study.storage import load_existing
     study = load_existing(storage, name)
-    return study, finished_results(study)
+    return study, Results(finished_results(study), pruned_runs(study))
 
 
 __all__ = ["run_study", "load_study_results", "describe", "Config", "open_storage"]

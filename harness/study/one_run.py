@@ -38,6 +38,11 @@ def metric_column(key: str) -> str:
     return key[:1].upper() + key[1:]
 
 
+def scored_split(data: Data) -> str:
+    """Where a run's table metrics are measured: the test split, else val, else the training split."""
+    return "test" if data.test is not None else "val" if data.val is not None else "train"
+
+
 def make_result(config: Config, h, metrics: dict, data: Data, main: str = "accuracy") -> dict:
     """The study's record of one run: its key, config, table row and per-epoch history.
 
@@ -47,7 +52,7 @@ def make_result(config: Config, h, metrics: dict, data: Data, main: str = "accur
     main metric on the val split at the epoch the run kept: what Optuna maximises when there is
     a val split, so that a sampler that adapts (TPE) never selects on the test split."""
     task_metrics = {metric_column(k): v for k, v in metrics.items() if k != "infer_seconds"}
-    scored_on = "test" if data.test is not None else "val" if data.val is not None else "train"
+    scored_on = scored_split(data)
     val = {}
     if data.val is not None and h.val_acc:
         kept = h.best_epoch if dict(config.options).get("patience") is not None and h.best_epoch else len(h.val_acc)

@@ -415,11 +415,15 @@ def pruned_early(study) -> str:
     return "; ".join(notes)
 
 
-def objective_name(row: dict) -> str:
-    """What score_of is, in words: 'val Accuracy', 'R2' (test), 'train Accuracy'."""
-    metric = row.get("Score_metric") or "Accuracy"
-    split = "val" if "Val_score" in row else row.get("Scored_on", "test")
+def objective_name(metric: str, split: str) -> str:
+    """What a study maximises, in words: 'val Accuracy', 'R2' (on test), 'train Accuracy'."""
     return metric if split == "test" else f"{split} {metric}"
+
+
+def row_objective(row: dict) -> str:
+    """objective_name of a run's row (trials.score_of): its val metric when it has one."""
+    split = "val" if "Val_score" in row else row.get("Scored_on", "test")
+    return objective_name(row.get("Score_metric") or "Accuracy", split)
 
 
 def counts(study) -> dict:
@@ -436,7 +440,7 @@ def counts(study) -> dict:
             out["errors"][t.number] = (t.user_attrs["config"], t.user_attrs["error"])
         if t.state.name == "COMPLETE" and t.value is not None and (out["best"] is None or t.value > out["best"]):
             out["best"] = t.value
-            out["metric"] = objective_name(t.user_attrs.get("row", {}))
+            out["metric"] = row_objective(t.user_attrs.get("row", {}))
     return out
 
 

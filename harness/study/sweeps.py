@@ -26,7 +26,7 @@ from typing import Optional
 from harness.recipe import RecipeError
 from harness.recipes import load_recipe
 from harness.study.configs import Config, recipe_identity
-from harness.study.one_run import check_lr_is_used, check_swept_value_used, metric_column
+from harness.study.one_run import check_lr_is_used, check_swept_value_used, metric_column, scored_split
 from harness.study.progress import StudyProgress
 from harness.study.storage import (HEARTBEAT, Results, default_url, distributions_for, failed_runs,
                                    finished_results, objective_name, open_storage, open_study, pruned_early,
@@ -92,9 +92,8 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
                 if the_study.user_attrs.get(attr) != value:
                     the_study.set_user_attr(attr, value)
             # what optuna-dashboard calls the objective: the main metric on val (else where runs are scored)
-            metric = objective_name({"Score_metric": metric_column(recipe.task.main_metric),
-                                     "Scored_on": "test" if data.test is not None else "train",
-                                     **({"Val_score": 0} if data.val is not None else {})})
+            metric = objective_name(metric_column(recipe.task.main_metric),
+                                    "val" if data.val is not None else scored_split(data))
             if the_study.metric_names != [metric]:
                 the_study.set_metric_names([metric])
             total = tpe["trials"] * len(tpe["seeds"]) if tpe else len(configs)

@@ -28,8 +28,8 @@ from typing import Optional
 from harness.errors import RecipeError
 from harness.study.configs import Config, Space, pick
 from harness.study.one_run import check_lr_is_used, run_config
-from harness.study.storage import (HEARTBEAT, FINISHED, claim_trial, fail_stale_trials, objective_name,
-                                   open_storage, storage_errors, study_distributions)
+from harness.study.storage import (HEARTBEAT, FINISHED, claim_trial, fail_stale_trials, open_storage,
+                                   row_objective, storage_errors, study_distributions)
 
 PRUNERS = ("none", "median", "hyperband")
 
@@ -68,7 +68,7 @@ class TrialError(RuntimeError):
 
 class StudyFailures(TrialError):
     """Some configurations raised; the others finished. `results` are the finished runs (what
-    run_study would have returned), `failures` (config, line) pairs of those that raised."""
+    run_study would have returned), `failures` those that raised (storage.failed_runs' dicts)."""
 
     def __init__(self, message: str, results: list, failures: list):
         super().__init__(message)
@@ -366,7 +366,7 @@ def _tell(study, trial, attrs: dict, config: Optional[Config] = None, dists: Opt
         study.tell(trial, state=TrialState.PRUNED)
     elif not (isinstance(score, (int, float)) and math.isfinite(score)):
         # Optuna fails a trial told NaN: it would be retried on every re-run, and never be in the table
-        name = objective_name(attrs["row"])
+        name = row_objective(attrs["row"])
         trial.set_user_attr("pruned_reason", f"no score: the {name if ' ' in name else 'test ' + name} is {score}")
         study.tell(trial, state=TrialState.PRUNED)
     else:

@@ -150,6 +150,9 @@ def labels(configs: list, vary: Sequence[str]) -> list:
     return [label(c, vary, exact=len(owners[name]) > 1) for name, c in zip(short, configs)]
 
 
+FIGURE_CONFIGS = 20  # past this many configurations (a search) the curves, overlay and bars show the best ones
+
+
 def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: str = "",
                   figures: bool = True, failed: Sequence[dict] = ()) -> dict:
     """Write table.txt, table.csv, results.json (rows, every run's history, the `failed` runs: config
@@ -160,6 +163,10 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     are spelled in full, and two runs of one configuration differ by their seed. A run's curves
     drawn by an earlier report under another name (`curves_lr0.1.png` before its second seed
     finished, `curves_lr0.1_seed0.png` after) are removed, so figures/ holds each run once.
+
+    Past FIGURE_CONFIGS configurations the per-run curves, the overlay and the bars show the best
+    FIGURE_CONFIGS (the table's first rows), their titles saying so; against.png keeps every point
+    (a 400-point search drew 1,200 curve files and a bar chart 28,000 pixels wide).
     """
     out = Path(out)
     paths = {"table.txt": out / "table.txt", "table.csv": out / "table.csv", "results.json": out / "results.json"}
@@ -175,6 +182,13 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
     names = labels([r["config"] for r in results], vary)
     metric = next((r["row"].get("Score_metric") for r in results if r["row"].get("Score_metric")), "Accuracy")
     several_seeds = len({r["config"]["seed"] for r in results}) > 1
+    everything, shown = rows, title
+    if len(rows) > FIGURE_CONFIGS:  # a big search: the best ones, said in the titles; against.png keeps every point
+        rows = rows[:FIGURE_CONFIGS]
+        best = {(r["learning_rate"], r["batch_size"]) for r in rows}
+        drawn = [(r, n) for r, n in zip(results, names) if (r["config"]["lr"], r["config"]["batch_size"]) in best]
+        results, names = [r for r, _ in drawn], [n for _, n in drawn]
+        shown = f"{title} (the {FIGURE_CONFIGS} best of {len(everything)} configurations; table.csv holds all)".strip()
     seeds: dict = {}  # the overlay: one line per configuration, the mean of its seeds
     for r, name in sorted(zip(results, names), key=lambda pair: _order(pair[0]["config"], vary)):
         seeds.setdefault(name, []).append(r["history"])
@@ -183,18 +197,18 @@ def write_outputs(out, results: list, rows: list, vary: Sequence[str], title: st
         path = out / "figures" / f"curves_{slug(name)}{seed}.png"
         fig.curves(r["history"], f"{title} {name}{seed.replace('_', ' ')}".strip(), path, metric=metric)
         paths[path.name] = path
-    for old in (out / "figures").glob("curves_*.png"):  # an earlier report's name for a run drawn again now
+    for old in (out / "figures").glob("curves_*.png"):  # an earlier report's name for a run, or one no longer shown
         if old.name not in paths:
             old.unlink(missing_ok=True)
     paths["overlay.png"] = out / "figures" / "overlay.png"
-    fig.overlay({name: mean_history(hs) for name, hs in seeds.items()}, title, paths["overlay.png"], metric=metric)
+    fig.overlay({name: mean_history(hs) for name, hs in seeds.items()}, shown, paths["overlay.png"], metric=metric)
     paths["bars.png"] = out / "figures" / "bars.png"
     ordered = sorted(rows, key=lambda r: tuple(r[v] for v in vary))
     configs = [{"lr": r["learning_rate"], "batch_size": r["batch_size"]} for r in ordered]
-    fig.bars(labels(configs, vary), ordered, title, paths["bars.png"])
-    if len(rows) > 1:  # one configuration (harness train) has no curve against its settings
+    fig.bars(labels(configs, vary), ordered, shown, paths["bars.png"])
+    if len(everything) > 1:  # one configuration (harness train) has no curve against its settings
         paths["against.png"] = out / "figures" / "against.png"
-        fig.against(rows, list(vary), title, paths["against.png"], metric=metric)
+        fig.against(everything, list(vary), title, paths["against.png"], metric=metric)
     return paths
 
 

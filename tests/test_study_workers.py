@@ -76,6 +76,16 @@ def unique_name(tmp_path) -> str:
     return f"s{abs(hash(str(tmp_path))) % 10**8}-{time.monotonic_ns() % 10**6}"
 
 
+def assert_only_retries(trials: list, keys: Counter) -> None:
+    """Every FAIL is a trial put back for another try, whose configuration then finished once: a killed
+    worker's, or a live one's whose heartbeat came late (a starved machine: seen 4 s old on a loaded 2-core
+    machine, stale at 3 x --heartbeat 2 = 6 s; a process stopped 8 s mid-trial gets one). None is a run
+    that raised (those carry an `error`)."""
+    bad = [(t.number, t.user_attrs) for t in trials if t.state.name == "FAIL"
+           and ("error" in t.user_attrs or t.user_attrs.get("key") not in keys)]
+    assert not bad, bad
+
+
 def wait(procs, timeout=600):
     outs = [p.communicate(timeout=timeout) for p in procs]
     for p, (_, err) in zip(procs, outs):
@@ -92,7 +102,8 @@ def test_two_searches_finish_exactly_the_trials_asked_for(storage, tmp_path):
     trials = trials_of(storage, name)
     keys = Counter(t.user_attrs["key"] for t in finished(trials))
     assert len(keys) == 16 and set(keys.values()) == {1}  # 8 configurations x 2 seeds, each once
-    assert not [t for t in trials if t.state.name in ("FAIL", "RUNNING", "WAITING")]
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    assert_only_retries(trials, keys)
     points = {(t.user_attrs["config"]["lr"], t.user_attrs["config"]["batch_size"]) for t in finished(trials)}
     assert len(points) == 8
     print(f"\nworkers that ran trials: {Counter(t.user_attrs['worker'] for t in finished(trials))}")
@@ -116,8 +127,7 @@ def test_a_kill_9_of_one_worker_loses_nothing_and_duplicates_nothing(storage, tm
     keys = Counter(key for key, _ in after.values())
     assert {n: after[n] for n in before} == before  # every trial finished before the kill is still there, as it was
     assert len(keys) == 10 and set(keys.values()) == {1}  # all ten, none twice
-    failed = [t for t in trials if t.state.name == "FAIL"]
-    assert len(failed) <= 1 and all(t.user_attrs["key"] in keys for t in failed)  # the killed one, retried
+    assert_only_retries(trials, keys)  # the killed one's trial (and any a starved machine made late)
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
 
 

@@ -181,7 +181,9 @@ def against(rows: list, vary: list, title: str, path, metric: str = "Accuracy") 
     an lr sweep is read for): one point per configuration, ± std over seeds, joined by a line in a
     sweep (one setting varied); a configuration that diverged in every seed is a red x. In a search
     (both varied) each panel's points are coloured by the other setting (log scale, with its colour
-    bar), so the best lr's dependence on the batch size shows."""
+    bar), so the best lr's dependence on the batch size shows. A setting with one value in every row
+    (`harness search --batch-size 64`, a notebook's study with no `vary` stored) gets no panel."""
+    vary = [k for k in vary if len({r[k] for r in rows}) > 1] or list(vary[:1])
     fig = Figure(figsize=(6.5 * len(vary) if len(vary) > 1 else 5.5, 4))
     values = [r.get(metric, r.get("Score", math.nan)) for r in rows]
     for i, key in enumerate(vary, start=1):

@@ -803,6 +803,21 @@ def test_figures_of_a_search_of_20_configurations_stay_readable(tmp_path, monkey
     assert drawn["bars.png"].axes[0].get_xticklabels()[0].get_rotation() == 30
 
 
+def test_against_draws_no_panel_for_a_setting_that_did_not_vary(tmp_path, monkeypatch):
+    """`harness search --batch-size 64` (one value), or `harness report` of a study run_study made from a notebook
+    (no 'vary' stored: both settings): against.png drew a batch-size panel of one x, its points coloured by the
+    lr, and beside the lr panel a colour bar reading 1.28x10^2 six times, its label over the next panel's."""
+    from harness import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.__setitem__(path.name, fig))
+    results = with_histories([fake_result(lr, 0, acc) for lr, acc in ((1e-3, 0.1), (1e-2, 0.12), (0.1, 0.5))])
+    study.write_outputs(tmp_path, results, study.summarize(results), ("learning_rate", "batch_size"))
+    fig = drawn["against.png"]
+    assert len(fig.axes) == 1 and fig.axes[0].get_xlabel() == "learning rate (log scale)"  # no colour bar either
+    assert list(fig.axes[0].get_lines()[0].get_xdata()) == [1e-3, 1e-2, 0.1]  # joined, as a sweep
+
+
 def test_figures_of_a_search_of_hundreds_of_configurations_draw_the_best_20(tmp_path, monkeypatch):
     """docs/scaling.md's search, --trials 400 --seeds 3: 1,203 figures (42 MB, 2.5 minutes of drawing after
     the study had finished), an overlay 6,890 pixels wide with a 400-line legend and bars 28,203 pixels wide.

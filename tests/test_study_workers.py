@@ -317,3 +317,38 @@ def test_under_load_an_interrupted_and_resumed_sweep_equals_a_clean_one(jobs, tm
     if proc.returncode == 130:
         assert f"resuming: {done} of 8 trials already finished" in again.stderr
     assert rows(resumed) == rows(clean)  # bit for bit: same seeds, one thread per run
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks; reads /proc")
+def test_workers_blocked_in_sqlite_do_not_outlive_an_interrupted_sweep(tmp_path):
+    """Ctrl-C while the workers wait on a SQLite lock another process holds (their Python signal handlers
+    cannot run inside SQLite's C busy loop): the pool's backstop SIGKILLs them. The parent killed the pool
+    first (it waited STOP_GRACE + 1 s, the pool's backstop was STOP_GRACE + 1 s too, armed later), and the
+    workers outlived both until the lock went (25 s; found by F)."""
+    import sqlite3
+
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1,0.2,0.3",
+               "--epochs", "300", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures"]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    storage = f"sqlite:///{out.resolve() / 'study.db'}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and parent.poll() is None:
+        if sum(t.state.name == "RUNNING" for t in trials_of(storage, "sweep-lr")) >= 2:
+            break
+        time.sleep(0.1)
+    assert parent.poll() is None, parent.stderr.read()[-3000:]
+    lock = sqlite3.connect(out / "study.db", timeout=60, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # the workers' next heartbeat or claim waits in SQLite
+    try:
+        time.sleep(3)
+        parent.send_signal(signal.SIGINT)
+        parent.wait(timeout=60)
+        gone_by = time.monotonic() + 20  # the pool's backstop fires STOP_GRACE + 1 s after it stops them
+        while processes_mentioning(str(out.resolve())) and time.monotonic() < gone_by:
+            time.sleep(0.2)
+        left = processes_mentioning(str(out.resolve()))
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert left == [], f"still running with the lock held: {left}"

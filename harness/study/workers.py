@@ -102,7 +102,9 @@ class Pool:
 
     def close(self) -> None:
         if self.proc is not None:
-            stop([self.proc], grace=STOP_GRACE + 1)  # the pool waits up to STOP_GRACE for its workers
+            # the pool's own backstop SIGKILLs its workers STOP_GRACE + 1 s after it stops them: wait past it,
+            # or a worker blocked in C (a SQLite lock) outlived both when the pool was killed first
+            stop([self.proc], grace=STOP_GRACE + 3)
             self.proc = None
         if self.log is not None:
             self.log.close()
@@ -216,7 +218,9 @@ def serve(parent: int, label: str) -> int:
         for pid in live:
             _kill(pid, signal.SIGTERM)
         signal.signal(signal.SIGALRM, lambda *_: [_kill(p, signal.SIGKILL) for p in live])
-        signal.alarm(int(STOP_GRACE) + 1)  # a worker that hangs on its way out is killed
+        left = signal.alarm(int(STOP_GRACE) + 1)  # a worker that hangs on its way out (blocked in C) is killed
+        if left:  # a second signal (the parent's SIGTERM, then its death) keeps the first deadline
+            signal.alarm(left)
 
     signal.signal(signal.SIGTERM, stop_workers)
     signal.signal(signal.SIGINT, stop_workers)
@@ -300,7 +304,9 @@ def _interrupt(signum, frame):
     hangs (a database that does not answer), so a worker never outlives its parent by long."""
     if hasattr(signal, "SIGALRM"):
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(5)
+        left = signal.alarm(5)
+        if left:  # armed by an earlier SIGTERM: keep its deadline (each new one pushed it 5 s further)
+            signal.alarm(left)
     raise KeyboardInterrupt
 
 

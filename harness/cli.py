@@ -396,6 +396,8 @@ def _study(args, recipe, data, device, configs, vary, title, kind=None, settings
     settings = {"command": args.command + (f" {args.kind}" if args.command == "sweep" else ""), **(settings or {}),
                 "epochs": configs[0].epochs if configs else tpe["epochs"],
                 "options": [list(o) for o in (configs[0].options if configs else tpe["options"])]}
+    if args.prune != "none":  # a joiner with another pruning policy would cut trials the study keeps (absent: the
+        settings["prune"] = args.prune  # studies made before it was recorded, all without pruning, still match)
     extra = {"heartbeat": args.heartbeat} if args.heartbeat else {}
     try:
         results = study.run_study(spec, configs, args._out, device=device, recipe=recipe, data=data,

@@ -248,3 +248,27 @@ def test_runs_a_pruner_stopped_are_in_results_json_and_table_txt(tmp_path):
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["pruned"][0]["history"] == {"val_loss": [2.3, 2.1]}
     assert "pruned: lr=0.3 batch=8 seed=0: median pruner at epoch 2: val loss 2.1" in (tmp_path / "table.txt").read_text()
+
+
+def test_a_joiner_with_another_pruning_policy_is_refused(tmp_path):
+    """A joiner with --prune median was accepted into a study made without pruning, and pruned the trials it
+    ran: the study's results depended on which machine ran what (found by R2). The refusal names --study,
+    not --out, under a --storage."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = harness("sweep", "lr", "--recipe", spec("BN"), "--values", "0.1", "--epochs", "1", "--storage", url,
+                    "--study", "s", "--out", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = harness("sweep", "lr", "--recipe", spec("BN"), "--values", "0.1", "--epochs", "1", "--storage", url,
+                     "--study", "s", "--out", str(tmp_path / "b"), "--prune", "median")
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert "with prune none, not " in second.stderr and "with prune median;" in second.stderr
+    assert "use another --study NAME (--out does not choose it in a --storage)" in second.stderr
+
+
+def test_rerunning_a_finished_study_says_so_without_an_empty_bar(tmp_path, capsys):
+    configs = study.sweep_configs("batch-size", [16], lr=0.1, batch_size=16, epochs=1)
+    study.run_study(None, configs, tmp_path, recipe=BN, progress=False)
+    study.run_study(None, configs, tmp_path, recipe=BN, progress=True)
+    err = capsys.readouterr().err
+    assert f"all 1 trials already finished in study 'study' at {default_url(tmp_path)}" in err
+    assert "running 0" not in err and "0/1" not in err

@@ -234,9 +234,11 @@ def distributions_for(plan: list, space=None) -> dict:
     return dists
 
 
-def open_study(storage, name: str, identity: dict, plan: list, distributions: dict, sampler=None):
+def open_study(storage, name: str, identity: dict, plan: list, distributions: dict, sampler=None,
+               shared: bool = False):
     """Create the study and enqueue `plan`, or join it: refuse (one line) when it belongs to another
-    recipe or other settings, and re-enqueue planned configurations that only ever failed."""
+    recipe or other settings, and re-enqueue planned configurations that only ever failed.
+    shared: a --storage URL (the refusal's way out is another --study, not another --out)."""
     import optuna
     from optuna.distributions import distribution_to_json
 
@@ -247,7 +249,7 @@ def open_study(storage, name: str, identity: dict, plan: list, distributions: di
         study.joined = True  # for messages: this process did not create it
         theirs = _wait_for(study, "identity", storage)
         if theirs is not None and _compared(theirs) != _compared(identity):
-            raise RecipeError(refusal(name, theirs, identity))
+            raise RecipeError(refusal(name, theirs, identity, out=not shared))
         if theirs is None and storage.get_n_trials(study._study_id):  # trials, and no identity: not a harness study
             raise RecipeError(f"study {name!r} was not made by harness (it has trials but no recipe identity); "
                               "give another --study name")
@@ -323,7 +325,7 @@ def _config_dict(config: Config) -> dict:
     return asdict(config)
 
 
-def refusal(name: str, theirs: dict, ours: dict) -> str:
+def refusal(name: str, theirs: dict, ours: dict, out: bool = True) -> str:
     """One line naming both recipes (and the settings that differ)."""
     from harness.study.configs import describe_recipe
 
@@ -335,10 +337,12 @@ def refusal(name: str, theirs: dict, ours: dict) -> str:
     keys = [k for k in dict.fromkeys([*theirs["settings"], *ours["settings"]])
             if theirs["settings"].get(k) != ours["settings"].get(k)]
     def describe(ident):
-        settings = "; ".join(f"{k} {fmt(ident['settings'].get(k, '-'))}" for k in keys)
+        absent = {"prune": "none"}  # settings recorded only when not their default
+        settings = "; ".join(f"{k} {fmt(ident['settings'].get(k, absent.get(k, '-')))}" for k in keys)
         return describe_recipe(ident["recipe"]) + (f" with {settings}" if settings else "")
+    other = "another --out (or --study)" if out else "another --study NAME (--out does not choose it in a --storage)"
     return (f"study {name!r} holds runs of {describe(theirs)}, not {describe(ours)}; "
-            "use another --out (or --study), or the same recipe and settings to continue it")
+            f"use {other}, or the same recipe and settings to continue it")
 
 
 def study_distributions(study) -> dict:

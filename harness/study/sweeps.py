@@ -87,7 +87,8 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
             optuna_storage = open_storage(url, heartbeat, named)
             if existed:
                 _refuse_another_study(optuna_storage, name, out)
-            the_study = open_study(optuna_storage, name, identity, configs, distributions_for(configs, space))
+            the_study = open_study(optuna_storage, name, identity, configs, distributions_for(configs, space),
+                                   shared=storage is not None)
             for attr, value in (meta or {}).items():
                 if the_study.user_attrs.get(attr) != value:
                     the_study.set_user_attr(attr, value)
@@ -113,13 +114,15 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
                 job.lr_check = asdict(configs[0])
             elif left:
                 check_lr_is_used(recipe, configs[0])
-        if left < total and progress:
-            print(f"resuming: {total - left} of {total} trials already finished in study {name!r} at {redact(url)}",
-                  file=sys.stderr, flush=True)
-        if progress:
-            joined = storage is not None and getattr(the_study, "joined", False)
+        joined = storage is not None and getattr(the_study, "joined", False)
+        if progress and not left:  # nothing to run: no "running 0 trials", no empty bar
+            print(f"all {total} trials already finished in study {name!r} at {redact(url)}", file=sys.stderr, flush=True)
+        elif progress:
+            if left < total and not joined:
+                print(f"resuming: {total - left} of {total} trials already finished in study {name!r} at "
+                      f"{redact(url)}", file=sys.stderr, flush=True)
             print(_describe(left, jobs, stacked, url, name, joined), file=sys.stderr, flush=True)
-        with StudyProgress(the_study, total, enabled=progress):
+        with StudyProgress(the_study, total, enabled=progress and bool(left)):
             if left and jobs > 1:
                 with _shipped(job, given, data, out):
                     pool.run(job, jobs, max(1, runtime.thread_cap() // jobs))

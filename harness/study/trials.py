@@ -319,6 +319,7 @@ def _run(study, storage, claimed: list, dists: dict, recipe, data, job: Job) -> 
             history = seen["history"].to_dict() if "history" in seen else {}
             trials[0].set_user_attr("pruned_reason", str(pruned))
             trials[0].set_user_attr("history", history)
+            trials[0].set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
             study.tell(trials[0], state=TrialState.PRUNED)
             return 1
         except Exception as e:

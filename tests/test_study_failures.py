@@ -272,3 +272,23 @@ def test_rerunning_a_finished_study_says_so_without_an_empty_bar(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"all 1 trials already finished in study 'study' at {default_url(tmp_path)}" in err
     assert "running 0" not in err and "0/1" not in err
+
+
+def test_ctrl_c_waits_while_the_storage_opens(monkeypatch):
+    """A Ctrl-C in the first half second of run_study (a notebook cell interrupted at once) landed inside
+    SQLAlchemy's first imports and left them half done: every later study in that kernel failed until a
+    restart (found by R2). SIGINT is held while the storage opens, and delivered after."""
+    import signal
+
+    from harness.study import storage as storage_module
+
+    seen = {}
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            seen["held"] = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Recording)
+    storage_module.open_storage("sqlite:///unused.db")
+    assert seen == {"held": True}
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # and let go after

@@ -20,6 +20,7 @@ re-enqueues its trial at once.
 """
 from __future__ import annotations
 
+import signal
 import time
 import warnings
 from contextlib import contextmanager
@@ -44,7 +45,14 @@ def default_url(out) -> str:
 def open_storage(url: str, heartbeat: int = HEARTBEAT, named: Optional[str] = None):
     """An RDBStorage with heartbeats and retry of stale trials. A storage that cannot be used is one
     line (RecipeError) naming it as the user gave it (`named`, e.g. "--out results/x"; default
-    "--storage URL"): a full disk, a damaged SQLite file (delete it to start afresh), a bad URL."""
+    "--storage URL"): a full disk, a damaged SQLite file (delete it to start afresh), a bad URL.
+    Ctrl-C waits until it is open (at most the connect timeout): one in the middle of its first
+    imports left SQLAlchemy half-imported, and a notebook kernel failed every later study."""
+    with signals_held():
+        return _open_storage(url, heartbeat, named)
+
+
+def _open_storage(url: str, heartbeat: int, named: Optional[str]):
     import optuna
     import sqlalchemy.exc
 
@@ -68,6 +76,21 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT, named: Optional[str] = No
             time.sleep(0.2 * (attempt + 1))
         except (ImportError, ValueError) as e:
             raise RecipeError(storage_problem(e, url, named)) from None
+
+
+@contextmanager
+def signals_held():
+    """Hold SIGINT and SIGTERM (POSIX, main thread) for the duration; they are delivered after."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # Windows, or not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def storage_problem(error: BaseException, url: str, named: Optional[str] = None) -> str:

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import threading
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -29,7 +27,7 @@ from harness.errors import RecipeError
 from harness.study.configs import Config, Space, pick
 from harness.study.one_run import check_lr_is_used, run_config
 from harness.study.storage import (HEARTBEAT, FINISHED, claim_trial, fail_stale_trials, open_storage,
-                                   row_objective, storage_errors, study_distributions)
+                                   row_objective, signals_held, storage_errors, study_distributions)
 
 PRUNERS = ("none", "median", "hyperband")
 
@@ -126,7 +124,7 @@ def _run_trials(job: Job, recipe, data, stop: Optional[threading.Event], storage
         fail_stale_trials(study, storage)  # a killed worker's trial goes back to the queue
         claimed = []
         try:
-            with _signals_held():  # Ctrl-C or SIGTERM arrives after the claim is recorded, not inside it
+            with signals_held():  # Ctrl-C or SIGTERM arrives after the claim is recorded, not inside it
                 claimed = _claim(study, storage, job)
                 if not claimed and job.tpe:
                     claimed = _ask_tpe(study, storage, job, dists)
@@ -388,21 +386,6 @@ def _requeue(study, storage, claimed: list) -> None:
                 retry(study, storage.get_trial(frozen._trial_id))
         except Exception:  # finished meanwhile, or the storage is unreachable: the heartbeat covers it
             pass
-
-
-@contextmanager
-def _signals_held():
-    """Hold SIGINT and SIGTERM (POSIX, main thread) for the duration; they are delivered after."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError, OSError):  # Windows, or not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def finished_keys(study) -> set:

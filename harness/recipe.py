@@ -442,6 +442,26 @@ def make_optimizer(factory, model, lr, where="fit"):
     return opt
 
 
+def with_settings(base, **settings):
+    """The optimizer `base` builds, with each setting (momentum, weight_decay) set in every param
+    group: `--momentum` / `--weight-decay` on a recipe's own optimizer (its Adam stays Adam). An
+    optimizer without that setting (Adam has no momentum) is one line naming the way out."""
+    def make(model, lr):  # named `model`: make_optimizer passes the model, and base gets what it takes
+        opt = make_optimizer(base, model, lr, where="the recipe's optimizer")
+        for name, value in settings.items():
+            if any(name not in group for group in opt.param_groups):
+                raise RecipeError(f"--{name.replace('_', '-')} {value:g}: the recipe's optimizer "
+                                  f"{type(opt).__name__} has no {name}; give --optimizer sgd to replace it, or set it "
+                                  "in the recipe's optimizer factory")
+            for group in opt.param_groups:
+                group[name] = value
+            opt.defaults[name] = value  # for groups added later, and readers of the defaults
+        return opt
+    make.__qualname__ = f"{getattr(base, '__qualname__', type(base).__name__)} with " + \
+        ", ".join(f"{k}={v:g}" for k, v in settings.items())
+    return make
+
+
 def checked_loss(loss):
     """The loss, if it is a one-number tensor; a per-sample loss (reduction='none'), a Python
     number (loss.item()) or anything else is a one-line RecipeError."""

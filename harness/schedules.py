@@ -35,27 +35,6 @@ def adam(weight_decay: float = 0.0, betas=(0.9, 0.999)):
     return make
 
 
-def with_settings(base, **settings):
-    """The optimizer `base` builds, with each setting (momentum, weight_decay) set in every param
-    group: `--momentum` / `--weight-decay` on a recipe's own optimizer (its Adam stays Adam). An
-    optimizer without that setting (Adam has no momentum) is one line naming the way out."""
-    def make(model, lr):  # named `model`: make_optimizer passes the model, and base gets what it takes
-        from harness.recipe import make_optimizer
-        opt = make_optimizer(base, model, lr, where="the recipe's optimizer")
-        for name, value in settings.items():
-            if any(name not in group for group in opt.param_groups):
-                raise RecipeError(f"--{name.replace('_', '-')} {value:g}: the recipe's optimizer "
-                                  f"{type(opt).__name__} has no {name}; give --optimizer sgd to replace it, or set it "
-                                  "in the recipe's optimizer factory")
-            for group in opt.param_groups:
-                group[name] = value
-            opt.defaults[name] = value  # for groups added later, and readers of the defaults
-        return opt
-    make.__qualname__ = f"{getattr(base, '__qualname__', type(base).__name__)} with " + \
-        ", ".join(f"{k}={v:g}" for k, v in settings.items())
-    return make
-
-
 def step_lr(step_size: int, gamma: float = 0.1):
     """Multiply the lr by `gamma` every `step_size` epochs (the blog's StepLR(20, 0.1))."""
     return lambda opt, epochs: torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=gamma)

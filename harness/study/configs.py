@@ -19,8 +19,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
-from harness.recipe import RecipeError
-from harness.schedules import parse_optimizer, parse_scheduler
+from harness.recipe import RecipeError, with_settings
+from harness.schedules import parse_optimizer, parse_scheduler, plain_sgd
 
 SAMPLERS = ("qmc", "random", "tpe")
 
@@ -54,7 +54,6 @@ class Config:
             out["optimizer"] = parse_optimizer(opts["optimizer"], opts.get("momentum", 0.0),
                                                opts.get("weight_decay", 0.0))
         elif "momentum" in opts or "weight_decay" in opts:
-            from harness.schedules import plain_sgd, with_settings
             out["optimizer"] = with_settings(base_optimizer or plain_sgd,
                                              **{k: opts[k] for k in ("momentum", "weight_decay") if k in opts})
         if opts.get("scheduler"):  # it replaces the recipe's own schedule (the two multiplied, unsaid)

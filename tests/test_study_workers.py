@@ -208,12 +208,10 @@ def children(pid: int) -> list:
     return out
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["INT", "TERM", "KILL"])
-def test_workers_die_with_their_parent(sig, tmp_path):
-    out = tmp_path / "sweep"
-    # 300 epochs (about ten seconds a trial, killed long before): with 30, a fast machine finished the sweep
-    # while the test read /proc, and the exited workers' empty command lines failed the count (seen once in CI)
+def sweep_with_two_trials_running(out: Path):
+    """(process, storage URL) of a --jobs 2 lr sweep, once both its workers run a trial. 300 epochs (about
+    ten seconds a trial, stopped long before): with 30, a fast machine finished the sweep while a test read
+    /proc, and the exited workers' empty command lines failed the count (seen once in CI)."""
     command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1,0.2,0.3",
                "--epochs", "300", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures"]
     parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
@@ -223,6 +221,14 @@ def test_workers_die_with_their_parent(sig, tmp_path):
         if sum(t.state.name == "RUNNING" for t in trials_of(storage, "sweep-lr")) >= 2:
             break
         time.sleep(0.1)
+    return parent, storage
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["INT", "TERM", "KILL"])
+def test_workers_die_with_their_parent(sig, tmp_path):
+    out = tmp_path / "sweep"
+    parent, storage = sweep_with_two_trials_running(out)
     kids = children(parent.pid)
     workers = [w for k in kids for w in children(k)]
     mentioning = processes_mentioning(str(out.resolve()))
@@ -329,15 +335,7 @@ def test_workers_blocked_in_sqlite_do_not_outlive_an_interrupted_sweep(tmp_path)
     import sqlite3
 
     out = tmp_path / "sweep"
-    command = [sys.executable, "-m", "harness", "sweep", "lr", "--values", "0.01,0.02,0.05,0.1,0.2,0.3",
-               "--epochs", "300", "--recipe", SPEC, "--jobs", "2", "--out", str(out), "--quiet", "--no-figures"]
-    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
-    storage = f"sqlite:///{out.resolve() / 'study.db'}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and parent.poll() is None:
-        if sum(t.state.name == "RUNNING" for t in trials_of(storage, "sweep-lr")) >= 2:
-            break
-        time.sleep(0.1)
+    parent, _ = sweep_with_two_trials_running(out)
     assert parent.poll() is None, parent.stderr.read()[-3000:]
     lock = sqlite3.connect(out / "study.db", timeout=60, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # the workers' next heartbeat or claim waits in SQLite

@@ -417,6 +417,7 @@ def _study(args, recipe, data, device, configs, vary, title, kind=None, settings
 
 def _report(args, results, vary, title, failures=()) -> int:
     from harness import study
+    from harness.study.storage import run_label
 
     rows = study.summarize(results)
     paths = study.write_outputs(args._out, results, rows, vary, title=title, figures=not args.no_figures,
@@ -426,7 +427,7 @@ def _report(args, results, vary, title, failures=()) -> int:
     if study.scored_note(results):
         print(study.scored_note(results))
     for f in failures[:FAILURES_SHOWN]:
-        print(f"failed: {study.describe(study.Config.from_dict(f['config']))}: {f['error']}")
+        print(f"failed: {run_label(f['config'])}: {f['error']}")
     if len(failures) > FAILURES_SHOWN:
         print(f"failed: {len(failures) - FAILURES_SHOWN} more (results.json lists every one)")
     print(f"wrote {paths['table.csv']}, {paths['results.json']} and {len(paths) - 3} figures under {args._out}")

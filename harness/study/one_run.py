@@ -25,9 +25,7 @@ def run_config(recipe: Recipe, data: Data, config: Config, device="cpu",
     """Train one configuration; return the table row (notebook column names) and its history."""
     extra = {"on_epoch": on_epoch} if on_epoch is not None else {}
     run = train(recipe, data=data, seed=config.seed, device=device, **config.fit_overrides(recipe.optimizer), **extra)
-    split = data.test if data.test is not None else data.val
-    if split is None:  # val=None is allowed: report on the training split, and say so in the row
-        split = data.train
+    split = getattr(data, scored_split(data))  # test, else val, else train (the row says which)
     metrics = evaluate(run.model, split, device=device, task=recipe.task, forward=recipe.forward)
     return make_result(config, run.history, metrics, data, main=recipe.task.main_metric)
 

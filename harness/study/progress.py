@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from harness.study.storage import counts
+from harness.study.storage import counts, run_label
 
 LOG_EVERY = 30.0  # seconds between a non-terminal bar's redraws (tqdm's mininterval); the last state is always drawn
 
@@ -32,7 +32,6 @@ class StudyProgress:
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.bar = None
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.postfix = None  # the last one drawn
         self.shown: set = set()  # trial numbers whose failure is on screen (or was before this command)
         self.before = 0  # failures from before this command: their configurations run again
 
@@ -52,8 +51,7 @@ class StudyProgress:
             return
         for number, (config, error) in sorted(c["errors"].items()):
             if number not in self.shown and not first:
-                self.bar.write(f"failed: lr={config['lr']:g} batch={config['batch_size']} seed={config['seed']}: "
-                               f"{error}", file=self.stream)
+                self.bar.write(f"failed: {run_label(config)}: {error}", file=self.stream)
             self.shown.add(number)
         if first:
             self.before = len(c["errors"])
@@ -67,8 +65,7 @@ class StudyProgress:
         best = f"{c['metric']} {c['best']:.4f}" if c["best"] is not None else "-"  # the metric once one is known
         postfix = f"running {c['running']}, pruned {c['pruned']}, failed {c['fail']}, best {best}"
         # a terminal's bar ticks every second (elapsed, time left); a log gets tqdm's throttled redraws
-        self.bar.set_postfix_str(postfix, refresh=self.tty or (first and postfix != self.postfix))
-        self.postfix = postfix
+        self.bar.set_postfix_str(postfix, refresh=self.tty or first)
 
     def _loop(self):
         while not self.stop.wait(self.every):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from harness.io import atomic_write_json, atomic_write_text
+from harness.study.storage import run_label
 
 METRICS = ("Accuracy", "Precision_macro", "Recall_macro", "F1_macro", "Train_time_s", "Infer_time_s")
 COLUMNS = ("learning_rate", "batch_size") + METRICS + ("steps", "epochs_run", "diverged")
@@ -233,11 +234,9 @@ def _table_text(results: list, rows: list, title: str, failed: Sequence[dict]) -
     head = f"{title} ({len(results)} run{'s' if len(results) != 1 else ''}, sorted by {metric})".lstrip()
     lines = [head, format_table(rows)] + ([scored_note(results)] if scored_note(results) else [])
     for f in failed:
-        c = f["config"]
-        lines.append(f"failed: lr={c['lr']:g} batch={c['batch_size']} seed={c['seed']}: {f['error']}")
+        lines.append(f"failed: {run_label(f['config'])}: {f['error']}")
     for p in getattr(results, "pruned", []):
-        c = p["config"]
-        lines.append(f"pruned: lr={c['lr']:g} batch={c['batch_size']} seed={c['seed']}: {p['reason']}")
+        lines.append(f"pruned: {run_label(p['config'])}: {p['reason']}")
     return "\n".join(lines) + "\n"
 
 

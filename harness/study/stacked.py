@@ -38,7 +38,7 @@ from harness.fit import (DIVERGE_CHECK_EVERY, EVAL_BATCH, History, _divergence, 
 from harness.batching import batch_len
 from harness.recipe import DEFAULT_FORWARD, Data, Recipe, default_step, make_optimizer
 from harness.tasks import Classification
-from harness.study.one_run import make_result, run_config
+from harness.study.one_run import make_result, run_config, scored_split
 
 
 def why_not(recipe: Recipe, configs: list) -> str:
@@ -103,7 +103,7 @@ def run_configs(recipe: Recipe, data: Data, configs: list, device="cpu") -> list
         model, data, [c.lr for c in configs], _sgd_settings(recipe, cfg), loss=recipe.loss, batch_size=settings["batch_size"],
         epochs=settings["epochs"], subset=settings.get("subset"), seed=cfg.seed, device=device,
         num_classes=recipe.num_classes)
-    split = data.test if data.test is not None else data.val
+    split = getattr(data, scored_split(data))
     results = []
     for k, (config, hist) in enumerate(zip(configs, histories)):
         model.load_state_dict({name: p[k] for name, p in params.items()})

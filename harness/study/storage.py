@@ -442,15 +442,24 @@ def pruned_early(study) -> str:
     return "; ".join(notes)
 
 
+def run_label(config: dict) -> str:
+    """A run in one line's words, from its config dict: 'lr=0.1 batch=16 seed=0'."""
+    return f"lr={config['lr']:g} batch={config['batch_size']} seed={config['seed']}"
+
+
 def objective_name(metric: str, split: str) -> str:
     """What a study maximises, in words: 'val Accuracy', 'R2' (on test), 'train Accuracy'."""
     return metric if split == "test" else f"{split} {metric}"
 
 
+def row_split(row: dict) -> str:
+    """The split of a run's objective (trials.score_of): val when the row has its score, else where it was scored."""
+    return "val" if "Val_score" in row else row.get("Scored_on", "test")
+
+
 def row_objective(row: dict) -> str:
-    """objective_name of a run's row (trials.score_of): its val metric when it has one."""
-    split = "val" if "Val_score" in row else row.get("Scored_on", "test")
-    return objective_name(row.get("Score_metric") or "Accuracy", split)
+    """objective_name of a run's row: its val metric when it has one."""
+    return objective_name(row.get("Score_metric") or "Accuracy", row_split(row))
 
 
 def counts(study) -> dict:

@@ -30,7 +30,7 @@ from harness.study.one_run import check_lr_is_used, check_swept_value_used, metr
 from harness.study.progress import StudyProgress
 from harness.study.storage import (HEARTBEAT, Results, default_url, distributions_for, failed_runs,
                                    finished_results, objective_name, open_storage, open_study, pruned_early,
-                                   pruned_runs, redact, storage_errors)
+                                   pruned_runs, redact, run_label, storage_errors)
 from harness.study.trials import (Job, StudyFailures, TrialError, finished_keys, proposed_points,
                                   run_trials)
 
@@ -159,7 +159,7 @@ def run_study(spec, configs: list, out, *, device="cpu", recipe=None, data=None,
 
 
 def _failures_line(failures: list, results: list) -> str:
-    first = f"{describe(Config.from_dict(failures[0]['config']))}: {failures[0]['error']}"
+    first = f"{run_label(failures[0]['config'])}: {failures[0]['error']}"
     if len(failures) == 1 and not results:
         return first
     return (f"{len(failures)} of {len(failures) + len(results)} runs raised (first: {first}); "
@@ -196,7 +196,7 @@ def _shipped(job: Job, given: bool, data, out):
 
 
 def describe(config: Config) -> str:
-    return f"lr={config.lr:g} batch={config.batch_size} seed={config.seed}"
+    return run_label(asdict(config))
 
 
 def _describe(left: int, jobs: int, stacked: bool, url: str, name: str, joined: bool = False) -> str:

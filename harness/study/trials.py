@@ -27,7 +27,7 @@ from harness.errors import RecipeError
 from harness.study.configs import Config, Space, pick
 from harness.study.one_run import check_lr_is_used, run_config
 from harness.study.storage import (HEARTBEAT, FINISHED, claim_trial, fail_stale_trials, open_storage,
-                                   row_objective, signals_held, storage_errors, study_distributions)
+                                   row_split, signals_held, storage_errors, study_distributions)
 
 PRUNERS = ("none", "median", "hyperband")
 
@@ -365,8 +365,8 @@ def _tell(study, trial, attrs: dict, config: Optional[Config] = None, dists: Opt
         study.tell(trial, state=TrialState.PRUNED)
     elif not (isinstance(score, (int, float)) and math.isfinite(score)):
         # Optuna fails a trial told NaN: it would be retried on every re-run, and never be in the table
-        name = row_objective(attrs["row"])
-        trial.set_user_attr("pruned_reason", f"no score: the {name if ' ' in name else 'test ' + name} is {score}")
+        metric = attrs["row"].get("Score_metric") or "Accuracy"
+        trial.set_user_attr("pruned_reason", f"no score: the {row_split(attrs['row'])} {metric} is {score}")
         study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, score)

@@ -218,9 +218,7 @@ def serve(parent: int, label: str) -> int:
         for pid in live:
             _kill(pid, signal.SIGTERM)
         signal.signal(signal.SIGALRM, lambda *_: [_kill(p, signal.SIGKILL) for p in live])
-        left = signal.alarm(int(STOP_GRACE) + 1)  # a worker that hangs on its way out (blocked in C) is killed
-        if left:  # a second signal (the parent's SIGTERM, then its death) keeps the first deadline
-            signal.alarm(left)
+        _alarm_once(int(STOP_GRACE) + 1)  # a worker that hangs on its way out (blocked in C) is killed
 
     signal.signal(signal.SIGTERM, stop_workers)
     signal.signal(signal.SIGINT, stop_workers)
@@ -299,14 +297,20 @@ def _kill(pid: int, sig) -> None:
         pass
 
 
+def _alarm_once(seconds: int) -> None:
+    """SIGALRM in `seconds`, unless one is already due: a second signal (the parent's SIGTERM, then its
+    death) keeps the first deadline (each one pushed it further)."""
+    left = signal.alarm(seconds)
+    if left:
+        signal.alarm(left)
+
+
 def _interrupt(signum, frame):
     """SIGTERM/SIGINT: put the trial back (run_trials) and go; SIGALRM ends the process in 5 s if that
     hangs (a database that does not answer), so a worker never outlives its parent by long."""
     if hasattr(signal, "SIGALRM"):
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        left = signal.alarm(5)
-        if left:  # armed by an earlier SIGTERM: keep its deadline (each new one pushed it 5 s further)
-            signal.alarm(left)
+        _alarm_once(5)
     raise KeyboardInterrupt
 
 
